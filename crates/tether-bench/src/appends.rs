@@ -1,0 +1,214 @@
+//! The durable-append workload: many clients, each on its own keep-alive connection, POSTing
+//! small bodies to a set of streams as fast as the server acknowledges them.
+//!
+//! Every connection has at most one request in flight, so throughput is bounded by how well
+//! the server batches concurrent appends into one disk sync (group commit); with one sync per
+//! append a 2-core machine cannot pass a few thousand per second.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Uri};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::LatencySummary;
+use crate::target::{create_stream, send, Conn, Target};
+
+#[derive(Debug, Clone)]
+pub struct AppendsConfig {
+    pub streams: usize,
+    pub connections: usize,
+    pub message_size: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppendsResult {
+    pub connections: usize,
+    pub streams: usize,
+    pub message_size: usize,
+    pub duration_s: f64,
+    /// 2xx answers completed inside the measured window.
+    pub ok: u64,
+    /// Non-2xx answers and connection failures inside the measured window.
+    pub errors: u64,
+    /// `errors` by kind: the status code, or the connection error.
+    pub error_kinds: BTreeMap<String, u64>,
+    pub appends_per_s: f64,
+    pub latency: LatencySummary,
+}
+
+/// What one connection's loop measured.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    latencies: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn error(&mut self, kind: String) {
+        // Distinct connection errors could be many; past a few kinds, fold them together.
+        let kind = if self.errors.len() >= 16 && !self.errors.contains_key(&kind) {
+            "other".to_string()
+        } else {
+            kind
+        };
+        *self.errors.entry(kind).or_default() += 1;
+    }
+}
+
+pub async fn run(
+    target: &Target,
+    cfg: &AppendsConfig,
+    run_id: &str,
+) -> anyhow::Result<AppendsResult> {
+    anyhow::ensure!(
+        cfg.streams > 0 && cfg.connections > 0,
+        "need at least one stream and one connection"
+    );
+    let names: Vec<String> = (0..cfg.streams)
+        .map(|i| format!("bench-{run_id}-append-c{}-{i}", cfg.connections))
+        .collect();
+    create_all(target, &names).await?;
+    let uris: Arc<Vec<Uri>> = Arc::new(
+        names
+            .iter()
+            .map(|n| target.stream_path(n).parse())
+            .collect::<Result<_, _>>()?,
+    );
+
+    // Connect everyone before the clock starts, so the warm-up measures appends, not connects.
+    let conns = futures::future::try_join_all((0..cfg.connections).map(|_| target.connect()))
+        .await
+        .context("opening the append connections")?;
+
+    let body = Bytes::from(vec![b'x'; cfg.message_size]);
+    let start = Instant::now();
+    let window_start = start + cfg.warmup;
+    let window_end = window_start + cfg.duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            let target = target.clone();
+            let uris = uris.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                append_loop(target, conn, uris, i, body, window_start, window_end).await
+            })
+        })
+        .collect();
+
+    let mut latencies = Vec::new();
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.context("append task panicked")?;
+        total.ok += tally.ok;
+        latencies.extend(tally.latencies);
+        for (kind, n) in tally.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+    }
+    let errors = total.errors.values().sum();
+    Ok(AppendsResult {
+        connections: cfg.connections,
+        streams: cfg.streams,
+        message_size: cfg.message_size,
+        duration_s: cfg.duration.as_secs_f64(),
+        ok: total.ok,
+        errors,
+        error_kinds: total.errors,
+        appends_per_s: total.ok as f64 / cfg.duration.as_secs_f64(),
+        latency: LatencySummary::from_nanos(&mut latencies),
+    })
+}
+
+/// Creates the streams over a few connections in parallel.
+async fn create_all(target: &Target, names: &[String]) -> anyhow::Result<()> {
+    let per_conn = names.len().div_ceil(8);
+    futures::future::try_join_all(names.chunks(per_conn).map(|chunk| async move {
+        let mut conn = target.connect().await?;
+        for name in chunk {
+            create_stream(target, &mut conn, name, "application/octet-stream").await?;
+        }
+        anyhow::Ok(())
+    }))
+    .await
+    .context("creating the append streams")?;
+    Ok(())
+}
+
+/// One connection's loop: POST to the streams round-robin (each connection starting at a
+/// different stream) until the window closes. Only answers that arrive inside the window count.
+async fn append_loop(
+    target: Target,
+    mut conn: Conn,
+    uris: Arc<Vec<Uri>>,
+    first: usize,
+    body: Bytes,
+    window_start: Instant,
+    window_end: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut next = first;
+    while Instant::now() < window_end {
+        let uri = uris[next % uris.len()].clone();
+        next += 1;
+        let req = target
+            .request(Method::POST, uri)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(body.clone()));
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                tally.error(format!("building request: {e}"));
+                break;
+            }
+        };
+        let sent = Instant::now();
+        let result = send(&mut conn, req).await;
+        let done = Instant::now();
+        let counted = done >= window_start && done <= window_end;
+        match result {
+            Ok(resp) if resp.status.is_success() => {
+                if counted {
+                    tally.ok += 1;
+                    tally.latencies.push((done - sent).as_nanos() as u64);
+                }
+            }
+            Ok(resp) => {
+                if counted {
+                    tally.error(resp.status.as_u16().to_string());
+                }
+            }
+            Err(e) => {
+                if counted {
+                    tally.error(format!("{e:#}"));
+                }
+                conn = match reconnect(&target, window_end).await {
+                    Some(conn) => conn,
+                    None => break,
+                };
+            }
+        }
+    }
+    tally
+}
+
+/// After a broken connection, tries again every 50 ms until the window closes.
+async fn reconnect(target: &Target, until: Instant) -> Option<Conn> {
+    while Instant::now() < until {
+        if let Ok(conn) = target.connect().await {
+            return Some(conn);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}

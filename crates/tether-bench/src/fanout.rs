@@ -1,0 +1,437 @@
+//! The fan-out workload: how long an append takes to reach many live SSE subscribers.
+//!
+//! One `text/plain` stream, S subscribers each on its own connection, then M appends at a
+//! steady pace. Every append carries its sequence number and its send time (nanoseconds since
+//! an `Instant` shared with the subscribers, which live in the same process), as `seq:nanos;`.
+//! The `;` terminator makes the messages self-delimiting, so it does not matter whether the
+//! server sends one SSE event per append or batches several appends into one event.
+//!
+//! Subscribers start at the stream's tail offset as returned by the server rather than at
+//! `offset=now`, so a subscription that the server registers late still receives everything;
+//! the sequence numbers then tell exactly which deliveries were missing or repeated.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::{Method, Uri};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::MissedTickBehavior;
+
+use crate::memory::rss_kb;
+use crate::sse::SseParser;
+use crate::stats::LatencySummary;
+use crate::target::{create_stream, encode_query_value, send, Target};
+
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub subscribers: usize,
+    pub messages: usize,
+    pub interval: Duration,
+    /// How long to wait after the last append for deliveries still in flight.
+    pub drain_timeout: Duration,
+    /// How many subscribers may be connecting at once (a burst of a thousand connects can
+    /// overflow a listen backlog and turn into one-second SYN retries).
+    pub connect_concurrency: usize,
+    /// When set, the server's resident memory is sampled before and after the subscribers
+    /// connect.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutResult {
+    pub subscribers: usize,
+    pub messages: usize,
+    pub interval_ms: f64,
+    /// Subscribers whose connection was accepted with `200 text/event-stream`.
+    pub connected: usize,
+    /// Time from the first connect until every subscriber was ready.
+    pub connect_s: f64,
+    /// Appends the server acknowledged; only these are expected at the subscribers.
+    pub published: usize,
+    pub expected_deliveries: u64,
+    pub delivered: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    /// Data that was not a `seq:nanos;` message of this run.
+    pub malformed: u64,
+    /// Subscribers that failed, by reason.
+    pub subscriber_errors: BTreeMap<String, u64>,
+    /// Receive time minus send time over all (subscriber, message) pairs.
+    pub latency: LatencySummary,
+    /// How long the publisher's appends took to be acknowledged while the subscribers listened.
+    pub append_latency: LatencySummary,
+    pub rss_before_kb: Option<u64>,
+    pub rss_connected_kb: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+/// Counters the subscribers update and the coordinator polls.
+#[derive(Default)]
+struct Progress {
+    /// Response headers arrived with status 200.
+    accepted: AtomicUsize,
+    /// The first `control` event arrived: the subscription is certainly live.
+    ready: AtomicUsize,
+    /// Received every message.
+    finished: AtomicUsize,
+    /// Gave up with an error.
+    failed: AtomicUsize,
+}
+
+struct SubscriberOutcome {
+    received: Vec<bool>,
+    latencies: Vec<u64>,
+    duplicates: u64,
+    malformed: u64,
+    error: Option<String>,
+}
+
+pub async fn run(
+    target: &Target,
+    cfg: &FanoutConfig,
+    run_id: &str,
+) -> anyhow::Result<FanoutResult> {
+    anyhow::ensure!(
+        cfg.subscribers > 0 && cfg.messages > 0,
+        "need at least one subscriber and one message"
+    );
+    let name = format!("bench-{run_id}-fanout-s{}", cfg.subscribers);
+    let path = target.stream_path(&name);
+    let mut publisher = target.connect().await?;
+    let created = create_stream(target, &mut publisher, &name, "text/plain").await?;
+    let mut notes = Vec::new();
+    let offset = match created.header("stream-next-offset") {
+        Some(o) => o.to_string(),
+        None => {
+            notes.push("PUT gave no Stream-Next-Offset; subscribed with offset=now".into());
+            "now".to_string()
+        }
+    };
+    let sse_uri: Uri = format!("{path}?offset={}&live=sse", encode_query_value(&offset)).parse()?;
+    let post_uri: Uri = path.parse()?;
+
+    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
+    let epoch = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
+    let handles: Vec<_> = (0..cfg.subscribers)
+        .map(|_| {
+            let sub = Subscriber {
+                target: target.clone(),
+                uri: sse_uri.clone(),
+                messages: cfg.messages,
+                epoch,
+                progress: progress.clone(),
+                gate: gate.clone(),
+                stop: stop_rx.clone(),
+            };
+            tokio::spawn(sub.run())
+        })
+        .collect();
+
+    let connect_s = wait_until_ready(&progress, cfg.subscribers, &mut notes).await;
+    let rss_connected_kb = cfg.server_pid.and_then(rss_kb);
+
+    // Publish at a steady pace. A slow acknowledgement delays the next append rather than
+    // causing a burst to catch up.
+    let mut published = vec![false; cfg.messages];
+    let mut append_latencies = Vec::with_capacity(cfg.messages);
+    let mut publish_errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for (seq, ok) in published.iter_mut().enumerate() {
+        tick.tick().await;
+        let sent = epoch.elapsed().as_nanos() as u64;
+        let req = target
+            .request(Method::POST, post_uri.clone())
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from(format!("{seq}:{sent};"))))?;
+        match send(&mut publisher, req).await {
+            Ok(resp) if resp.status.is_success() => {
+                *ok = true;
+                append_latencies.push(epoch.elapsed().as_nanos() as u64 - sent);
+            }
+            Ok(resp) => *publish_errors.entry(resp.describe()).or_default() += 1,
+            Err(e) => {
+                *publish_errors.entry(format!("{e:#}")).or_default() += 1;
+                publisher = target.connect().await?;
+            }
+        }
+    }
+    for (error, n) in publish_errors {
+        notes.push(format!("{n} appends failed: {error}"));
+    }
+
+    // Let deliveries still in flight arrive, then stop whoever is still waiting.
+    let deadline = Instant::now() + cfg.drain_timeout;
+    while progress.finished.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed)
+        < cfg.subscribers
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop_tx.send(true);
+
+    let mut latencies = Vec::with_capacity(cfg.subscribers * cfg.messages);
+    let (mut delivered, mut missing, mut duplicates, mut malformed) = (0u64, 0u64, 0u64, 0u64);
+    let mut subscriber_errors: BTreeMap<String, u64> = BTreeMap::new();
+    for handle in handles {
+        let out = handle.await.context("subscriber task panicked")?;
+        for (got, sent) in out.received.iter().zip(&published) {
+            match (*got, *sent) {
+                (true, _) => delivered += 1,
+                (false, true) => missing += 1,
+                (false, false) => {}
+            }
+        }
+        duplicates += out.duplicates;
+        malformed += out.malformed;
+        latencies.extend(out.latencies);
+        if let Some(e) = out.error {
+            *subscriber_errors.entry(e).or_default() += 1;
+        }
+    }
+    let published_count = published.iter().filter(|p| **p).count();
+    Ok(FanoutResult {
+        subscribers: cfg.subscribers,
+        messages: cfg.messages,
+        interval_ms: cfg.interval.as_secs_f64() * 1e3,
+        connected: progress.accepted.load(Ordering::Relaxed),
+        connect_s,
+        published: published_count,
+        expected_deliveries: (published_count * cfg.subscribers) as u64,
+        delivered,
+        missing,
+        duplicates,
+        malformed,
+        subscriber_errors,
+        latency: LatencySummary::from_nanos(&mut latencies),
+        append_latency: LatencySummary::from_nanos(&mut append_latencies),
+        rss_before_kb,
+        rss_connected_kb,
+        notes,
+    })
+}
+
+/// Waits until every subscriber has had its first control event (or failed). A server that
+/// sends nothing until the first append is given three seconds after every subscriber's
+/// response headers arrived; the explicit start offset means nothing is lost either way.
+/// Returns the seconds it took.
+async fn wait_until_ready(progress: &Progress, subscribers: usize, notes: &mut Vec<String>) -> f64 {
+    let start = Instant::now();
+    let give_up = start + Duration::from_secs(30) + Duration::from_millis(20 * subscribers as u64);
+    let mut all_accepted_at: Option<Instant> = None;
+    loop {
+        let failed = progress.failed.load(Ordering::Relaxed);
+        if progress.ready.load(Ordering::Relaxed) + failed >= subscribers {
+            break;
+        }
+        let now = Instant::now();
+        if progress.accepted.load(Ordering::Relaxed) + failed >= subscribers {
+            let at = *all_accepted_at.get_or_insert(now);
+            if now - at > Duration::from_secs(3) {
+                notes.push(
+                    "not every subscriber got an initial control event; readiness taken from \
+                     the response headers"
+                        .into(),
+                );
+                break;
+            }
+        }
+        if now > give_up {
+            notes.push(format!(
+                "only {} of {subscribers} subscribers were ready after {:.0} s; published anyway",
+                progress.ready.load(Ordering::Relaxed),
+                (now - start).as_secs_f64()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+struct Subscriber {
+    target: Target,
+    uri: Uri,
+    messages: usize,
+    epoch: Instant,
+    progress: Arc<Progress>,
+    gate: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Subscriber {
+    async fn run(mut self) -> SubscriberOutcome {
+        let mut out = SubscriberOutcome {
+            received: vec![false; self.messages],
+            latencies: Vec::with_capacity(self.messages),
+            duplicates: 0,
+            malformed: 0,
+            error: None,
+        };
+        if let Err(e) = self.listen(&mut out).await {
+            out.error = Some(format!("{e:#}"));
+            self.progress.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    async fn listen(&mut self, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
+        let resp = {
+            let _permit = self.gate.acquire().await?;
+            let mut conn = self.target.connect().await?;
+            let req = self
+                .target
+                .request(Method::GET, self.uri.clone())
+                .header(ACCEPT, "text/event-stream")
+                .body(Full::new(Bytes::new()))?;
+            conn.ready().await?;
+            conn.send_request(req).await.context("SSE request")?
+        };
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "SSE request answered {}",
+            resp.status()
+        );
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        anyhow::ensure!(
+            content_type.starts_with("text/event-stream"),
+            "SSE response has Content-Type {content_type:?}"
+        );
+        anyhow::ensure!(
+            resp.headers().get("stream-sse-data-encoding").is_none(),
+            "a text/plain stream should not be base64-encoded over SSE"
+        );
+        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+
+        let mut body = resp.into_body();
+        let mut parser = SseParser::new();
+        let mut partial = Vec::new();
+        let mut ready = false;
+        let mut distinct = 0usize;
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                _ = self.stop.changed() => return Ok(()),
+            };
+            let frame = match frame {
+                None => anyhow::bail!("the server ended the SSE response"),
+                Some(frame) => frame.context("reading the SSE response")?,
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            // One clock reading per chunk: every message in it arrived at the same time.
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            let mut became_ready = false;
+            parser.feed(&chunk, |event| match event.event {
+                b"control" => became_ready = true,
+                b"data" => {
+                    let bad = split_messages(&mut partial, event.data, |seq, sent| {
+                        match out.received.get_mut(seq as usize) {
+                            Some(seen) if !*seen => {
+                                *seen = true;
+                                distinct += 1;
+                                out.latencies.push(now.saturating_sub(sent));
+                            }
+                            Some(_) => out.duplicates += 1,
+                            None => out.malformed += 1,
+                        }
+                    });
+                    out.malformed += bad;
+                }
+                _ => {}
+            });
+            if became_ready && !ready {
+                ready = true;
+                self.progress.ready.fetch_add(1, Ordering::Relaxed);
+            }
+            if distinct == self.messages {
+                self.progress.finished.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Splits the text of a data event into `seq:nanos;` messages, calling `on_message` for each.
+/// `partial` carries an unterminated message over to the next event, in case a server splits
+/// an append across events. Whitespace (such as the `\n` that joins `data:` lines) is ignored.
+/// Returns how many terminated messages could not be parsed.
+pub fn split_messages(
+    partial: &mut Vec<u8>,
+    data: &[u8],
+    mut on_message: impl FnMut(u64, u64),
+) -> u64 {
+    let mut malformed = 0;
+    for &b in data {
+        match b {
+            b';' => {
+                match parse_message(partial) {
+                    Some((seq, sent)) => on_message(seq, sent),
+                    None => malformed += 1,
+                }
+                partial.clear();
+            }
+            b'\n' | b'\r' | b' ' => {}
+            _ => partial.push(b),
+        }
+    }
+    malformed
+}
+
+fn parse_message(text: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (seq, sent) = text.split_once(':')?;
+    Some((seq.parse().ok()?, sent.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(events: &[&[u8]]) -> (Vec<(u64, u64)>, u64) {
+        let mut partial = Vec::new();
+        let mut got = Vec::new();
+        let mut malformed = 0;
+        for data in events {
+            malformed += split_messages(&mut partial, data, |s, t| got.push((s, t)));
+        }
+        (got, malformed)
+    }
+
+    #[test]
+    fn batched_messages_in_one_event_are_all_found() {
+        assert_eq!(
+            split_all(&[b"0:100;1:250;\n2:300;"]),
+            (vec![(0, 100), (1, 250), (2, 300)], 0)
+        );
+    }
+
+    #[test]
+    fn a_message_split_across_events_is_joined() {
+        assert_eq!(split_all(&[b"7:12", b"34;"]), (vec![(7, 1234)], 0));
+    }
+
+    #[test]
+    fn garbage_is_counted_as_malformed() {
+        assert_eq!(
+            split_all(&[b"hello;3:x;4:5;"]),
+            (vec![(4, 5)], 2),
+            "two bad messages and one good"
+        );
+    }
+}

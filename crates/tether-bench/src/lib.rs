@@ -1,0 +1,298 @@
+//! The benchmark behind `tether bench`.
+//!
+//! It speaks nothing but the public Durable Streams HTTP protocol, so the same load can be
+//! pointed at Tether or at any other Durable Streams server by URL, and the figures compared.
+//! Three workloads follow DESIGN.md's performance targets:
+//!
+//! - `appends`: durable appends per second from many concurrent keep-alive connections;
+//! - `fanout`: append-to-subscriber latency over SSE with many live subscribers;
+//! - `catchup`: replay throughput of a long stream read from the beginning.
+//!
+//! `--summarize` folds the JSON reports of several runs into one Markdown comparison; the
+//! script `bench/compare.sh` uses it.
+
+mod appends;
+mod catchup;
+mod fanout;
+mod memory;
+mod report;
+mod sse;
+mod stats;
+mod summarize;
+mod target;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::appends::AppendsConfig;
+use crate::catchup::CatchupConfig;
+use crate::fanout::FanoutConfig;
+use crate::report::{Failure, Report};
+use crate::summarize::Series;
+use crate::target::Target;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Appends,
+    Fanout,
+    Catchup,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Base URL of the Durable Streams server under test (plain http).
+    #[arg(long, default_value = "http://127.0.0.1:4437")]
+    pub url: String,
+
+    /// Path under which the server serves streams.
+    #[arg(long, default_value = "/v1/stream")]
+    pub stream_prefix: String,
+
+    #[arg(long, value_enum, default_value_t = Workload::All)]
+    pub workload: Workload,
+
+    /// appends: number of streams written round-robin.
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+
+    /// appends: concurrent keep-alive connections; a comma-separated list runs each value.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub connections: Vec<usize>,
+
+    /// appends: measured time per connection count.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// appends: unmeasured time before the measured window.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Bytes per message for appends and catch-up.
+    #[arg(long, default_value_t = 256)]
+    pub message_size: usize,
+
+    /// fanout: live SSE subscribers; a comma-separated list runs each value.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    pub subscribers: Vec<usize>,
+
+    /// fanout: appends sent to the subscribers.
+    #[arg(long, default_value_t = 200)]
+    pub fanout_messages: usize,
+
+    /// fanout: pause between appends.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub fanout_interval: Duration,
+
+    /// fanout: how long to wait for late deliveries after the last append.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// catchup: messages in the stream that is read back.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: usize,
+
+    /// catchup: messages per preload POST (one JSON array).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+
+    /// catchup: read this stream if it exists (assumed complete), else create and preload it.
+    /// Lets repeated runs against one server skip the preload.
+    #[arg(long)]
+    pub catchup_stream: Option<String>,
+
+    /// Sample this process's resident memory (the server's, when it runs on this machine).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// A name for the server under test, stored in the JSON report.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Instead of running load, fold JSON reports into a Markdown comparison. Repeat as
+    /// `--summarize Tether=DIR --summarize Electric=DIR`; the ratio column is first/second.
+    #[arg(long, value_name = "LABEL=DIR")]
+    pub summarize: Vec<String>,
+
+    /// With --summarize: a line of context (versions, settings) listed under the title.
+    #[arg(long, value_name = "TEXT")]
+    pub context: Vec<String>,
+
+    /// With --summarize: write the Markdown to this file as well as to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.summarize.is_empty() {
+        return summarize(&args);
+    }
+    raise_fd_limit(&args);
+    let target = Target::new(&args.url, &args.stream_prefix)?;
+    let run_id = run_id();
+    let mut report = Report {
+        label: args.label.clone(),
+        url: args.url.clone(),
+        stream_prefix: args.stream_prefix.clone(),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
+        ..Default::default()
+    };
+    println!(
+        "tether bench: {}{} (run {run_id})",
+        args.url,
+        args.label
+            .as_deref()
+            .map(|l| format!(" [{l}]"))
+            .unwrap_or_default()
+    );
+    let wants = |w: Workload| args.workload == w || args.workload == Workload::All;
+
+    if wants(Workload::Appends) {
+        for &connections in &args.connections {
+            let cfg = AppendsConfig {
+                streams: args.streams,
+                connections,
+                message_size: args.message_size,
+                warmup: args.warmup,
+                duration: args.duration,
+            };
+            match appends::run(&target, &cfg, &run_id).await {
+                Ok(r) => report.appends.push(r),
+                Err(e) => fail(
+                    &mut report,
+                    format!("appends, {connections} connections"),
+                    e,
+                ),
+            }
+        }
+        println!("\nappends ({} bytes each)", args.message_size);
+        print!("{}", report::appends_table(&report.appends));
+    }
+
+    if wants(Workload::Fanout) {
+        for &subscribers in &args.subscribers {
+            let cfg = FanoutConfig {
+                subscribers,
+                messages: args.fanout_messages,
+                interval: args.fanout_interval,
+                drain_timeout: args.drain_timeout,
+                connect_concurrency: 64,
+                server_pid: args.server_pid,
+            };
+            match fanout::run(&target, &cfg, &run_id).await {
+                Ok(r) => report.fanout.push(r),
+                Err(e) => fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
+            }
+        }
+        println!(
+            "\nfanout over SSE ({} appends, one every {:?})",
+            args.fanout_messages, args.fanout_interval
+        );
+        print!("{}", report::fanout_table(&report.fanout));
+    }
+
+    if wants(Workload::Catchup) {
+        let cfg = CatchupConfig {
+            messages: args.messages,
+            message_size: args.message_size,
+            batch: args.batch,
+            preload_connections: 4,
+            stream: args.catchup_stream.clone(),
+        };
+        match catchup::run(&target, &cfg, &run_id).await {
+            Ok(r) => {
+                println!("\ncatch-up read from offset -1");
+                print!("{}", report::catchup_table(&r));
+                if !r.verified {
+                    report.failures.push(Failure {
+                        workload: "catchup".into(),
+                        error: format!(
+                            "read {} messages, expected {}",
+                            r.messages_read, r.messages_expected
+                        ),
+                    });
+                }
+                report.catchup = Some(r);
+            }
+            Err(e) => fail(&mut report, "catchup".into(), e),
+        }
+    }
+
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {path:?}"))?;
+    }
+    if !report.failures.is_empty() {
+        println!();
+        for f in &report.failures {
+            println!("FAILED {}: {}", f.workload, f.error);
+        }
+        anyhow::bail!("{} workload(s) failed", report.failures.len());
+    }
+    Ok(())
+}
+
+fn fail(report: &mut Report, workload: String, error: anyhow::Error) {
+    eprintln!("{workload}: {error:#}");
+    report.failures.push(Failure {
+        workload,
+        error: format!("{error:#}"),
+    });
+}
+
+fn summarize(args: &BenchArgs) -> anyhow::Result<()> {
+    let series = args
+        .summarize
+        .iter()
+        .map(|s| Series::load(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let page = summarize::markdown(&series, &args.context);
+    print!("{page}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &page).with_context(|| format!("writing {path:?}"))?;
+    }
+    Ok(())
+}
+
+/// Every subscriber and connection is a file descriptor; the usual soft limit of 1024 is too
+/// low for a thousand subscribers, so raise it towards the hard limit.
+fn raise_fd_limit(args: &BenchArgs) {
+    let needed = args
+        .subscribers
+        .iter()
+        .chain(&args.connections)
+        .max()
+        .copied()
+        .unwrap_or(0) as u64
+        + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => eprintln!(
+            "warning: the open-file limit is {limit}, below the {needed} this run may need"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
+    }
+}
+
+/// A short id that keeps the stream names of separate runs against one server apart.
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut n = (nanos / 1_000_000) as u64 ^ (u64::from(std::process::id()) << 40);
+    let mut id = String::new();
+    while n > 0 {
+        let digit = (n % 36) as u32;
+        id.push(std::char::from_digit(digit, 36).unwrap_or('x'));
+        n /= 36;
+    }
+    id
+}

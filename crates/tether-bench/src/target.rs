@@ -1,0 +1,205 @@
+//! The server under test and the HTTP/1.1 plumbing to reach it.
+//!
+//! Each task owns exactly one keep-alive connection made with hyper's low-level
+//! `client::conn::http1` API. A pooled client would be shorter to write, but it opens extra
+//! connections under load, and then "64 connections" would not mean 64 connections.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HOST};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One connection, ready to send requests with in-memory bodies.
+pub type Conn = SendRequest<Full<Bytes>>;
+
+/// How long a TCP connect may take before the workload gives up on it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    addr: SocketAddr,
+    /// `host:port`, sent as the `Host` header.
+    authority: String,
+    /// Path prefix under which streams live, without a trailing slash (may be empty).
+    prefix: String,
+}
+
+impl Target {
+    /// `url` is `http://host[:port][/base]`; `stream_prefix` is appended to any base path.
+    pub fn new(url: &str, stream_prefix: &str) -> anyhow::Result<Self> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            bail!("only plain http:// URLs are supported, got {url:?}");
+        };
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            bail!("no host in {url:?}");
+        }
+        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']')
+        }) {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {with_port}"))?
+            .next()
+            .with_context(|| format!("{with_port} resolves to no address"))?;
+        let prefix = format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            stream_prefix.trim_matches('/')
+        );
+        Ok(Self {
+            addr,
+            authority: authority.to_string(),
+            prefix: prefix.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The request path of the stream called `name`.
+    pub fn stream_path(&self, name: &str) -> String {
+        format!("{}/{}", self.prefix, name)
+    }
+
+    /// Opens a new connection and spawns the task that drives it; the connection closes when
+    /// the returned sender is dropped.
+    pub async fn connect(&self) -> anyhow::Result<Conn> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .with_context(|| format!("connecting to {} timed out", self.addr))?
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .context("HTTP/1.1 handshake")?;
+        tokio::spawn(async move {
+            // A closed or reset connection surfaces as an error on the next request.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// A request to `path_and_query` with the `Host` header set (hyper's low-level client does
+    /// not add it).
+    pub fn request<U>(&self, method: Method, path_and_query: U) -> hyper::http::request::Builder
+    where
+        Uri: TryFrom<U>,
+        <Uri as TryFrom<U>>::Error: Into<hyper::http::Error>,
+    {
+        Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(HOST, &self.authority)
+    }
+}
+
+/// A response whose body has been read in full.
+#[derive(Debug)]
+pub struct Collected {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Collected {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The status and the start of the body, for error messages.
+    pub fn describe(&self) -> String {
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]);
+        format!("{} {}", self.status, body.trim())
+    }
+}
+
+/// Sends a request on `conn` and reads the whole response body, so that the connection is free
+/// for the next request.
+pub async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> anyhow::Result<Collected> {
+    conn.ready().await.context("connection closed")?;
+    let resp = conn.send_request(req).await.context("sending request")?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .context("reading response body")?
+        .to_bytes();
+    Ok(Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Creates (or idempotently re-creates) a stream with `content_type`.
+pub async fn create_stream(
+    target: &Target,
+    conn: &mut Conn,
+    name: &str,
+    content_type: &str,
+) -> anyhow::Result<Collected> {
+    let req = target
+        .request(Method::PUT, target.stream_path(name))
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::new()))?;
+    let resp = send(conn, req).await?;
+    if !resp.status.is_success() {
+        bail!("PUT {name} answered {}", resp.describe());
+    }
+    Ok(resp)
+}
+
+/// Percent-encodes a query value (offsets are opaque strings chosen by the server).
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_paths_join_base_and_prefix_with_single_slashes() {
+        let t = Target::new("http://127.0.0.1:4437", "/v1/stream").unwrap();
+        assert_eq!(t.stream_path("a"), "/v1/stream/a");
+        assert_eq!(t.authority, "127.0.0.1:4437");
+        let t = Target::new("http://127.0.0.1:4437/", "v1/stream/").unwrap();
+        assert_eq!(t.stream_path("a"), "/v1/stream/a");
+        let t = Target::new("http://127.0.0.1:4437/base/", "").unwrap();
+        assert_eq!(t.stream_path("a"), "/base/a");
+        let t = Target::new("http://127.0.0.1", "/").unwrap();
+        assert_eq!(t.stream_path("a"), "/a");
+        assert_eq!(t.addr.port(), 80);
+    }
+
+    #[test]
+    fn https_urls_are_refused() {
+        assert!(Target::new("https://127.0.0.1:4437", "/v1/stream").is_err());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode_query_value("0000_0012"), "0000_0012");
+        assert_eq!(encode_query_value("a/b+c=d"), "a%2Fb%2Bc%3Dd");
+    }
+}

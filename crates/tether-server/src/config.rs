@@ -1,0 +1,69 @@
+//! Server configuration: typed values with defaults, checked once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Whether requests must carry a token. Only `Off` exists until the control plane adds tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    Off,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(AuthMode::Off),
+            other => Err(format!(
+                "unknown auth mode {other:?}: this version supports only `off`"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How long a long-poll waits for data before answering 204.
+    pub long_poll_timeout: Duration,
+    pub auth: AuthMode,
+    /// Largest accepted append or initial body; larger gets 413.
+    pub max_append_bytes: usize,
+    /// Roughly the largest body one read returns (at least one whole record).
+    pub max_read_bytes: usize,
+    /// SSE connections are closed after this long so clients reconnect (protocol 10.2).
+    pub sse_max_duration: Duration,
+    /// Interval of SSE keep-alive comments while nothing happens.
+    pub sse_keepalive: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4437)),
+            data_dir: PathBuf::from("./tether-data"),
+            long_poll_timeout: Duration::from_secs(30),
+            auth: AuthMode::Off,
+            max_append_bytes: 16 << 20,
+            max_read_bytes: 1 << 20,
+            sse_max_duration: Duration::from_secs(60),
+            sse_keepalive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Rejects settings that cannot work, with a message that says which.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.long_poll_timeout.is_zero() {
+            return Err("--long-poll-timeout must be greater than zero".into());
+        }
+        if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
+            return Err("size limits must be greater than zero".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The one place where store errors become HTTP responses.
+//!
+//! Durable Streams routes answer with the protocol's status codes and headers; the body is
+//! Tether's wire error `{"error":{"code","message","request_id"}}`, which clients may show but
+//! must not need. Every match here is exhaustive on purpose: a new error without a status does
+//! not compile.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use tether_store::{AppendError, CreateError, DeleteError, LookupError};
+
+use crate::middleware::RequestId;
+use crate::streams::headers as h;
+
+/// An error response under construction.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Protocol headers the error carries (`Stream-Closed`, `Producer-Epoch`, ...).
+    pub headers: Vec<(&'static str, String)>,
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+            request_id: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    pub fn for_request(mut self, id: &RequestId) -> Self {
+        self.request_id = Some(id.0.clone());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+        }});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
+        response
+    }
+}
+
+fn storage(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "STORAGE_UNAVAILABLE",
+        message,
+    )
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", e.to_string())
+            }
+            LookupError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", e.to_string()),
+            LookupError::OffsetBeyondTail => ApiError::bad_request(e.to_string()),
+            LookupError::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        let msg = e.to_string();
+        match e {
+            CreateError::ConfigMismatch
+            | CreateError::PathBlocked
+            | CreateError::SourceGone
+            | CreateError::ForkContentTypeMismatch => {
+                ApiError::new(StatusCode::CONFLICT, "STREAM_CONFLICT", msg)
+            }
+            CreateError::SourceNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg)
+            }
+            CreateError::ForkOffsetBeyondTail
+            | CreateError::SubOffsetOutOfRange
+            | CreateError::InvalidBody(_) => ApiError::bad_request(msg),
+            CreateError::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AppendError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg),
+            AppendError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", msg),
+            AppendError::Closed { next } => {
+                ApiError::new(StatusCode::CONFLICT, "STREAM_CLOSED", msg)
+                    .with_header(h::STREAM_CLOSED, "true")
+                    .with_header(h::STREAM_NEXT_OFFSET, next)
+            }
+            AppendError::ContentTypeMismatch => {
+                ApiError::new(StatusCode::CONFLICT, "CONTENT_TYPE_MISMATCH", msg)
+            }
+            AppendError::EmptyBody
+            | AppendError::InvalidBody(_)
+            | AppendError::EpochNeedsSeqZero => ApiError::bad_request(msg),
+            AppendError::SeqConflict => ApiError::new(StatusCode::CONFLICT, "SEQ_CONFLICT", msg),
+            AppendError::StaleEpoch { current } => {
+                ApiError::new(StatusCode::FORBIDDEN, "STALE_PRODUCER_EPOCH", msg)
+                    .with_header(h::PRODUCER_EPOCH, current)
+            }
+            AppendError::SeqGap { expected, received } => {
+                ApiError::new(StatusCode::CONFLICT, "PRODUCER_SEQ_GAP", msg)
+                    .with_header(h::PRODUCER_EXPECTED_SEQ, expected)
+                    .with_header(h::PRODUCER_RECEIVED_SEQ, received)
+            }
+            AppendError::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DeleteError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg),
+            DeleteError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", msg),
+            DeleteError::Storage(m) => storage(m),
+        }
+    }
+}

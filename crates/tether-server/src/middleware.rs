@@ -1,0 +1,60 @@
+//! Headers every response carries, whatever produced it (handlers, extractor rejections,
+//! 404s of the router): a request id, browser security headers (protocol 12.7) and CORS.
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+
+/// A per-request id, echoed in `X-Request-Id` and in error bodies.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Headers a browser may read from our responses.
+const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
+    Stream-TTL, Stream-Expires-At, Stream-Sse-Data-Encoding, Producer-Epoch, Producer-Seq, \
+    Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, X-Request-Id";
+
+const ALLOWED_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Last-Event-ID, \
+    Stream-TTL, Stream-Expires-At, Stream-Seq, Stream-Closed, Stream-Forked-From, \
+    Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq";
+
+pub async fn common_headers(mut req: Request, next: Next) -> Response {
+    let id = format!("{:016x}", rand::thread_rng().gen::<u64>());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let preflight = req.method() == Method::OPTIONS;
+    let requested_headers = req.headers().get("access-control-request-headers").cloned();
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let headers = response.headers_mut();
+    set(headers, "x-request-id", &id);
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "cross-origin-resource-policy", "cross-origin");
+    set(headers, "access-control-allow-origin", "*");
+    set(headers, "access-control-expose-headers", EXPOSED);
+    if preflight {
+        set(
+            headers,
+            "access-control-allow-methods",
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+        );
+        // Allow what the browser asked for, plus everything the protocol uses.
+        let allowed = match requested_headers.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(asked) if !asked.is_empty() => format!("{ALLOWED_HEADERS}, {asked}"),
+            _ => ALLOWED_HEADERS.to_string(),
+        };
+        set(headers, "access-control-allow-headers", &allowed);
+        set(headers, "access-control-max-age", "86400");
+    }
+    response
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}

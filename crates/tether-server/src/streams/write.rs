@@ -1,0 +1,185 @@
+//! PUT (create, fork), POST (append, close) and DELETE.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use tether_store::{Append, AppendStatus, CreateStream, ForkFrom, ProducerStamp};
+use tether_types::headers::{
+    is_true, parse_expires_at, parse_producer_number, parse_strict_u64, parse_ttl,
+};
+use tether_types::Offset;
+
+use super::headers::{self as h, text};
+use super::response::ResponseHeaders;
+use crate::error::ApiError;
+use crate::middleware::RequestId;
+use crate::AppState;
+
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create(state, &path, &headers, body)
+        .await
+        .unwrap_or_else(|e| e.for_request(&rid).into_response())
+}
+
+async fn create(
+    state: AppState,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = create_request(headers, body)?;
+    let created = state.store.create(path, request).await?;
+    let info = created.info;
+    let mut out = ResponseHeaders::new();
+    out.content_type(&info.config.content_type)
+        .next_offset(info.next)
+        .closed(info.closed);
+    let status = if created.created {
+        let host = text(headers, "host")?.unwrap_or("localhost");
+        out.set("location", &format!("http://{host}{}{path}", super::PREFIX));
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, out.into_map()).into_response())
+}
+
+fn create_request(headers: &HeaderMap, body: Bytes) -> Result<CreateStream, ApiError> {
+    let ttl = text(headers, h::STREAM_TTL)?
+        .map(parse_ttl)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let expires_at = text(headers, h::STREAM_EXPIRES_AT)?
+        .map(parse_expires_at)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if ttl.is_some() && expires_at.is_some() {
+        return Err(ApiError::bad_request(
+            "Stream-TTL and Stream-Expires-At cannot both be set",
+        ));
+    }
+    let fork_source = text(headers, h::STREAM_FORKED_FROM)?;
+    let fork_offset = text(headers, h::STREAM_FORK_OFFSET)?;
+    let sub_offset = text(headers, h::STREAM_FORK_SUB_OFFSET)?;
+    let fork = match fork_source {
+        Some(source) => Some(ForkFrom {
+            source: super::source_path(source).to_string(),
+            offset: fork_offset
+                .map(|o| o.parse::<Offset>())
+                .transpose()
+                .map_err(|e| ApiError::bad_request(format!("invalid Stream-Fork-Offset: {e}")))?,
+            sub_offset: sub_offset
+                .map(|s| parse_strict_u64("Stream-Fork-Sub-Offset", s))
+                .transpose()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+                .unwrap_or(0),
+        }),
+        None if fork_offset.is_some() || sub_offset.is_some() => {
+            return Err(ApiError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ))
+        }
+        None => None,
+    };
+    Ok(CreateStream {
+        content_type: text(headers, "content-type")?.map(str::to_string),
+        ttl_secs: ttl,
+        expires_at,
+        closed: is_true(text(headers, h::STREAM_CLOSED)?),
+        fork,
+        body,
+    })
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    append(state, &path, &headers, body)
+        .await
+        .unwrap_or_else(|e| e.for_request(&rid).into_response())
+}
+
+async fn append(
+    state: AppState,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let close = is_true(text(headers, h::STREAM_CLOSED)?);
+    let content_type = text(headers, "content-type")?.map(str::to_string);
+    if !body.is_empty() && content_type.is_none() {
+        return Err(ApiError::bad_request(
+            "an append with a body needs a Content-Type",
+        ));
+    }
+    let request = Append {
+        content_type,
+        body,
+        close,
+        producer: producer_stamp(headers)?,
+        stream_seq: text(headers, h::STREAM_SEQ)?.map(str::to_string),
+    };
+    let appended = state.store.append(path, request).await?;
+    let mut out = ResponseHeaders::new();
+    out.next_offset(appended.next).closed(appended.closed);
+    if let Some((epoch, seq)) = appended.producer {
+        out.set(h::PRODUCER_EPOCH, &epoch.to_string())
+            .set(h::PRODUCER_SEQ, &seq.to_string());
+    }
+    // A producer's new data is 200; everything else that succeeds is 204 (protocol 5.2.1).
+    let status = match (appended.status, appended.producer.is_some()) {
+        (AppendStatus::Appended, true) => StatusCode::OK,
+        (AppendStatus::Appended, false)
+        | (AppendStatus::Duplicate, _)
+        | (AppendStatus::AlreadyClosed, _) => StatusCode::NO_CONTENT,
+    };
+    Ok((status, out.into_map()).into_response())
+}
+
+/// The three producer headers, all or none.
+fn producer_stamp(headers: &HeaderMap) -> Result<Option<ProducerStamp>, ApiError> {
+    let id = text(headers, h::PRODUCER_ID)?;
+    let epoch = text(headers, h::PRODUCER_EPOCH)?;
+    let seq = text(headers, h::PRODUCER_SEQ)?;
+    match (id, epoch, seq) {
+        (None, None, None) => Ok(None),
+        (Some(id), Some(epoch), Some(seq)) => {
+            if id.trim().is_empty() {
+                return Err(ApiError::bad_request("Producer-Id must not be empty"));
+            }
+            let bad = |e: tether_types::headers::HeaderError| ApiError::bad_request(e.to_string());
+            Ok(Some(ProducerStamp {
+                id: id.to_string(),
+                epoch: parse_producer_number("Producer-Epoch", epoch).map_err(bad)?,
+                seq: parse_producer_number("Producer-Seq", seq).map_err(bad)?,
+            }))
+        }
+        _ => Err(ApiError::bad_request(
+            "Producer-Id, Producer-Epoch and Producer-Seq go together",
+        )),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Path(path): Path<String>,
+) -> Response {
+    match state.store.delete(&path).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => ApiError::from(e).for_request(&rid).into_response(),
+    }
+}

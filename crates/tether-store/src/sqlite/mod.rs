@@ -1,0 +1,310 @@
+//! The embedded SQLite stream store: one file under the data dir, one writer thread, a pool
+//! of readers, and an in-memory catalog of the streams in use.
+
+mod entry;
+mod reader;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::*;
+use crate::tail::TailWatch;
+use crate::StreamStore;
+use entry::Entry;
+use reader::ReaderPool;
+use tether_types::{Offset, ReadFrom};
+use writer::{Catalog, Command, PreparedAppend, Writer};
+
+/// The database file's name inside the data dir.
+pub const DATABASE_FILE: &str = "tether.db";
+const LOCK_FILE: &str = "tether.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot use data dir {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data dir {0} is in use by another tether process")]
+    Locked(PathBuf),
+    #[error("cannot open the database: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+pub struct SqliteStore {
+    catalog: Catalog,
+    sender: mpsc::UnboundedSender<Command>,
+    readers: ReaderPool,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the store's lifetime: one process per data dir.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and applies migrations.
+    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let dir_err = |source| OpenError::DataDir {
+            dir: data_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(LOCK_FILE))
+            .map_err(dir_err)?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked(data_dir.to_path_buf()));
+        }
+        let db_path = data_dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&db_path)?;
+        schema::configure(&conn, true)?;
+        schema::migrate(&mut conn)?;
+
+        let catalog: Catalog = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer::new(conn, catalog.clone());
+        let handle = std::thread::Builder::new()
+            .name("tether-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(dir_err)?;
+        Ok(SqliteStore {
+            catalog,
+            sender: tx,
+            readers: ReaderPool::new(db_path),
+            writer: Mutex::new(Some(handle)),
+            _lock: lock,
+        })
+    }
+
+    fn send(&self, cmd: Command) -> bool {
+        self.sender.send(cmd).is_ok()
+    }
+
+    /// The entry at `path`, from memory or (first use) loaded by the writer.
+    async fn entry(&self, path: &str) -> Result<Arc<Entry>, LookupError> {
+        let cached = self.catalog.lock().get(path).cloned();
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                if !self.send(Command::Load {
+                    path: path.to_string(),
+                    reply: tx,
+                }) {
+                    return Err(LookupError::Storage("store is shut down".into()));
+                }
+                match rx.await {
+                    Ok(Ok(Some(e))) => e,
+                    Ok(Ok(None)) => return Err(LookupError::NotFound),
+                    Ok(Err(msg)) => return Err(LookupError::Storage(msg)),
+                    Err(_) => return Err(LookupError::Storage("store is shut down".into())),
+                }
+            }
+        };
+        if entry.is_soft_deleted() {
+            return Err(LookupError::Gone);
+        }
+        if entry.expired(now_ms()) {
+            self.send(Command::Expire { entry });
+            return Err(LookupError::NotFound);
+        }
+        Ok(entry)
+    }
+
+    /// Reads `[from, end)` of `entry`'s view: inherited ranges from its fork sources, then its
+    /// own records.
+    async fn read_view(
+        &self,
+        entry: &Arc<Entry>,
+        from: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, u64), LookupError> {
+        // Segments from the oldest ancestor to the entry itself: (stream, lo, hi).
+        let mut segments = Vec::new();
+        let mut current = entry.clone();
+        let mut hi = end;
+        loop {
+            segments.push((current.clone(), current.start, hi));
+            match &current.fork {
+                Some(fork) => {
+                    hi = fork.point.min(hi);
+                    let next = fork.source.clone();
+                    current = next;
+                }
+                None => break,
+            }
+        }
+        segments.reverse();
+
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        let mut pos = from;
+        for (stream, lo, hi) in segments {
+            if pos >= hi || lo >= hi {
+                continue;
+            }
+            let begin = pos.max(lo);
+            let budget = max_bytes.saturating_sub(size).max(1);
+            let cached = stream.recent.lock().read(begin, hi, budget);
+            let records = match cached {
+                Some(records) => records,
+                None => self
+                    .readers
+                    .records(stream.id, begin, hi, budget)
+                    .await
+                    .map_err(|e| LookupError::Storage(e.to_string()))?,
+            };
+            for (rec_pos, data) in records {
+                let units = stream.units(&data);
+                let rec_end = rec_pos + units;
+                if rec_end <= begin || rec_pos >= hi {
+                    continue;
+                }
+                // Slice byte records that straddle `begin` or `hi` (fork points).
+                let data = if stream.json {
+                    data
+                } else {
+                    let a = begin.saturating_sub(rec_pos) as usize;
+                    let b = (hi.min(rec_end) - rec_pos) as usize;
+                    data.slice(a..b)
+                };
+                pos = rec_pos.max(begin) + stream.units(&data);
+                size += data.len();
+                out.push(data);
+                if size >= max_bytes {
+                    return Ok((out, pos));
+                }
+            }
+            if pos < hi {
+                // The budget ran out inside this segment. Never skip ahead to the next one:
+                // the caller continues from `pos`.
+                return Ok((out, pos));
+            }
+        }
+        Ok((out, pos))
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn shut_down<T>() -> Result<T, String> {
+    Err("store is shut down".to_string())
+}
+
+#[async_trait]
+impl StreamStore for SqliteStore {
+    async fn create(&self, path: &str, request: CreateStream) -> Result<Created, CreateError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Create {
+            path: path.to_string(),
+            request,
+            reply: tx,
+        }) {
+            return shut_down().map_err(CreateError::Storage);
+        }
+        rx.await
+            .unwrap_or_else(|_| shut_down().map_err(CreateError::Storage))
+    }
+
+    async fn append(&self, path: &str, request: Append) -> Result<Appended, AppendError> {
+        let entry = self.entry(path).await?;
+        entry.touch(now_ms());
+        // Parsing happens here, on the caller's task, not on the writer thread.
+        let records = if request.body.is_empty() {
+            Ok(Vec::new())
+        } else if entry.json {
+            tether_types::json::split_messages(&request.body, false)
+                .map(|ms| ms.into_iter().map(Bytes::from).collect())
+                .map_err(|e| AppendError::InvalidBody(e.to_string()))
+        } else {
+            Ok(vec![request.body.clone()])
+        };
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Append {
+            entry,
+            append: PreparedAppend { request, records },
+            reply: tx,
+        }) {
+            return shut_down().map_err(AppendError::Storage);
+        }
+        rx.await
+            .unwrap_or_else(|_| shut_down().map_err(AppendError::Storage))
+    }
+
+    async fn read(
+        &self,
+        path: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadChunk, LookupError> {
+        let entry = self.entry(path).await?;
+        entry.touch(now_ms());
+        let info = entry.info();
+        let end = info.next.0;
+        let start = match from {
+            ReadFrom::Start => 0,
+            ReadFrom::Now => end,
+            ReadFrom::At(o) => o.0,
+        };
+        if start > end {
+            return Err(LookupError::OffsetBeyondTail);
+        }
+        let (records, next) = self.read_view(&entry, start, end, max_bytes).await?;
+        Ok(ReadChunk {
+            up_to_date: next >= end,
+            info,
+            from: Offset(start),
+            records,
+            next: Offset(next),
+        })
+    }
+
+    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
+        Ok(self.entry(path).await?.info())
+    }
+
+    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError> {
+        let entry = self.entry(path).await?;
+        entry.touch(now_ms());
+        let watch = entry.watch();
+        Ok((entry.info(), watch))
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), DeleteError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Delete {
+            path: path.to_string(),
+            reply: tx,
+        }) {
+            return shut_down().map_err(DeleteError::Storage);
+        }
+        rx.await
+            .unwrap_or_else(|_| shut_down().map_err(DeleteError::Storage))
+    }
+
+    async fn shutdown(&self) {
+        // Queued commands ahead of this one still run and commit.
+        self.send(Command::Shutdown);
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

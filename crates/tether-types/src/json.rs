@@ -1,0 +1,107 @@
+//! JSON-mode message framing (protocol section 9.1).
+//!
+//! An append body is one JSON value. If it is an array, exactly one level is flattened: each
+//! element becomes a message. Messages are kept as the exact text the client sent (no
+//! re-serialisation), so a reader gets back byte for byte what each element was.
+
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonBodyError {
+    #[error("body is not valid JSON: {0}")]
+    Invalid(String),
+    #[error("an empty JSON array appends nothing")]
+    EmptyArray,
+}
+
+/// Splits an append body into its messages. `allow_empty_array` is true for `PUT`, where `[]`
+/// creates an empty stream, and false for `POST`, where it is a client bug (400).
+pub fn split_messages(body: &[u8], allow_empty_array: bool) -> Result<Vec<Vec<u8>>, JsonBodyError> {
+    let text = std::str::from_utf8(body).map_err(|e| JsonBodyError::Invalid(e.to_string()))?;
+    let starts_array = text.trim_start().starts_with('[');
+    if starts_array {
+        let elements: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|e| JsonBodyError::Invalid(e.to_string()))?;
+        if elements.is_empty() && !allow_empty_array {
+            return Err(JsonBodyError::EmptyArray);
+        }
+        Ok(elements
+            .into_iter()
+            .map(|e| e.get().as_bytes().to_vec())
+            .collect())
+    } else {
+        let value: &RawValue =
+            serde_json::from_str(text).map_err(|e| JsonBodyError::Invalid(e.to_string()))?;
+        Ok(vec![value.get().as_bytes().to_vec()])
+    }
+}
+
+/// Frames messages as the JSON array a read returns.
+pub fn frame_array<'a>(messages: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, m) in messages.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split(body: &str) -> Result<Vec<String>, JsonBodyError> {
+        split_messages(body.as_bytes(), false).map(|ms| {
+            ms.into_iter()
+                .map(|m| String::from_utf8(m).unwrap())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn arrays_are_flattened_exactly_one_level() {
+        assert_eq!(
+            split(r#"{"event":"created"}"#).unwrap(),
+            [r#"{"event":"created"}"#]
+        );
+        assert_eq!(
+            split(r#"[{"a":1}, {"b":2}]"#).unwrap(),
+            [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
+        assert_eq!(split("[[1,2],[3,4]]").unwrap(), ["[1,2]", "[3,4]"]);
+        assert_eq!(split("[[[1,2,3]]]").unwrap(), ["[[1,2,3]]"]);
+    }
+
+    #[test]
+    fn empty_arrays_are_rejected_on_append_only() {
+        assert_eq!(split("[]"), Err(JsonBodyError::EmptyArray));
+        assert_eq!(split_messages(b" [ ] ", true), Ok(vec![]));
+    }
+
+    #[test]
+    fn invalid_json_is_an_error() {
+        assert!(matches!(split("{"), Err(JsonBodyError::Invalid(_))));
+        assert!(matches!(split("[1,"), Err(JsonBodyError::Invalid(_))));
+        assert!(matches!(split(""), Err(JsonBodyError::Invalid(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_arbitrary_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = split_messages(&body, false);
+        }
+
+        #[test]
+        fn framing_split_messages_gives_back_the_same_values(xs in proptest::collection::vec(any::<i64>(), 1..20)) {
+            let body = serde_json::to_string(&xs).unwrap();
+            let messages = split_messages(body.as_bytes(), false).unwrap();
+            let mut framed = Vec::new();
+            frame_array(messages.iter().map(|m| m.as_slice()), &mut framed);
+            let back: Vec<i64> = serde_json::from_slice(&framed).unwrap();
+            prop_assert_eq!(back, xs);
+        }
+    }
+}

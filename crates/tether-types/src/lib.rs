@@ -1,0 +1,11 @@
+//! Wire types shared by the Tether server, its stores and its clients.
+//!
+//! Everything here is pure: parsing and formatting of the values that cross the wire
+//! (offsets, Durable Streams header values, JSON message framing). Nothing here may panic on
+//! input, whatever the input is; the property tests in each module hold that line.
+
+pub mod headers;
+pub mod json;
+pub mod offset;
+
+pub use offset::{Offset, OffsetError, ReadFrom};

@@ -1,0 +1,130 @@
+//! Command-line parsing; each subcommand hands over to a library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tether_server::{AuthMode, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Durable, resumable progress streams for background agent tasks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (Durable Streams protocol at /v1/stream/*).
+    Serve(ServeArgs),
+    /// Measure a Durable Streams server (Tether or any other) over HTTP.
+    Bench(tether_bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:4437")]
+    listen: SocketAddr,
+    /// Where the embedded database lives; created if missing.
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = "./tether-data")]
+    data_dir: PathBuf,
+    /// How long a long-poll read waits for data, e.g. 30s or 500ms.
+    #[arg(long, env = "TETHER_LONG_POLL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    long_poll_timeout: Duration,
+    /// Authentication: only `off` until tokens arrive.
+    #[arg(long, env = "TETHER_AUTH", default_value = "off")]
+    auth: AuthMode,
+    /// Largest accepted append body in bytes (larger gets 413).
+    #[arg(long, env = "TETHER_MAX_APPEND_BYTES", default_value_t = 16 << 20)]
+    max_append_bytes: usize,
+    /// Roughly the most bytes one read returns.
+    #[arg(long, env = "TETHER_MAX_READ_BYTES", default_value_t = 1 << 20)]
+    max_read_bytes: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = runtime.block_on(async {
+            match self.command {
+                Command::Serve(args) => serve(args).await,
+                Command::Bench(args) => tether_bench::run(args).await,
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        long_poll_timeout: args.long_poll_timeout,
+        auth: args.auth,
+        max_append_bytes: args.max_append_bytes,
+        max_read_bytes: args.max_read_bytes,
+        ..ServerConfig::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests wait for this line; keep its shape.
+    println!("tether listening on http://{addr}");
+    tether_server::run(config, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
