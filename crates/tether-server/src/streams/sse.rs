@@ -185,15 +185,21 @@ pub fn data_event(chunk: &ReadChunk, base64: bool) -> Bytes {
             .into_bytes();
     }
     let mut out = Vec::with_capacity(payload.len() + 64);
-    out.extend_from_slice(b"event: data\nid: ");
-    out.extend_from_slice(chunk.next.to_string().as_bytes());
-    out.push(b'\n');
+    out.extend_from_slice(b"event: data\n");
     for line in split_lines(&payload) {
-        out.extend_from_slice(b"data: ");
+        // `data:` takes one optional space before the value; add it only when the line itself
+        // starts with a space, so that space survives.
+        out.extend_from_slice(if line.starts_with(b" ") {
+            b"data: "
+        } else {
+            b"data:"
+        });
         out.extend_from_slice(line);
         out.push(b'\n');
     }
-    out.push(b'\n');
+    out.extend_from_slice(b"id:");
+    out.extend_from_slice(chunk.next.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
 
@@ -239,7 +245,7 @@ pub fn control_event(chunk: &ReadChunk, cursor: &str) -> Bytes {
     }
     let json = serde_json::Value::Object(control).to_string();
     Bytes::from(format!(
-        "event: control\nid: {}\ndata: {json}\n\n",
+        "event: control\ndata:{json}\nid:{}\n\n",
         chunk.next
     ))
 }

@@ -125,6 +125,7 @@ async fn append(
             "an append with a body needs a Content-Type",
         ));
     }
+    let body_empty = body.is_empty();
     let request = Append {
         content_type,
         body,
@@ -139,8 +140,9 @@ async fn append(
         out.set(h::PRODUCER_EPOCH, &epoch.to_string())
             .set(h::PRODUCER_SEQ, &seq.to_string());
     }
-    // A producer's new data is 200; everything else that succeeds is 204 (protocol 5.2.1).
-    let status = match (appended.status, appended.producer.is_some()) {
+    // New data from a producer is 200; everything else that succeeds, including a producer's
+    // close-only request, is 204 (protocol 5.2.1).
+    let status = match (appended.status, appended.producer.is_some() && !body_empty) {
         (AppendStatus::Appended, true) => StatusCode::OK,
         (AppendStatus::Appended, false)
         | (AppendStatus::Duplicate, _)
