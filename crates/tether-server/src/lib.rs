@@ -41,14 +41,10 @@ pub fn router(state: AppState) -> Router {
 /// How long shutdown waits for live connections before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the store in the configured data dir and serves until `shutdown` resolves.
-pub async fn run(
-    config: ServerConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let store: Arc<dyn StreamStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
-    serve(config, listener, store, shutdown).await
+/// Opens the store the configuration names (the embedded SQLite store in the data dir),
+/// applying migrations and recovering from an unclean stop.
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn StreamStore>> {
+    Ok(Arc::new(SqliteStore::open(&config.data_dir)?))
 }
 
 /// Serves with a given store (tests use this to share one store implementation).

@@ -32,15 +32,19 @@ pub async fn common_headers(mut req: Request, next: Next) -> Response {
     };
     let headers = response.headers_mut();
     set(headers, "x-request-id", &id);
-    set(headers, "x-content-type-options", "nosniff");
-    set(headers, "cross-origin-resource-policy", "cross-origin");
-    set(headers, "access-control-allow-origin", "*");
-    set(headers, "access-control-expose-headers", EXPOSED);
+    let fixed = [
+        ("x-content-type-options", "nosniff"),
+        ("cross-origin-resource-policy", "cross-origin"),
+        ("access-control-allow-origin", "*"),
+        ("access-control-expose-headers", EXPOSED),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     if preflight {
-        set(
-            headers,
+        headers.insert(
             "access-control-allow-methods",
-            "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
         );
         // Allow what the browser asked for, plus everything the protocol uses.
         let allowed = match requested_headers.as_ref().and_then(|v| v.to_str().ok()) {

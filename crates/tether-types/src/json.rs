@@ -48,6 +48,38 @@ pub fn frame_array<'a>(messages: impl IntoIterator<Item = &'a [u8]>, out: &mut V
     out.push(b']');
 }
 
+/// Joins messages with commas: the stored form of one JSON append, which a read frames
+/// with brackets (so framing several appends is one more comma between them).
+pub fn join_messages(messages: &[Vec<u8>]) -> Vec<u8> {
+    let size = messages.iter().map(|m| m.len() + 1).sum();
+    let mut out = Vec::with_capacity(size);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// Messages `skip..skip+take` of a stored (comma-joined) append, in the same stored form.
+/// `None` if the stored text is not a valid message list.
+pub fn slice_joined(joined: &[u8], skip: usize, take: usize) -> Option<Vec<u8>> {
+    let mut framed = Vec::with_capacity(joined.len() + 2);
+    framed.push(b'[');
+    framed.extend_from_slice(joined);
+    framed.push(b']');
+    let text = std::str::from_utf8(&framed).ok()?;
+    let messages: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+    let picked: Vec<Vec<u8>> = messages
+        .into_iter()
+        .skip(skip)
+        .take(take)
+        .map(|m| m.get().as_bytes().to_vec())
+        .collect();
+    Some(join_messages(&picked))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +111,15 @@ mod tests {
     fn empty_arrays_are_rejected_on_append_only() {
         assert_eq!(split("[]"), Err(JsonBodyError::EmptyArray));
         assert_eq!(split_messages(b" [ ] ", true), Ok(vec![]));
+    }
+
+    #[test]
+    fn stored_appends_slice_by_message() {
+        let joined = join_messages(&[b"{\"a\":1}".to_vec(), b"[1,2]".to_vec(), b"3".to_vec()]);
+        assert_eq!(joined, b"{\"a\":1},[1,2],3");
+        assert_eq!(slice_joined(&joined, 1, 2).unwrap(), b"[1,2],3");
+        assert_eq!(slice_joined(&joined, 0, 1).unwrap(), b"{\"a\":1}");
+        assert_eq!(slice_joined(&joined, 3, 1).unwrap(), b"");
     }
 
     #[test]

@@ -24,7 +24,7 @@ enum Command {
     /// Run the server (Durable Streams protocol at /v1/stream/*).
     Serve(ServeArgs),
     /// Measure a Durable Streams server (Tether or any other) over HTTP.
-    Bench(tether_bench::BenchArgs),
+    Bench(Box<tether_bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +74,7 @@ impl Cli {
         let result = runtime.block_on(async {
             match self.command {
                 Command::Serve(args) => serve(args).await,
-                Command::Bench(args) => tether_bench::run(args).await,
+                Command::Bench(args) => tether_bench::run(*args).await,
             }
         });
         match result {
@@ -100,9 +100,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let store = tether_server::open_store(&config)?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
-    tether_server::run(config, listener, shutdown_signal()).await
+    tether_server::serve(config, listener, store, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -17,8 +17,8 @@ use crate::tail::{self, Tail, TailWatch};
 use tether_types::Offset;
 
 /// How much of a stream's tail stays in memory for live readers.
-const RECENT_MAX_BYTES: usize = 1 << 20;
-const RECENT_MAX_RECORDS: usize = 4096;
+const RECENT_MAX_BYTES: usize = 256 << 10;
+const RECENT_MAX_RECORDS: usize = 1024;
 
 pub(crate) struct ForkLink {
     pub source: Arc<Entry>,
@@ -110,21 +110,26 @@ impl Entry {
         }
         false
     }
-
-    /// Size of one stored record in positions.
-    pub fn units(&self, data: &[u8]) -> u64 {
-        if self.json {
-            1
-        } else {
-            data.len() as u64
-        }
-    }
 }
 
-/// A contiguous run of a stream's latest records, complete from `covered_from` to the tail.
+/// One append as stored: positions `[pos, end)` and the bytes (JSON: messages joined by
+/// commas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub pos: u64,
+    pub end: u64,
+    pub data: Bytes,
+}
+
+/// A contiguous run of a stream's latest chunks, complete from `covered_from` to the tail.
+///
+/// Chunks at or after `pinned_from` are not in the on-disk index yet, so this cache is the
+/// only way readers can find them: they are never evicted until the writer's index flush
+/// moves `pinned_from` past them.
 pub(crate) struct Recent {
     covered_from: u64,
-    records: VecDeque<(u64, Bytes)>,
+    pinned_from: u64,
+    chunks: VecDeque<Chunk>,
     bytes: usize,
 }
 
@@ -132,46 +137,64 @@ impl Recent {
     fn starting_at(position: u64) -> Self {
         Recent {
             covered_from: position,
-            records: VecDeque::new(),
+            pinned_from: u64::MAX,
+            chunks: VecDeque::new(),
             bytes: 0,
         }
     }
 
-    /// Adds records the writer just committed, in order, each with its position and units.
-    pub fn push(&mut self, pos: u64, data: Bytes, units: u64) {
-        self.bytes += data.len();
-        self.records.push_back((pos, data));
-        while self.bytes > RECENT_MAX_BYTES || self.records.len() > RECENT_MAX_RECORDS {
-            let Some((_, old)) = self.records.pop_front() else {
+    /// Adds a chunk the writer just committed. `indexed` says whether it is already in the
+    /// on-disk index (else it stays pinned).
+    pub fn push(&mut self, chunk: Chunk, indexed: bool) {
+        if !indexed {
+            self.pinned_from = self.pinned_from.min(chunk.pos);
+        }
+        self.bytes += chunk.data.len();
+        self.chunks.push_back(chunk);
+        self.evict();
+    }
+
+    /// The index now covers everything before `position`.
+    pub fn unpin_to(&mut self, position: u64) {
+        if self.pinned_from < position {
+            self.pinned_from = self
+                .chunks
+                .iter()
+                .find(|c| c.pos >= position)
+                .map_or(u64::MAX, |c| c.pos);
+        }
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > RECENT_MAX_BYTES || self.chunks.len() > RECENT_MAX_RECORDS {
+            match self.chunks.front() {
+                Some(front) if front.end <= self.pinned_from => {}
+                _ => break,
+            }
+            let Some(old) = self.chunks.pop_front() else {
                 break;
             };
-            self.bytes -= old.len();
-            self.covered_from = self.records.front().map_or(pos + units, |(p, _)| *p);
+            self.bytes -= old.data.len();
+            self.covered_from = self.chunks.front().map_or(old.end, |c| c.pos);
         }
     }
 
-    /// Records with positions in `[from, end)` if the cache is complete from `from`, else
-    /// `None` (the caller reads the log instead). Only whole records that start at or after
-    /// `from` are returned, so `from` must be a record boundary; callers fall back to the log
-    /// for anything else.
-    pub fn read(&self, from: u64, end: u64, max_bytes: usize) -> Option<Vec<(u64, Bytes)>> {
+    /// Chunks overlapping `[from, end)` if the cache is complete from `from`, else `None`
+    /// (the caller reads the log). The first chunk may start before `from`.
+    pub fn read(&self, from: u64, end: u64, max_bytes: usize) -> Option<Vec<Chunk>> {
         if from < self.covered_from {
             return None;
         }
-        let first = self.records.partition_point(|(p, _)| *p < from);
-        if let Some((p, _)) = self.records.get(first) {
-            if *p != from {
-                return None;
-            }
-        }
+        let first = self.chunks.partition_point(|c| c.end <= from);
         let mut out = Vec::new();
         let mut size = 0;
-        for (p, data) in self.records.range(first..) {
-            if *p >= end || (size >= max_bytes && !out.is_empty()) {
+        for chunk in self.chunks.range(first..) {
+            if chunk.pos >= end || (size >= max_bytes && !out.is_empty()) {
                 break;
             }
-            size += data.len();
-            out.push((*p, data.clone()));
+            size += chunk.data.len();
+            out.push(chunk.clone());
         }
         Some(out)
     }
@@ -181,15 +204,26 @@ impl Recent {
 mod tests {
     use super::*;
 
+    fn chunk(pos: u64, data: &'static [u8]) -> Chunk {
+        Chunk {
+            pos,
+            end: pos + data.len() as u64,
+            data: Bytes::from_static(data),
+        }
+    }
+
     #[test]
     fn recent_cache_serves_only_what_it_fully_covers() {
         let mut r = Recent::starting_at(10);
-        r.push(10, Bytes::from_static(b"abc"), 3);
-        r.push(13, Bytes::from_static(b"de"), 2);
+        r.push(chunk(10, b"abc"), true);
+        r.push(chunk(13, b"de"), true);
         assert!(r.read(9, 15, 100).is_none(), "before the covered range");
-        assert!(r.read(11, 15, 100).is_none(), "not a record boundary");
-        let hit = r.read(13, 15, 100).unwrap();
-        assert_eq!(hit, vec![(13, Bytes::from_static(b"de"))]);
+        assert_eq!(
+            r.read(11, 15, 100).unwrap()[0].pos,
+            10,
+            "the chunk containing `from`"
+        );
+        assert_eq!(r.read(13, 15, 100).unwrap(), vec![chunk(13, b"de")]);
         assert_eq!(
             r.read(10, 13, 100).unwrap().len(),
             1,
@@ -205,9 +239,40 @@ mod tests {
     fn recent_cache_moves_its_start_when_it_evicts() {
         let mut r = Recent::starting_at(0);
         let big = Bytes::from(vec![0u8; RECENT_MAX_BYTES]);
-        r.push(0, big.clone(), big.len() as u64);
-        r.push(big.len() as u64, Bytes::from_static(b"x"), 1);
+        let n = big.len() as u64;
+        r.push(
+            Chunk {
+                pos: 0,
+                end: n,
+                data: big,
+            },
+            true,
+        );
+        r.push(chunk(n, b"x"), true);
         assert!(r.read(0, u64::MAX, usize::MAX).is_none());
-        assert_eq!(r.read(big.len() as u64, u64::MAX, 10).unwrap().len(), 1);
+        assert_eq!(r.read(n, u64::MAX, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unindexed_chunks_stay_until_the_index_covers_them() {
+        let mut r = Recent::starting_at(0);
+        let big = Bytes::from(vec![0u8; RECENT_MAX_BYTES]);
+        let n = big.len() as u64;
+        r.push(
+            Chunk {
+                pos: 0,
+                end: n,
+                data: big,
+            },
+            false,
+        );
+        r.push(chunk(n, b"x"), false);
+        assert!(
+            r.read(0, u64::MAX, usize::MAX).is_some(),
+            "pinned: not evicted"
+        );
+        r.unpin_to(n);
+        assert!(r.read(0, u64::MAX, usize::MAX).is_none(), "indexed: may go");
+        assert_eq!(r.read(n, u64::MAX, 10).unwrap().len(), 1, "still pinned");
     }
 }

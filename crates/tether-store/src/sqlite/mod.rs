@@ -1,6 +1,7 @@
 //! The embedded SQLite stream store: one file under the data dir, one writer thread, a pool
 //! of readers, and an in-memory catalog of the streams in use.
 
+mod checkpoint;
 mod entry;
 mod reader;
 mod schema;
@@ -16,15 +17,17 @@ use bytes::Bytes;
 use chrono::Utc;
 use parking_lot::Mutex;
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 use crate::model::*;
 use crate::tail::TailWatch;
 use crate::StreamStore;
+use entry::Chunk;
 use entry::Entry;
 use reader::ReaderPool;
 use tether_types::{Offset, ReadFrom};
-use writer::{Catalog, Command, PreparedAppend, Writer};
+use writer::{stored_body, Catalog, Command, PreparedAppend, Writer};
 
 /// The database file's name inside the data dir.
 pub const DATABASE_FILE: &str = "tether.db";
@@ -45,9 +48,10 @@ pub enum OpenError {
 
 pub struct SqliteStore {
     catalog: Catalog,
-    sender: mpsc::UnboundedSender<Command>,
+    sender: mpsc::Sender<Command>,
     readers: ReaderPool,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Held for the store's lifetime: one process per data dir.
     _lock: File,
 }
@@ -75,13 +79,20 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
 
         let catalog: Catalog = Arc::new(Mutex::new(HashMap::new()));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer::new(conn, catalog.clone());
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(conn, catalog.clone())?;
         let handle = std::thread::Builder::new()
             .name("tether-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(dir_err)?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let checkpoint_path = db_path.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("tether-checkpointer".into())
+            .spawn(move || checkpoint::run(checkpoint_path, stop_rx))
+            .map_err(dir_err)?;
         Ok(SqliteStore {
+            checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             catalog,
             sender: tx,
             readers: ReaderPool::new(db_path),
@@ -126,7 +137,8 @@ impl SqliteStore {
     }
 
     /// Reads `[from, end)` of `entry`'s view: inherited ranges from its fork sources, then its
-    /// own records.
+    /// own chunks. Returns the pieces to concatenate (JSON: to join with commas) and the
+    /// position after the last.
     async fn read_view(
         &self,
         entry: &Arc<Entry>,
@@ -158,45 +170,60 @@ impl SqliteStore {
             if pos >= hi || lo >= hi {
                 continue;
             }
-            let begin = pos.max(lo);
-            let budget = max_bytes.saturating_sub(size).max(1);
-            let cached = stream.recent.lock().read(begin, hi, budget);
-            let records = match cached {
-                Some(records) => records,
-                None => self
-                    .readers
-                    .records(stream.id, begin, hi, budget)
-                    .await
-                    .map_err(|e| LookupError::Storage(e.to_string()))?,
-            };
-            for (rec_pos, data) in records {
-                let units = stream.units(&data);
-                let rec_end = rec_pos + units;
-                if rec_end <= begin || rec_pos >= hi {
-                    continue;
-                }
-                // Slice byte records that straddle `begin` or `hi` (fork points).
-                let data = if stream.json {
-                    data
-                } else {
-                    let a = begin.saturating_sub(rec_pos) as usize;
-                    let b = (hi.min(rec_end) - rec_pos) as usize;
-                    data.slice(a..b)
+            pos = pos.max(lo);
+            // Alternate between the cache and the log until the segment is read or the
+            // budget is spent. Chunks not yet in the on-disk index are always in the cache.
+            while pos < hi && size < max_bytes {
+                let budget = max_bytes - size;
+                let cached = stream.recent.lock().read(pos, hi, budget);
+                let chunks = match cached {
+                    Some(chunks) => chunks,
+                    None => self
+                        .readers
+                        .chunks(stream.id, pos, hi, budget)
+                        .await
+                        .map_err(|e| LookupError::Storage(e.to_string()))?,
                 };
-                pos = rec_pos.max(begin) + stream.units(&data);
-                size += data.len();
-                out.push(data);
-                if size >= max_bytes {
+                let before = pos;
+                for chunk in chunks {
+                    if chunk.end <= pos || chunk.pos >= hi || chunk.pos > pos {
+                        break;
+                    }
+                    let piece = slice_chunk(&chunk, pos, hi, stream.json)
+                        .ok_or_else(|| LookupError::Storage("stored JSON is unreadable".into()))?;
+                    pos = chunk.end.min(hi);
+                    size += piece.len();
+                    out.push(piece);
+                    if size >= max_bytes {
+                        break;
+                    }
+                }
+                if pos == before {
+                    // Neither the cache nor the log had the next chunk: stop here rather than
+                    // skip anything; the caller continues from `pos` next time.
                     return Ok((out, pos));
                 }
             }
             if pos < hi {
-                // The budget ran out inside this segment. Never skip ahead to the next one:
-                // the caller continues from `pos`.
                 return Ok((out, pos));
             }
         }
         Ok((out, pos))
+    }
+}
+
+/// The part of `chunk` in `[from, hi)`; whole unless a fork point cuts it.
+fn slice_chunk(chunk: &Chunk, from: u64, hi: u64, json: bool) -> Option<Bytes> {
+    let skip = from.saturating_sub(chunk.pos);
+    let stop = hi.min(chunk.end) - chunk.pos;
+    if skip == 0 && stop == chunk.end - chunk.pos {
+        return Some(chunk.data.clone());
+    }
+    if json {
+        tether_types::json::slice_joined(&chunk.data, skip as usize, (stop - skip) as usize)
+            .map(Bytes::from)
+    } else {
+        Some(chunk.data.slice(skip as usize..stop as usize))
     }
 }
 
@@ -227,19 +254,12 @@ impl StreamStore for SqliteStore {
         let entry = self.entry(path).await?;
         entry.touch(now_ms());
         // Parsing happens here, on the caller's task, not on the writer thread.
-        let records = if request.body.is_empty() {
-            Ok(Vec::new())
-        } else if entry.json {
-            tether_types::json::split_messages(&request.body, false)
-                .map(|ms| ms.into_iter().map(Bytes::from).collect())
-                .map_err(|e| AppendError::InvalidBody(e.to_string()))
-        } else {
-            Ok(vec![request.body.clone()])
-        };
+        let body = stored_body(entry.json, &request.body, false)
+            .map_err(|e| AppendError::InvalidBody(e.to_string()));
         let (tx, rx) = oneshot::channel();
         if !self.send(Command::Append {
             entry,
-            append: PreparedAppend { request, records },
+            append: PreparedAppend { request, body },
             reply: tx,
         }) {
             return shut_down().map_err(AppendError::Storage);
@@ -302,9 +322,18 @@ impl StreamStore for SqliteStore {
     async fn shutdown(&self) {
         // Queued commands ahead of this one still run and commit.
         self.send(Command::Shutdown);
-        let handle = self.writer.lock().take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        let writer = self.writer.lock().take();
+        let checkpointer = self.checkpointer.lock().take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(handle) = writer {
+                let _ = handle.join();
+            }
+            // After the last commit: one final checkpoint, then stop.
+            if let Some((stop, handle)) = checkpointer {
+                let _ = stop.send(());
+                let _ = handle.join();
+            }
+        })
+        .await;
     }
 }

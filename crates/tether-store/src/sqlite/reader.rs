@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::entry::Chunk;
 use super::schema;
 use crate::model::StreamId;
 
@@ -24,9 +25,6 @@ struct PoolInner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
-
-/// One stored record as read back: its position and bytes.
-pub(crate) type Record = (u64, Bytes);
 
 impl ReaderPool {
     pub fn new(path: PathBuf) -> Self {
@@ -57,20 +55,20 @@ impl ReaderPool {
         }
     }
 
-    /// Records of one stream's own storage that overlap `[from, end)`, in order, stopping
-    /// once `max_bytes` are gathered (always at least one record if any overlaps). The first
-    /// record may start before `from` when `from` falls inside it; the caller slices.
-    pub async fn records(
+    /// Indexed chunks of one stream's own storage that overlap `[from, end)`, in order,
+    /// stopping once `max_bytes` are gathered (always at least one chunk if any overlaps). The
+    /// first may start before `from` when `from` falls inside it; the caller slices.
+    pub async fn chunks(
         &self,
         stream: StreamId,
         from: u64,
         end: u64,
         max_bytes: usize,
-    ) -> rusqlite::Result<Vec<Record>> {
+    ) -> rusqlite::Result<Vec<Chunk>> {
         let pool = self.clone();
         let run = move || {
             let conn = pool.take()?;
-            let result = query_records(&conn, stream, from, end, max_bytes);
+            let result = query_chunks(&conn, stream, from, end, max_bytes);
             pool.give_back(conn);
             result
         };
@@ -81,27 +79,25 @@ impl ReaderPool {
     }
 }
 
-pub(crate) fn query_records(
+pub(crate) fn query_chunks(
     conn: &Connection,
     stream: StreamId,
     from: u64,
     end: u64,
     max_bytes: usize,
-) -> rusqlite::Result<Vec<Record>> {
-    // The record that contains `from` may start before it (a fork point inside an append).
+) -> rusqlite::Result<Vec<Chunk>> {
+    // The chunk that contains `from` may start before it (a fork point inside an append).
     let first: Option<i64> = conn
         .prepare_cached(
-            "SELECT pos FROM records WHERE stream_id = ?1 AND pos <= ?2 ORDER BY pos DESC LIMIT 1",
+            "SELECT pos FROM chunk_index WHERE stream_id = ?1 AND pos <= ?2
+             ORDER BY pos DESC LIMIT 1",
         )?
         .query_row(params![stream, from as i64], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
-        })?;
+        .optional()?;
     let start = first.unwrap_or(from as i64);
     let mut stmt = conn.prepare_cached(
-        "SELECT pos, data FROM records WHERE stream_id = ?1 AND pos >= ?2 AND pos < ?3 ORDER BY pos",
+        "SELECT c.pos, c.end_pos, c.data FROM chunk_index i JOIN chunks c ON c.seq = i.seq
+         WHERE i.stream_id = ?1 AND i.pos >= ?2 AND i.pos < ?3 ORDER BY i.pos",
     )?;
     let mut rows = stmt.query(params![stream, start, end as i64])?;
     let mut out = Vec::new();
@@ -111,9 +107,14 @@ pub(crate) fn query_records(
             break;
         }
         let pos: i64 = row.get(0)?;
-        let data: Vec<u8> = row.get(1)?;
+        let chunk_end: i64 = row.get(1)?;
+        let data: Vec<u8> = row.get(2)?;
         size += data.len();
-        out.push((pos as u64, Bytes::from(data)));
+        out.push(Chunk {
+            pos: pos as u64,
+            end: chunk_end as u64,
+            data: Bytes::from(data),
+        });
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: streams, their records, and idempotent-producer state.
+    // 1: streams, their data, and idempotent-producer state.
     r#"
     CREATE TABLE streams (
         id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -30,14 +30,23 @@ const MIGRATIONS: &[&str] = &[
         refcount           INTEGER NOT NULL DEFAULT 0,
         soft_deleted       INTEGER NOT NULL DEFAULT 0
     );
-    -- One row per stored unit: a JSON message, or the bytes of one append. `pos` is the
-    -- logical position of its first unit; `bend` the end of the append batch it came in,
-    -- which bounds fork sub-offsets.
-    CREATE TABLE records (
+    -- One row per append, in commit order: the bytes of the append, or for JSON streams its
+    -- messages joined by commas. [pos, end_pos) is the range of positions it covers. Rows are
+    -- only ever added at the end of this table, so an append dirties few pages.
+    CREATE TABLE chunks (
+        seq       INTEGER PRIMARY KEY,
         stream_id INTEGER NOT NULL,
         pos       INTEGER NOT NULL,
-        bend      INTEGER NOT NULL,
-        data      BLOB NOT NULL,
+        end_pos   INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    -- Where each stream's chunks are. Filled in bulk, sorted, by the writer's index flush
+    -- (chunks newer than `indexed_seq` are found in memory until then, and re-indexed from
+    -- `chunks` at start after a crash).
+    CREATE TABLE chunk_index (
+        stream_id INTEGER NOT NULL,
+        pos       INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
         PRIMARY KEY (stream_id, pos)
     ) WITHOUT ROWID;
     CREATE TABLE producers (
@@ -47,6 +56,11 @@ const MIGRATIONS: &[&str] = &[
         last_seq    INTEGER NOT NULL,
         PRIMARY KEY (stream_id, producer_id)
     ) WITHOUT ROWID;
+    CREATE TABLE store_meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO store_meta (key, value) VALUES ('indexed_seq', 0);
     "#,
 ];
 
@@ -77,15 +91,17 @@ pub fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
-         PRAGMA cache_size = -32768;
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if writer {
-        // Checkpoint in bigger steps: fewer, larger writes to the main file.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 4000;")?;
+        // Checkpoints mostly run on their own thread (see `checkpoint.rs`). This is the
+        // safety net that lets the WAL restart when that thread cannot catch up.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 8000;")?;
     } else {
-        conn.execute_batch("PRAGMA query_only = ON;")?;
+        // Readers scan; the writer keeps the default cache, because SQLite walks its whole
+        // page-cache hash at the end of every write transaction, a cost that grows with it.
+        conn.execute_batch("PRAGMA cache_size = -32768;")?;
     }
     Ok(())
 }

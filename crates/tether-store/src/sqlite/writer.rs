@@ -12,14 +12,16 @@
 //! first time a stream is touched and changed in step with the transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::entry::{Entry, ForkLink};
+use super::entry::{Chunk, Entry, ForkLink};
 use crate::model::*;
 use crate::tail::Tail;
 use tether_types::headers::media_type;
@@ -31,11 +33,61 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 
 pub(crate) type Catalog = Arc<parking_lot::Mutex<HashMap<String, Arc<Entry>>>>;
 
+/// The chunk index is flushed when this many chunks wait for it...
+const INDEX_FLUSH_CHUNKS: usize = 16_384;
+/// ...or this many bytes of them are pinned in memory...
+const INDEX_FLUSH_BYTES: usize = 32 << 20;
+/// ...or the oldest has waited this long, or the writer has been idle this long.
+const INDEX_FLUSH_AGE: Duration = Duration::from_secs(1);
+const IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+/// An append body in its stored form: the bytes, or JSON messages joined by commas.
+pub(crate) struct StoredBody {
+    pub data: Bytes,
+    /// Positions it covers: bytes, or messages.
+    pub units: u64,
+}
+
 /// An append after the parsing that can happen outside the writer.
 pub(crate) struct PreparedAppend {
     pub request: Append,
-    /// The body split into records (JSON messages or one byte run), or why it could not be.
-    pub records: Result<Vec<Bytes>, AppendError>,
+    /// The stored form of a non-empty body, or why the body is invalid.
+    pub body: Result<Option<StoredBody>, AppendError>,
+}
+
+/// Turns a request body into its stored form. JSON bodies are validated and flattened one
+/// level; `[]` is an error on append and no content on create. `None` for no content.
+pub(crate) fn stored_body(
+    json: bool,
+    body: &Bytes,
+    allow_empty_array: bool,
+) -> Result<Option<StoredBody>, tether_types::json::JsonBodyError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if !json {
+        return Ok(Some(StoredBody {
+            data: body.clone(),
+            units: body.len() as u64,
+        }));
+    }
+    let messages = tether_types::json::split_messages(body, allow_empty_array)?;
+    if messages.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StoredBody {
+        units: messages.len() as u64,
+        data: Bytes::from(tether_types::json::join_messages(&messages)),
+    }))
+}
+
+/// A committed chunk that the on-disk index does not list yet.
+struct Unindexed {
+    stream: StreamId,
+    pos: u64,
+    end: u64,
+    seq: i64,
+    bytes: usize,
 }
 
 pub(crate) enum Command {
@@ -89,7 +141,9 @@ struct StreamState {
 /// What to do once the batch has committed.
 enum Effect {
     Publish(Arc<Entry>),
-    Recent(Arc<Entry>, Vec<(u64, Bytes)>),
+    Recent(Arc<Entry>, Chunk),
+    /// The on-disk index now lists the stream's chunks before this position.
+    Unpin(Arc<Entry>, u64),
     Insert(Arc<Entry>),
     Remove(Arc<Entry>),
     SoftDelete(Arc<Entry>),
@@ -158,9 +212,22 @@ pub(crate) struct Writer {
     states: HashMap<StreamId, StreamState>,
     // Per-batch bookkeeping, reset at every batch.
     undo: HashMap<StreamId, Option<StreamState>>,
-    pending: HashMap<String, Option<Arc<Entry>>>,
+    paths: HashMap<String, Option<Arc<Entry>>>,
     effects: Vec<Effect>,
     expire_failed: bool,
+    deleted_in_batch: Vec<StreamId>,
+    /// How many of `unindexed` this batch's index flush covers.
+    flushing: usize,
+    unindexed_at_start: usize,
+    // The chunk index, maintained in bulk.
+    next_seq: i64,
+    unindexed: Vec<Unindexed>,
+    unindexed_bytes: usize,
+    unindexed_since: Option<Instant>,
+    /// Entries with unindexed chunks, to unpin after a flush.
+    unindexed_entries: HashMap<StreamId, Arc<Entry>>,
+    /// Streams deleted while they had unindexed chunks; their chunks are skipped at flush.
+    deleted: HashSet<StreamId>,
 }
 
 fn now_ms() -> i64 {
@@ -188,23 +255,72 @@ impl From<String> for DeleteError {
 }
 
 impl Writer {
-    pub fn new(conn: Connection, catalog: Catalog) -> Self {
-        Writer {
+    /// Takes over the read-write connection, first indexing any chunks a crash left
+    /// unindexed.
+    pub fn new(conn: Connection, catalog: Catalog) -> rusqlite::Result<Self> {
+        let indexed: i64 = conn.query_row(
+            "SELECT value FROM store_meta WHERE key = 'indexed_seq'",
+            [],
+            |r| r.get(0),
+        )?;
+        let last: i64 =
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM chunks", [], |r| r.get(0))?;
+        if last > indexed {
+            let tx = conn.unchecked_transaction()?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO chunk_index (stream_id, pos, seq)
+                 SELECT stream_id, pos, seq FROM chunks WHERE seq > ?1 ORDER BY stream_id, pos",
+                [indexed],
+            )?;
+            tx.execute(
+                "UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'",
+                [last],
+            )?;
+            tx.commit()?;
+            tracing::info!(chunks = n, "indexed chunks left from the last run");
+        }
+        Ok(Writer {
             conn,
             catalog,
             states: HashMap::new(),
             undo: HashMap::new(),
-            pending: HashMap::new(),
+            paths: HashMap::new(),
             effects: Vec::new(),
             expire_failed: false,
-        }
+            deleted_in_batch: Vec::new(),
+            flushing: 0,
+            unindexed_at_start: 0,
+            next_seq: last.max(indexed) + 1,
+            unindexed: Vec::new(),
+            unindexed_bytes: 0,
+            unindexed_since: None,
+            unindexed_entries: HashMap::new(),
+            deleted: HashSet::new(),
+        })
     }
 
-    /// Runs until every sender is dropped, then returns (after the last batch committed).
-    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    /// Runs until `Shutdown` or every sender is dropped, then returns after the last batch
+    /// committed and the index is flushed.
+    pub fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut stop = false;
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = if self.unindexed.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(IDLE_FLUSH) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: a good moment to index what is waiting.
+                        self.run_batch(&mut batch, true);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            let Some(first) = first else {
+                break;
+            };
             let mut weight = 0;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
@@ -219,21 +335,42 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.run_batch(&mut batch);
+                self.run_batch(&mut batch, false);
             }
             if stop {
                 break;
             }
         }
+        if !self.unindexed.is_empty() {
+            self.run_batch(&mut batch, true);
+        }
         tracing::debug!("stream store writer stopped");
     }
 
-    fn run_batch(&mut self, batch: &mut Vec<Command>) {
+    fn index_flush_due(&self) -> bool {
+        self.unindexed.len() >= INDEX_FLUSH_CHUNKS
+            || self.unindexed_bytes >= INDEX_FLUSH_BYTES
+            || self
+                .unindexed_since
+                .is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Command>, force_index: bool) {
         self.undo.clear();
-        self.pending.clear();
+        self.paths.clear();
         self.effects.clear();
         self.expire_failed = false;
-        let replies: Vec<Reply> = match self.conn.execute_batch("BEGIN IMMEDIATE") {
+        self.deleted_in_batch.clear();
+        self.flushing = 0;
+        self.unindexed_at_start = self.unindexed.len();
+        let began = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
+            if (force_index || self.index_flush_due()) && !self.unindexed.is_empty() {
+                self.flush_index()
+            } else {
+                Ok(())
+            }
+        });
+        let replies: Vec<Reply> = match began {
             Ok(()) => batch.drain(..).map(|cmd| self.apply(cmd)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "stream store could not begin a transaction");
@@ -254,6 +391,7 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                self.index_flushed();
                 self.publish();
                 replies.into_iter().for_each(Reply::send);
             }
@@ -282,6 +420,14 @@ impl Writer {
     }
 
     fn rollback_states(&mut self) {
+        // Chunks of this batch were never committed; the flush did not happen.
+        for chunk in self.unindexed.drain(self.unindexed_at_start..) {
+            self.unindexed_bytes -= chunk.bytes;
+        }
+        for id in self.deleted_in_batch.drain(..) {
+            self.deleted.remove(&id);
+        }
+        self.flushing = 0;
         for (id, before) in self.undo.drain() {
             match before {
                 Some(state) => {
@@ -317,13 +463,8 @@ impl Writer {
                         .store(true, std::sync::atomic::Ordering::Release);
                     entry.tail.send_modify(|t| t.deleted = true);
                 }
-                Effect::Recent(entry, records) => {
-                    let mut recent = entry.recent.lock();
-                    for (pos, data) in records {
-                        let units = entry.units(&data);
-                        recent.push(pos, data, units);
-                    }
-                }
+                Effect::Recent(entry, chunk) => entry.recent.lock().push(chunk, false),
+                Effect::Unpin(entry, position) => entry.recent.lock().unpin_to(position),
                 Effect::Publish(entry) => {
                     if let Some(state) = self.states.get(&entry.id) {
                         let tail = Tail {
@@ -383,15 +524,15 @@ impl Writer {
 
     /// The live entry at `path`, as of this point in the batch.
     fn find(&mut self, path: &str) -> rusqlite::Result<Option<Arc<Entry>>> {
-        if let Some(pending) = self.pending.get(path) {
-            return Ok(pending.clone());
+        if let Some(known) = self.paths.get(path) {
+            return Ok(known.clone());
         }
         if let Some(entry) = self.catalog.lock().get(path) {
             return Ok(Some(entry.clone()));
         }
         let entry = self.load(path)?;
         if let Some(e) = &entry {
-            self.pending.insert(path.to_string(), Some(e.clone()));
+            self.paths.insert(path.to_string(), Some(e.clone()));
             self.effects.push(Effect::Insert(e.clone()));
         }
         Ok(entry)
@@ -462,6 +603,7 @@ impl Writer {
             }
             None => None,
         };
+        let tail = self.records_end(id)?.unwrap_or(0).max(tail as u64);
         let config = StreamConfig {
             content_type,
             ttl_secs: ttl.map(|t| t as u64),
@@ -477,7 +619,7 @@ impl Writer {
             start as u64,
             fork,
             Tail {
-                next: tail as u64,
+                next: tail,
                 closed,
                 deleted: soft_deleted,
             },
@@ -538,6 +680,9 @@ impl Writer {
         let Some(mut state) = row else {
             return Ok(None);
         };
+        if let Some(end) = self.records_end(id)? {
+            state.tail = state.tail.max(end);
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT producer_id, epoch, last_seq FROM producers WHERE stream_id = ?1",
         )?;
@@ -555,7 +700,20 @@ impl Writer {
         Ok(Some(state))
     }
 
-    /// Writes the stream rows changed in this batch, once per stream.
+    /// The end of a stream's last indexed chunk, if it has any. (A stream with unindexed
+    /// chunks is always in memory, so this is only asked about streams without.)
+    fn records_end(&self, id: StreamId) -> rusqlite::Result<Option<u64>> {
+        self.conn
+            .prepare_cached(
+                "SELECT c.end_pos FROM chunk_index i JOIN chunks c ON c.seq = i.seq
+                 WHERE i.stream_id = ?1 ORDER BY i.pos DESC LIMIT 1",
+            )?
+            .query_row([id], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|end| end.map(|e| e as u64))
+    }
+
+    /// Writes the stream rows whose metadata changed in this batch, once per stream.
     fn flush_dirty(&mut self) -> rusqlite::Result<()> {
         let now = now_ms();
         let ids: Vec<StreamId> = self.undo.keys().copied().collect();
@@ -598,26 +756,97 @@ impl Writer {
         Ok(())
     }
 
-    fn insert_records(
+    /// Stores one append's chunk at `pos`; returns where it ends.
+    fn insert_chunk(
         &mut self,
         entry: &Arc<Entry>,
-        first: u64,
-        records: &[Bytes],
+        pos: u64,
+        body: &StoredBody,
     ) -> rusqlite::Result<u64> {
-        let units: u64 = records.iter().map(|r| entry.units(r)).sum();
-        let batch_end = first + units;
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO records (stream_id, pos, bend, data) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut pos = first;
-        let mut cached = Vec::with_capacity(records.len());
-        for data in records {
-            stmt.execute(params![entry.id, pos as i64, batch_end as i64, &data[..]])?;
-            cached.push((pos, data.clone()));
-            pos += entry.units(data);
+        let end = pos + body.units;
+        let seq = self.next_seq;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO chunks (seq, stream_id, pos, end_pos, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![seq, entry.id, pos as i64, end as i64, &body.data[..]])?;
+        self.next_seq += 1;
+        self.unindexed.push(Unindexed {
+            stream: entry.id,
+            pos,
+            end,
+            seq,
+            bytes: body.data.len(),
+        });
+        self.unindexed_bytes += body.data.len();
+        self.unindexed_since.get_or_insert_with(Instant::now);
+        self.unindexed_entries
+            .entry(entry.id)
+            .or_insert_with(|| entry.clone());
+        self.effects.push(Effect::Recent(
+            entry.clone(),
+            Chunk {
+                pos,
+                end,
+                data: body.data.clone(),
+            },
+        ));
+        Ok(end)
+    }
+
+    /// Writes index rows for every chunk committed so far but not yet indexed, sorted so that
+    /// each stream's rows land together: one flush dirties about one index page per stream,
+    /// instead of every append dirtying one.
+    fn flush_index(&mut self) -> rusqlite::Result<()> {
+        let mut rows: Vec<(StreamId, u64, i64)> = self
+            .unindexed
+            .iter()
+            .filter(|c| !self.deleted.contains(&c.stream))
+            .map(|c| (c.stream, c.pos, c.seq))
+            .collect();
+        rows.sort_unstable();
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO chunk_index (stream_id, pos, seq) VALUES (?1, ?2, ?3)")?;
+        for (stream, pos, seq) in &rows {
+            insert.execute(params![stream, *pos as i64, seq])?;
         }
-        self.effects.push(Effect::Recent(entry.clone(), cached));
-        Ok(batch_end)
+        let last_seq = self.unindexed.last().map_or(0, |c| c.seq);
+        self.conn
+            .prepare_cached("UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'")?
+            .execute([last_seq])?;
+        let mut ends: HashMap<StreamId, u64> = HashMap::new();
+        for c in &self.unindexed {
+            let e = ends.entry(c.stream).or_default();
+            *e = (*e).max(c.end);
+        }
+        for (stream, end) in ends {
+            if let Some(entry) = self.unindexed_entries.get(&stream) {
+                self.effects.push(Effect::Unpin(entry.clone(), end));
+            }
+        }
+        self.flushing = self.unindexed.len();
+        tracing::debug!(chunks = rows.len(), "chunk index flushed");
+        Ok(())
+    }
+
+    /// After commit: forget what the flush indexed.
+    fn index_flushed(&mut self) {
+        if self.flushing == 0 {
+            return;
+        }
+        for chunk in self.unindexed.drain(..self.flushing) {
+            self.unindexed_bytes -= chunk.bytes;
+        }
+        self.flushing = 0;
+        self.deleted.clear();
+        let still: HashSet<StreamId> = self.unindexed.iter().map(|c| c.stream).collect();
+        self.unindexed_entries.retain(|id, _| still.contains(id));
+        self.unindexed_since = if self.unindexed.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
     }
 
     // ---- append --------------------------------------------------------------------------
@@ -627,7 +856,7 @@ impl Writer {
         entry: &Arc<Entry>,
         prepared: PreparedAppend,
     ) -> Result<Appended, AppendError> {
-        let PreparedAppend { request, records } = prepared;
+        let PreparedAppend { request, body } = prepared;
         let Some(state) = self.state(entry.id).map_err(storage::<AppendError>)? else {
             return Err(AppendError::NotFound);
         };
@@ -668,7 +897,7 @@ impl Writer {
         if body_empty && !request.close {
             return Err(AppendError::EmptyBody);
         }
-        let records = records?;
+        let body = body?;
 
         // Idempotent producer: fencing, de-duplication, gap detection (protocol 5.2.1).
         if let Some(p) = &request.producer {
@@ -715,17 +944,19 @@ impl Writer {
 
         // Accepted: write.
         let first = state.tail;
-        let new_tail = if records.is_empty() {
-            first
-        } else {
-            self.insert_records(entry, first, &records)
-                .map_err(storage::<AppendError>)?
+        let new_tail = match &body {
+            Some(body) => self
+                .insert_chunk(entry, first, body)
+                .map_err(storage::<AppendError>)?,
+            None => first,
         };
         let state = self.states.get_mut(&entry.id).expect("state loaded above");
+        // The tail itself is not written back: it is the end of the last record, recovered
+        // from the records at load. Only rarer state changes rewrite the stream's row.
         state.tail = new_tail;
-        state.dirty = true;
         if let Some(seq) = request.stream_seq {
             state.last_stream_seq = Some(seq);
+            state.dirty = true;
         }
         let producer = request.producer.as_ref().map(|p| (p.epoch, p.seq));
         if let Some(p) = &request.producer {
@@ -744,6 +975,7 @@ impl Writer {
         let state = self.states.get_mut(&entry.id).expect("state loaded above");
         if request.close {
             state.closed = true;
+            state.dirty = true;
         }
         let closed = state.closed;
         self.effects.push(Effect::Publish(entry.clone()));
@@ -843,21 +1075,8 @@ impl Writer {
         }
 
         let json = tether_types::headers::is_json(&config.content_type);
-        let records: Vec<Bytes> = if json {
-            if request.body.is_empty() {
-                Vec::new()
-            } else {
-                tether_types::json::split_messages(&request.body, true)
-                    .map_err(|e| CreateError::InvalidBody(e.to_string()))?
-                    .into_iter()
-                    .map(Bytes::from)
-                    .collect()
-            }
-        } else if request.body.is_empty() {
-            Vec::new()
-        } else {
-            vec![request.body.clone()]
-        };
+        let body = stored_body(json, &request.body, true)
+            .map_err(|e| CreateError::InvalidBody(e.to_string()))?;
 
         let start = fork.as_ref().map_or(0, |f| f.point);
         let now = now_ms();
@@ -916,11 +1135,11 @@ impl Writer {
             false,
             now,
         ));
-        let tail = if records.is_empty() {
-            start
-        } else {
-            self.insert_records(&entry, start, &records)
-                .map_err(storage::<CreateError>)?
+        let tail = match &body {
+            Some(body) => self
+                .insert_chunk(&entry, start, body)
+                .map_err(storage::<CreateError>)?,
+            None => start,
         };
         self.states.insert(
             id,
@@ -936,7 +1155,7 @@ impl Writer {
             },
         );
         self.undo.entry(id).or_insert(None);
-        self.pending.insert(path.to_string(), Some(entry.clone()));
+        self.paths.insert(path.to_string(), Some(entry.clone()));
         self.effects.push(Effect::Insert(entry.clone()));
         self.effects.push(Effect::Publish(entry.clone()));
         Ok(Created {
@@ -988,8 +1207,8 @@ impl Writer {
         })
     }
 
-    /// The end of the append batch that starts at `pos` in `entry`'s view (its own records or
-    /// those it inherits), clipped to where that view stops; `None` if no batch starts there.
+    /// The end of the append that starts at `pos` in `entry`'s view (its own chunks or
+    /// those it inherits), clipped to where that view stops; `None` if no append starts there.
     fn batch_end_at(
         &self,
         entry: &Arc<Entry>,
@@ -1000,12 +1219,24 @@ impl Writer {
         let mut limit = limit;
         loop {
             if pos >= current.start {
-                let bend: Option<i64> = self
-                    .conn
-                    .prepare_cached("SELECT bend FROM records WHERE stream_id = ?1 AND pos = ?2")?
-                    .query_row(params![current.id, pos as i64], |r| r.get(0))
-                    .optional()?;
-                return Ok(bend.map(|b| (b as u64).min(limit)));
+                let end = match self
+                    .unindexed
+                    .iter()
+                    .rev()
+                    .find(|c| c.stream == current.id && c.pos == pos)
+                {
+                    Some(c) => Some(c.end),
+                    None => self
+                        .conn
+                        .prepare_cached(
+                            "SELECT c.end_pos FROM chunk_index i JOIN chunks c ON c.seq = i.seq
+                             WHERE i.stream_id = ?1 AND i.pos = ?2",
+                        )?
+                        .query_row(params![current.id, pos as i64], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .map(|e| e as u64),
+                };
+                return Ok(end.map(|e| e.min(limit)));
             }
             let Some(fork) = &current.fork else {
                 return Ok(None);
@@ -1058,8 +1289,22 @@ impl Writer {
                 break;
             }
             self.conn
-                .prepare_cached("DELETE FROM records WHERE stream_id = ?1")?
+                .prepare_cached(
+                    "DELETE FROM chunks WHERE seq IN
+                        (SELECT seq FROM chunk_index WHERE stream_id = ?1)",
+                )?
                 .execute([e.id])?;
+            self.conn
+                .prepare_cached("DELETE FROM chunk_index WHERE stream_id = ?1")?
+                .execute([e.id])?;
+            // Chunks not indexed yet: only ever the newest rows, so this scan is short.
+            let oldest_unindexed = self.unindexed.first().map_or(self.next_seq, |c| c.seq);
+            self.conn
+                .prepare_cached("DELETE FROM chunks WHERE seq >= ?1 AND stream_id = ?2")?
+                .execute(params![oldest_unindexed, e.id])?;
+            if self.deleted.insert(e.id) {
+                self.deleted_in_batch.push(e.id);
+            }
             self.conn
                 .prepare_cached("DELETE FROM producers WHERE stream_id = ?1")?
                 .execute([e.id])?;
@@ -1070,7 +1315,7 @@ impl Writer {
                 s.dirty = false;
             }
             self.states.remove(&e.id);
-            self.pending.insert(e.path.clone(), None);
+            self.paths.insert(e.path.clone(), None);
             self.effects.push(Effect::Remove(e.clone()));
             if let Some(fork) = &e.fork {
                 let src = fork.source.clone();
