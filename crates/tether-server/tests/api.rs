@@ -1,0 +1,482 @@
+//! Black-box tests of the HTTP surface: requests go through the real router and a real
+//! SQLite store in a temporary directory; `shutdown_*` also runs the real server on a port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+use tether_server::{open_store, router, AppState, ServerConfig};
+
+/// Generous: the machine may be slow; nothing here should come near it unless it hangs.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct App {
+    state: AppState,
+    _dir: TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl App {
+    fn new(config: ServerConfig) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..config
+        };
+        let store = open_store(&config).unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        App {
+            state: AppState {
+                store,
+                config: Arc::new(config),
+                shutdown,
+            },
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    async fn call(&self, req: Request<Body>) -> Response<Body> {
+        router(self.state.clone()).oneshot(req).await.unwrap()
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.call(req.body(body.into()).unwrap()).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    }
+}
+
+fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn an_append_over_the_size_limit_gets_413_and_stores_nothing() {
+    let app = App::new(ServerConfig {
+        max_append_bytes: 1024,
+        ..ServerConfig::default()
+    });
+    let ct = [("content-type", "application/octet-stream")];
+    let (status, _, _) = app.send("PUT", "/v1/stream/big", &ct, Body::empty()).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, headers, _) = app
+        .send("POST", "/v1/stream/big", &ct, vec![7u8; 1025])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+
+    let (status, _, _) = app
+        .send("POST", "/v1/stream/big", &ct, vec![7u8; 1024])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "exactly the limit is fine");
+    let (_, headers, body) = app
+        .send("GET", "/v1/stream/big?offset=-1", &[], Body::empty())
+        .await;
+    assert_eq!(body.len(), 1024, "only the accepted append is stored");
+    assert_eq!(
+        header(&headers, "stream-next-offset"),
+        Some("0000000000000000_0000000000001024")
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_client_errors_with_a_json_body() {
+    let app = App::new(ServerConfig::default());
+    let ct = ("content-type", "text/plain");
+    app.send("PUT", "/v1/stream/s", &[ct], "hello").await;
+
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, &'static [u8], StatusCode)> = vec![
+        (
+            "GET",
+            "/v1/stream/s?offset=garbage".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/stream/s?offset=-1&offset=-1".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/stream/s?offset=".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/stream/s?offset=0000000000000000_0000000000009999".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/stream/s?live=long-poll".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/stream/s?offset=-1&live=sometimes".into(),
+            vec![],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            "/v1/stream/t".into(),
+            vec![("stream-ttl", "1e3")],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            "/v1/stream/t".into(),
+            vec![("stream-expires-at", "tomorrow")],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            "/v1/stream/t".into(),
+            vec![("stream-fork-sub-offset", "1")],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            "/v1/stream/t".into(),
+            vec![
+                ("stream-forked-from", "/v1/stream/s"),
+                ("stream-fork-offset", "x"),
+            ],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/stream/s".into(),
+            vec![ct, ("producer-id", "p")],
+            b"x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/stream/s".into(),
+            vec![
+                ct,
+                ("producer-id", "p"),
+                ("producer-epoch", "-1"),
+                ("producer-seq", "0"),
+            ],
+            b"x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/stream/s".into(),
+            vec![],
+            b"no content type",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/stream/s".into(),
+            vec![ct],
+            b"",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/stream/nope".into(),
+            vec![ct],
+            b"x",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v1/stream/s".into(),
+            vec![("content-type", "application/json")],
+            b"{}",
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (method, path, headers, body, expected) in cases {
+        let (status, resp_headers, resp_body) = app.send(method, &path, &headers, body).await;
+        assert_eq!(status, expected, "{method} {path} {headers:?}");
+        let error: serde_json::Value = serde_json::from_slice(&resp_body)
+            .unwrap_or_else(|_| panic!("{method} {path}: error body is JSON"));
+        assert!(
+            error["error"]["code"].is_string(),
+            "{method} {path}: {error}"
+        );
+        assert_eq!(
+            error["error"]["request_id"].as_str(),
+            header(&resp_headers, "x-request-id"),
+            "the body names the request"
+        );
+    }
+    // Invalid JSON into a JSON stream, and a header that is not text.
+    app.send(
+        "PUT",
+        "/v1/stream/j",
+        &[("content-type", "application/json")],
+        Body::empty(),
+    )
+    .await;
+    let (status, _, _) = app
+        .send(
+            "POST",
+            "/v1/stream/j",
+            &[("content-type", "application/json")],
+            "{nope",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/stream/u")
+        .header(
+            "stream-ttl",
+            axum::http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.call(req).await.status(), StatusCode::BAD_REQUEST);
+
+    // None of it changed the stream.
+    let (_, _, body) = app
+        .send("GET", "/v1/stream/s?offset=-1", &[], Body::empty())
+        .await;
+    assert_eq!(&body[..], b"hello");
+}
+
+/// Reads SSE frames from a response body until `done` says stop. Returns the payload of
+/// every `event: data` frame (data lines joined with newlines) and the last control JSON.
+async fn read_sse_until(
+    body: &mut Body,
+    buf: &mut String,
+    data: &mut Vec<String>,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) {
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut event = "";
+            let mut lines = Vec::new();
+            for line in frame.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    lines.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                }
+            }
+            match event {
+                "data" => data.push(lines.join("\n")),
+                "control" => {
+                    let control: serde_json::Value =
+                        serde_json::from_str(&lines.join("\n")).unwrap();
+                    if done(&control) {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .expect("SSE stream stalled")
+            .expect("SSE stream ended early")
+            .unwrap();
+        if let Ok(bytes) = frame.into_data() {
+            buf.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing() {
+    let app = App::new(ServerConfig::default());
+    let json = [("content-type", "application/json")];
+    app.send("PUT", "/v1/stream/slow", &json, Body::empty())
+        .await;
+    let resp = app
+        .call(
+            Request::get("/v1/stream/slow?offset=-1&live=sse")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+
+    // The reader does not read while far more than any buffer or cache holds is appended.
+    let pad = "x".repeat(1000);
+    let total = 3000;
+    for i in 0..total {
+        let (status, _, _) = app
+            .send(
+                "POST",
+                "/v1/stream/slow",
+                &json,
+                format!(r#"{{"i":{i},"pad":"{pad}"}}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    app.send(
+        "POST",
+        "/v1/stream/slow",
+        &[("stream-closed", "true")],
+        Body::empty(),
+    )
+    .await;
+
+    let (mut buf, mut data) = (String::new(), Vec::new());
+    read_sse_until(&mut body, &mut buf, &mut data, |c| {
+        c["streamClosed"] == true
+    })
+    .await;
+    let seen: Vec<u64> = data
+        .iter()
+        .flat_map(|batch| serde_json::from_str::<Vec<serde_json::Value>>(batch).unwrap())
+        .map(|m| m["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+}
+
+#[tokio::test]
+async fn responses_carry_security_headers_and_preflight_allows_if_none_match() {
+    let app = App::new(ServerConfig::default());
+    for (method, path) in [
+        ("GET", "/v1/stream/none"),
+        ("HEAD", "/v1/stream/none"),
+        ("GET", "/elsewhere"),
+    ] {
+        let (status, headers, _) = app.send(method, path, &[], Body::empty()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            header(&headers, "cross-origin-resource-policy"),
+            Some("cross-origin")
+        );
+        assert!(header(&headers, "x-request-id").is_some_and(|id| !id.is_empty()));
+    }
+    let (status, headers, _) = app
+        .send(
+            "OPTIONS",
+            "/v1/stream/any",
+            &[
+                ("origin", "https://example.com"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "if-none-match"),
+            ],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let allowed = header(&headers, "access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("if-none-match"), "{allowed}");
+}
+
+/// Reads from a raw connection until `pattern` shows up, or EOF.
+async fn read_until(conn: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, pattern: &[u8]) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        if seen.windows(pattern.len()).any(|w| w == pattern) {
+            return true;
+        }
+        match tokio::time::timeout(PATIENCE, conn.read(&mut buf))
+            .await
+            .expect("connection stalled")
+        {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let store = open_store(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tether_server::serve(config, listener, store, async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut put = tokio::net::TcpStream::connect(addr).await.unwrap();
+    put.write_all(b"PUT /v1/stream/live HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    assert!(read_until(&mut put, &mut seen, b"201 Created").await);
+
+    let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sse.write_all(b"GET /v1/stream/live?offset=-1&live=sse HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        read_until(&mut sse, &mut seen, b"upToDate").await,
+        "got the data and a control event"
+    );
+
+    stop_tx.send(()).unwrap();
+    // The live stream is ended by the server (EOF), not left hanging.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE, sse.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "SSE connection closed on shutdown");
+    let result = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("server returned")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+
+    // And the data is all there for the next start.
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let store = open_store(&config).unwrap();
+    let info = store.head("live").await.unwrap();
+    assert_eq!(info.next.0, 2);
+}
