@@ -99,13 +99,22 @@ async fn an_append_over_the_size_limit_gets_413_and_stores_nothing() {
     );
 }
 
+/// method, path, headers, body, expected status
+type Case = (
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    &'static [u8],
+    StatusCode,
+);
+
 #[tokio::test]
 async fn malformed_requests_get_client_errors_with_a_json_body() {
     let app = App::new(ServerConfig::default());
     let ct = ("content-type", "text/plain");
     app.send("PUT", "/v1/stream/s", &[ct], "hello").await;
 
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &'static [u8], StatusCode)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "GET",
             "/v1/stream/s?offset=garbage".into(),
