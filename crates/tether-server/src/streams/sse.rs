@@ -121,7 +121,9 @@ impl Pump {
             if !chunk.is_empty() {
                 self.send(data_event(&chunk, self.base64)).await?;
             }
-            if !chunk.is_empty() || first {
+            // A control event follows every data event, opens the stream, and announces the
+            // close even when the close brought no data.
+            if !chunk.is_empty() || first || chunk.at_closed_end() {
                 let cursor = next_cursor(self.cursor.as_deref());
                 let event = control_event(&chunk, &cursor);
                 self.cursor = Some(cursor);

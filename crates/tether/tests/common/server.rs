@@ -1,0 +1,173 @@
+//! Starting, killing and restarting the real `tether` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a starting server may take to print its ready line. Generous on purpose: a debug
+/// build on a busy 2-core machine recovering a database after SIGKILL can be slow.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+const READY_PREFIX: &str = "tether listening on ";
+
+/// A temporary home for one server's life: the data directory, which survives restarts, and
+/// one stderr log per start, kept next to it for diagnostics.
+pub struct ServerHome {
+    /// `None` only while being dropped.
+    root: Option<TempDir>,
+    starts: usize,
+}
+
+impl Default for ServerHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerHome {
+    pub fn new() -> ServerHome {
+        let root = tempfile::Builder::new()
+            .prefix("tether-fault-")
+            .tempdir()
+            .expect("create a temporary directory");
+        std::fs::create_dir(root.path().join("data")).expect("create the data directory");
+        ServerHome {
+            root: Some(root),
+            starts: 0,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.root.as_ref().expect("home not dropped").path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    /// Starts `tether serve` on a free loopback port over this home's data directory and waits
+    /// for its ready line.
+    pub async fn start(&mut self) -> TestServer {
+        self.starts += 1;
+        let log_path = self.root().join(format!("server-{}.log", self.starts));
+        let log = std::fs::File::create(&log_path).expect("create the server log file");
+        let data_dir = self.data_dir();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--long-poll-timeout")
+            .arg("500ms")
+            .arg("--auth")
+            .arg("off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the tether binary");
+
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout);
+        let wait_ready = async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = lines.read_line(&mut line).await?;
+                if read == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                if let Some(url) = line.trim().strip_prefix(READY_PREFIX) {
+                    return Ok(Some(url.trim_end_matches('/').to_string()));
+                }
+            }
+        };
+        let base_url = match tokio::time::timeout(STARTUP_TIMEOUT, wait_ready).await {
+            Ok(Ok(Some(url))) => url,
+            Ok(Ok(None)) => {
+                let status = child.wait().await;
+                panic!(
+                    "tether exited before printing its ready line ({status:?}); stderr:\n{}",
+                    log_tail(&log_path)
+                );
+            }
+            Ok(Err(error)) => panic!("reading tether's stdout failed: {error}"),
+            Err(_) => panic!(
+                "tether printed no ready line within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                log_tail(&log_path)
+            ),
+        };
+        assert!(
+            base_url.starts_with("http://127.0.0.1:"),
+            "unexpected listen address in the ready line: {base_url}"
+        );
+        // Keep draining stdout so that the server never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = lines.read_to_end(&mut sink).await;
+        });
+        TestServer {
+            child,
+            base_url,
+            log_path,
+        }
+    }
+}
+
+impl Drop for ServerHome {
+    /// Keeps the data directory and the server logs of a failed test for a post-mortem.
+    fn drop(&mut self) {
+        if let Some(root) = self.root.take() {
+            if std::thread::panicking() {
+                eprintln!(
+                    "kept the server's data and logs in {}",
+                    root.keep().display()
+                );
+            }
+        }
+    }
+}
+
+/// A running `tether serve` process. Dropping it kills the process.
+pub struct TestServer {
+    child: Child,
+    base_url: String,
+    log_path: PathBuf,
+}
+
+impl TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Sends SIGKILL (no chance to flush or clean up) and reaps the process.
+    pub async fn kill(mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "tether had already exited ({status}) before the test killed it; stderr:\n{}",
+                log_tail(&self.log_path)
+            );
+        }
+        // `Child::kill` sends SIGKILL on Unix and waits for the process to exit.
+        self.child.kill().await.expect("SIGKILL the server");
+    }
+}
+
+/// The last lines of a server log, for failure messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    lines[start..].join("\n")
+}
