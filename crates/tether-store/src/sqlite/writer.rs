@@ -66,8 +66,10 @@ pub(crate) fn stored_body(
         return Ok(None);
     }
     if !json {
+        // A copy, not a slice: request bodies are often views into a connection's much
+        // larger read buffer, which the recent-chunks cache would otherwise keep alive.
         return Ok(Some(StoredBody {
-            data: body.clone(),
+            data: Bytes::copy_from_slice(body),
             units: body.len() as u64,
         }));
     }
