@@ -108,7 +108,9 @@ pub struct ReadChunk {
     pub info: StreamInfo,
     /// Where this chunk starts.
     pub from: Offset,
-    /// JSON streams: one entry per message. Other streams: byte runs to concatenate.
+    /// Byte streams: runs of bytes to concatenate. JSON streams: runs of one or more
+    /// messages joined by commas (the stored form of an append), to join with commas and
+    /// wrap in brackets.
     pub records: Vec<Bytes>,
     /// Where the next read should start.
     pub next: Offset,
