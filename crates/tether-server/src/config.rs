@@ -48,7 +48,7 @@ impl Default for ServerConfig {
             long_poll_timeout: Duration::from_secs(30),
             auth: AuthMode::Off,
             max_append_bytes: 16 << 20,
-            max_read_bytes: 1 << 20,
+            max_read_bytes: 4 << 20,
             sse_max_duration: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
         }

@@ -45,7 +45,7 @@ struct ServeArgs {
     #[arg(long, env = "TETHER_MAX_APPEND_BYTES", default_value_t = 16 << 20)]
     max_append_bytes: usize,
     /// Roughly the most bytes one read returns.
-    #[arg(long, env = "TETHER_MAX_READ_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "TETHER_MAX_READ_BYTES", default_value_t = 4 << 20)]
     max_read_bytes: usize,
 }
 

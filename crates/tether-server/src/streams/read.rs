@@ -1,6 +1,6 @@
 //! GET (catch-up and long-poll; SSE is in [`super::sse`]) and HEAD.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -225,16 +225,42 @@ fn chunk_headers(chunk: &ReadChunk) -> ResponseHeaders {
 }
 
 /// The chunk as the protocol's body: a JSON array for JSON streams, raw bytes otherwise.
+///
+/// Large stored pieces go out as they are, without a copy; runs of small ones are merged
+/// so a read of many tiny appends does not become one write per append.
 pub fn body(chunk: &ReadChunk) -> Body {
-    if chunk.info.is_json() {
-        let size = chunk.records.iter().map(|r| r.len() + 1).sum::<usize>() + 2;
-        let mut out = Vec::with_capacity(size);
-        tether_types::json::frame_array(chunk.records.iter().map(|r| &r[..]), &mut out);
-        Body::from(out)
-    } else if chunk.records.len() == 1 {
-        Body::from(chunk.records[0].clone())
-    } else {
-        Body::from(chunk.records.concat())
+    const MERGE_BELOW: usize = 16 << 10;
+    let json = chunk.info.is_json();
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut small: Vec<u8> = Vec::new();
+    if json {
+        small.push(b'[');
+    }
+    for (i, piece) in chunk.records.iter().enumerate() {
+        if json && i > 0 {
+            small.push(b',');
+        }
+        if piece.len() < MERGE_BELOW {
+            small.extend_from_slice(piece);
+        } else {
+            if !small.is_empty() {
+                parts.push(Bytes::from(std::mem::take(&mut small)));
+            }
+            parts.push(piece.clone());
+        }
+    }
+    if json {
+        small.push(b']');
+    }
+    if !small.is_empty() {
+        parts.push(Bytes::from(small));
+    }
+    match parts.len() {
+        0 => Body::empty(),
+        1 => Body::from(parts.pop().unwrap_or_default()),
+        _ => Body::from_stream(futures::stream::iter(
+            parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+        )),
     }
 }
 
