@@ -12,15 +12,25 @@ fn current_interval() -> i64 {
 
 /// The cursor to send, given the one the client echoed (if any).
 pub fn next_cursor(client: Option<&str>) -> String {
+    cursor_after(client).to_string()
+}
+
+/// The cursor value for a response to a request that echoed `client`.
+pub fn cursor_after(client: Option<&str>) -> i64 {
     let now = current_interval();
     match client.and_then(|c| c.parse::<i64>().ok()) {
         // Jitter of 1..=3600 s, in whole intervals, keeps the cursor strictly ahead.
         Some(c) if c >= now => {
             let jitter = rand::thread_rng().gen_range(1..=3600 / INTERVAL_SECS);
-            c.saturating_add(jitter).to_string()
+            c.saturating_add(jitter)
         }
-        _ => now.to_string(),
+        _ => now,
     }
+}
+
+/// Later cursors of one SSE connection: never below the first, moving with time.
+pub fn cursor_since(first: i64) -> i64 {
+    first.max(current_interval())
 }
 
 #[cfg(test)]

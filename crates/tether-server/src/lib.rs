@@ -29,6 +29,23 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Flips to true when the server starts shutting down; live readers end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// SSE frames shared by the live readers of each stream.
+    pub frames: Arc<streams::FrameShare>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn StreamStore>,
+        config: ServerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+            shutdown,
+            frames: Arc::default(),
+        }
+    }
 }
 
 /// The whole HTTP surface.
@@ -55,11 +72,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        shutdown: stop_rx,
-    };
+    let state = AppState::new(store.clone(), config, stop_rx);
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");

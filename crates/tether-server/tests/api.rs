@@ -1,7 +1,6 @@
 //! Black-box tests of the HTTP surface: requests go through the real router and a real
 //! SQLite store in a temporary directory; `shutdown_*` also runs the real server on a port.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -32,11 +31,7 @@ impl App {
         let store = open_store(&config).unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         App {
-            state: AppState {
-                store,
-                config: Arc::new(config),
-                shutdown,
-            },
+            state: AppState::new(store, config, shutdown),
             _dir: dir,
             _stop: stop,
         }

@@ -1,5 +1,6 @@
 //! The Durable Streams protocol at `/v1/stream/{path}`.
 
+mod frames;
 pub mod headers;
 mod read;
 mod response;
@@ -11,6 +12,8 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::AppState;
+
+pub use frames::FrameShare;
 
 /// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
 pub const PREFIX: &str = "/v1/stream/";

@@ -6,6 +6,7 @@
 //! twice, and `id:` on every data event lets a client resume with `Last-Event-ID`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -18,14 +19,15 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use tether_store::tail::Wake;
-use tether_store::{ReadChunk, StreamId, TailWatch};
+use tether_store::{ReadChunk, StreamId, Tail, TailWatch};
 use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
 
+use super::frames::{Frame, FrameSlot};
 use super::headers::{self as h, text};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
-use crate::cursor::next_cursor;
+use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -60,13 +62,14 @@ pub async fn serve(
     let base64 = !is_sse_text(&info.config.content_type);
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let pump = Pump {
+        frames: state.frames.slot(info.id),
         state,
         path,
         id: info.id,
         pos: start,
         watch,
         base64,
-        cursor: q.cursor,
+        cursor: cursor_after(q.cursor.as_deref()),
         tx,
     };
     tokio::spawn(pump.run());
@@ -83,12 +86,14 @@ pub async fn serve(
 
 struct Pump {
     state: AppState,
+    frames: Arc<FrameSlot>,
     path: String,
     id: StreamId,
     pos: u64,
     watch: TailWatch,
     base64: bool,
-    cursor: Option<String>,
+    /// The cursor of this connection's first control event.
+    cursor: i64,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -105,40 +110,78 @@ impl Pump {
     }
 
     async fn pump(&mut self, deadline: Instant) -> Result<(), Stop> {
-        let max = self.state.config.max_read_bytes;
         let mut first = true;
         loop {
-            let chunk = match self
-                .state
-                .store
-                .read(&self.path, ReadFrom::At(Offset(self.pos)), max)
-                .await
-            {
-                Ok(chunk) if chunk.info.id == self.id => chunk,
-                // Deleted, expired or re-created under the same path: this stream is over.
-                _ => return Err(Stop::Finished),
+            let Some(frame) = self.next_frame(first).await? else {
+                // Nothing new (a spurious wake): wait again.
+                self.wait(deadline).await?;
+                continue;
             };
-            if !chunk.is_empty() {
-                self.send(data_event(&chunk, self.base64)).await?;
-            }
-            // A control event follows every data event, opens the stream, and announces the
-            // close even when the close brought no data.
-            if !chunk.is_empty() || first || chunk.at_closed_end() {
-                let cursor = next_cursor(self.cursor.as_deref());
-                let event = control_event(&chunk, &cursor);
-                self.cursor = Some(cursor);
-                self.send(event).await?;
-            }
             first = false;
-            self.pos = chunk.next.0;
-            if chunk.at_closed_end() {
+            if !frame.bytes.is_empty() {
+                self.send(frame.bytes).await?;
+            }
+            self.pos = frame.next;
+            if frame.closed_end {
                 return Err(Stop::Finished);
             }
-            if !chunk.up_to_date {
+            if !frame.up_to_date {
                 continue;
             }
             self.wait(deadline).await?;
         }
+    }
+
+    /// The frame for what follows `pos`: shared if another reader just rendered it, else
+    /// read from the log and rendered. `None` when there is nothing to send.
+    async fn next_frame(&mut self, first: bool) -> Result<Option<Frame>, Stop> {
+        let cursor = cursor_since(self.cursor);
+        let tail = self.watch.current();
+        if let Some(frame) = self.frames.get(self.pos, tail, cursor) {
+            // A control-only frame carries news only to a reader that just connected, or
+            // when it announces the close.
+            let news = first || frame.closed_end || frame.next != self.pos;
+            return Ok(news.then_some(frame));
+        }
+        let max = self.state.config.max_read_bytes;
+        let chunk = match self
+            .state
+            .store
+            .read(&self.path, ReadFrom::At(Offset(self.pos)), max)
+            .await
+        {
+            Ok(chunk) if chunk.info.id == self.id => chunk,
+            // Deleted, expired or re-created under the same path: this stream is over.
+            _ => return Err(Stop::Finished),
+        };
+        // A control event follows every data event, opens the stream, and announces the
+        // close even when the close brought no data. Both go out as one write.
+        if chunk.is_empty() && !first && !chunk.at_closed_end() {
+            return Ok(None);
+        }
+        let control = control_event(&chunk, &cursor.to_string());
+        let bytes = if chunk.is_empty() {
+            control
+        } else {
+            let data = data_event(&chunk, self.base64);
+            let mut both = Vec::with_capacity(data.len() + control.len());
+            both.extend_from_slice(&data);
+            both.extend_from_slice(&control);
+            Bytes::from(both)
+        };
+        let frame = Frame {
+            bytes,
+            next: chunk.next.0,
+            up_to_date: chunk.up_to_date,
+            closed_end: chunk.at_closed_end(),
+        };
+        let seen = Tail {
+            next: chunk.info.next.0,
+            closed: chunk.info.closed,
+            deleted: false,
+        };
+        self.frames.put(self.pos, seen, cursor, frame.clone());
+        Ok(Some(frame))
     }
 
     /// Waits until there is something past `pos`, sending keep-alives meanwhile.
