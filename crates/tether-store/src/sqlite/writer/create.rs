@@ -1,0 +1,280 @@
+//! Creating streams and forks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::state::StreamState;
+use super::{now_ms, storage, stored_body, Effect, Writer};
+use crate::model::*;
+use crate::sqlite::entry::{Entry, ForkLink};
+use crate::tail::Tail;
+use tether_types::headers::media_type;
+use tether_types::Offset;
+
+impl Writer {
+    // ---- create --------------------------------------------------------------------------
+
+    pub(super) fn create(
+        &mut self,
+        path: &str,
+        request: CreateStream,
+    ) -> Result<Created, CreateError> {
+        let mut existing = self.find(path).map_err(storage::<CreateError>)?;
+        if let Some(e) = existing.clone() {
+            if self.is_deleted(&e).map_err(storage::<CreateError>)? {
+                return Err(CreateError::PathBlocked);
+            }
+            if e.expired(now_ms()) {
+                self.remove(&e).map_err(storage::<CreateError>)?;
+                if self.is_deleted(&e).map_err(storage::<CreateError>)?
+                    && self.find(path).map_err(storage::<CreateError>)?.is_some()
+                {
+                    return Err(CreateError::PathBlocked);
+                }
+                existing = None;
+            }
+        }
+
+        // Resolve the fork source first: its content type is the default for the fork.
+        let source = match &request.fork {
+            Some(fork) => {
+                let Some(src) = self.find(&fork.source).map_err(storage::<CreateError>)? else {
+                    return Err(CreateError::SourceNotFound);
+                };
+                if self.is_deleted(&src).map_err(storage::<CreateError>)? {
+                    return Err(CreateError::SourceGone);
+                }
+                if src.expired(now_ms()) {
+                    self.expire(&src).map_err(storage::<CreateError>)?;
+                    return Err(CreateError::SourceNotFound);
+                }
+                Some(src)
+            }
+            None => None,
+        };
+        let content_type = match (&request.content_type, &source) {
+            (Some(ct), Some(src)) => {
+                if media_type(ct) != media_type(&src.config.content_type) {
+                    return Err(CreateError::ForkContentTypeMismatch);
+                }
+                ct.clone()
+            }
+            (Some(ct), None) => ct.clone(),
+            (None, Some(src)) => src.config.content_type.clone(),
+            (None, None) => "application/octet-stream".to_string(),
+        };
+        // Forks inherit the source's expiry when they ask for none (protocol 4.2).
+        let (ttl_secs, expires_at) = match (&source, request.ttl_secs, request.expires_at) {
+            (Some(src), None, None) => (src.config.ttl_secs, src.config.expires_at),
+            (_, ttl, at) => (ttl, at),
+        };
+        let config = StreamConfig {
+            content_type,
+            ttl_secs,
+            expires_at,
+        };
+
+        let fork = match (&request.fork, source) {
+            (Some(spec), Some(src)) => Some(self.resolve_fork(spec, src)?),
+            _ => None,
+        };
+
+        if let Some(existing) = existing {
+            let state = self
+                .state(existing.id)
+                .map_err(storage::<CreateError>)?
+                .ok_or(CreateError::Storage("stream row vanished".into()))?;
+            let same = media_type(&existing.config.content_type)
+                == media_type(&config.content_type)
+                && existing.config.ttl_secs == config.ttl_secs
+                && existing.config.expires_at == config.expires_at
+                && state.closed == request.closed
+                && existing.fork.as_ref().map(|f| &f.spec) == fork.as_ref().map(|f| &f.spec);
+            if !same {
+                return Err(CreateError::ConfigMismatch);
+            }
+            return Ok(Created {
+                created: false,
+                info: StreamInfo {
+                    closed: state.closed,
+                    next: Offset(state.tail),
+                    ..existing.info()
+                },
+            });
+        }
+
+        let json = tether_types::headers::is_json(&config.content_type);
+        let body = stored_body(json, &request.body, true)
+            .map_err(|e| CreateError::InvalidBody(e.to_string()))?;
+
+        let start = fork.as_ref().map_or(0, |f| f.point);
+        let now = now_ms();
+        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
+            Some(f) => (
+                Some(f.source.id),
+                Some(f.spec.source.clone()),
+                f.spec.offset.map(|o| o.0 as i64),
+                Some(f.spec.sub_offset as i64),
+            ),
+            None => (None, None, None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
+                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
+                    fork_anchor, fork_sub)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    path,
+                    config.content_type,
+                    config.ttl_secs.map(|t| t as i64),
+                    config.expires_at.map(|t| t.timestamp_millis()),
+                    now,
+                    start as i64,
+                    request.closed,
+                    fork_id,
+                    fork_path,
+                    fork_anchor,
+                    fork_sub
+                ])
+            })
+            .map_err(storage::<CreateError>)?;
+        let id = self.conn.last_insert_rowid();
+        if let Some(f) = &fork {
+            let src_state = self
+                .state(f.source.id)
+                .map_err(storage::<CreateError>)?
+                .ok_or(CreateError::SourceNotFound)?;
+            src_state.refcount += 1;
+            src_state.dirty = true;
+        }
+        let entry = Arc::new(Entry::new(
+            id,
+            path.to_string(),
+            config,
+            start,
+            fork,
+            Tail {
+                next: start,
+                closed: false,
+                deleted: false,
+            },
+            false,
+            now,
+        ));
+        let tail = match &body {
+            Some(body) => self
+                .insert_chunk(&entry, start, body)
+                .map_err(storage::<CreateError>)?,
+            None => start,
+        };
+        self.states.insert(
+            id,
+            StreamState {
+                tail,
+                closed: request.closed,
+                closed_by: None,
+                last_stream_seq: None,
+                producers: HashMap::new(),
+                refcount: 0,
+                soft_deleted: false,
+                dirty: true,
+            },
+        );
+        self.undo.entry(id).or_insert(None);
+        self.paths.insert(path.to_string(), Some(entry.clone()));
+        self.effects.push(Effect::Insert(entry.clone()));
+        self.effects.push(Effect::Publish(entry.clone()));
+        Ok(Created {
+            created: true,
+            info: StreamInfo {
+                next: Offset(tail),
+                closed: request.closed,
+                ..entry.info()
+            },
+        })
+    }
+
+    /// Checks a fork request against the source and finds the fork point.
+    pub(super) fn resolve_fork(
+        &mut self,
+        spec: &ForkFrom,
+        source: Arc<Entry>,
+    ) -> Result<ForkLink, CreateError> {
+        let src_tail = self
+            .state(source.id)
+            .map_err(storage::<CreateError>)?
+            .ok_or(CreateError::SourceNotFound)?
+            .tail;
+        let anchor = spec.offset.map_or(src_tail, |o| o.0);
+        if anchor > src_tail {
+            return Err(CreateError::ForkOffsetBeyondTail);
+        }
+        let point = if spec.sub_offset == 0 {
+            anchor
+        } else {
+            let boundary = self
+                .batch_end_at(&source, anchor, src_tail)
+                .map_err(storage::<CreateError>)?
+                .ok_or(CreateError::SubOffsetOutOfRange)?;
+            let point = anchor.saturating_add(spec.sub_offset);
+            if point > boundary {
+                return Err(CreateError::SubOffsetOutOfRange);
+            }
+            point
+        };
+        Ok(ForkLink {
+            source,
+            point,
+            spec: ForkFrom {
+                source: spec.source.clone(),
+                offset: Some(Offset(anchor)),
+                sub_offset: spec.sub_offset,
+            },
+        })
+    }
+
+    /// The end of the append that starts at `pos` in `entry`'s view (its own chunks or
+    /// those it inherits), clipped to where that view stops; `None` if no append starts there.
+    pub(super) fn batch_end_at(
+        &self,
+        entry: &Arc<Entry>,
+        pos: u64,
+        limit: u64,
+    ) -> rusqlite::Result<Option<u64>> {
+        let mut current = entry.clone();
+        let mut limit = limit;
+        loop {
+            if pos >= current.start {
+                let end = match self
+                    .unindexed
+                    .iter()
+                    .rev()
+                    .find(|c| c.stream == current.id && c.pos == pos)
+                {
+                    Some(c) => Some(c.end),
+                    None => self
+                        .conn
+                        .prepare_cached(
+                            "SELECT c.end_pos FROM chunk_index i JOIN chunks c ON c.seq = i.seq
+                             WHERE i.stream_id = ?1 AND i.pos = ?2",
+                        )?
+                        .query_row(params![current.id, pos as i64], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .map(|e| e as u64),
+                };
+                return Ok(end.map(|e| e.min(limit)));
+            }
+            let Some(fork) = &current.fork else {
+                return Ok(None);
+            };
+            limit = limit.min(fork.point);
+            let next = fork.source.clone();
+            current = next;
+        }
+    }
+}
