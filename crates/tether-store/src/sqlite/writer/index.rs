@@ -16,7 +16,7 @@ use crate::model::StreamId;
 use crate::sqlite::entry::{Chunk, Entry};
 
 /// The chunk index is flushed when this many chunks wait for it...
-const INDEX_FLUSH_CHUNKS: usize = 16_384;
+const INDEX_FLUSH_CHUNKS: usize = 4096;
 /// ...or this many bytes of them are pinned in memory...
 const INDEX_FLUSH_BYTES: usize = 32 << 20;
 /// ...or the oldest has waited this long, or the writer has been idle this long.
@@ -108,6 +108,7 @@ impl Writer {
     /// each stream's rows land together: one flush dirties about one index page per stream,
     /// instead of every append dirtying one.
     pub(super) fn flush_index(&mut self) -> rusqlite::Result<()> {
+        let started = Instant::now();
         let mut rows: Vec<(StreamId, u64, i64)> = self
             .unindexed
             .iter()
@@ -136,7 +137,7 @@ impl Writer {
             }
         }
         self.flushing = self.unindexed.len();
-        tracing::debug!(chunks = rows.len(), "chunk index flushed");
+        tracing::debug!(chunks = rows.len(), elapsed = ?started.elapsed(), "chunk index flushed");
         Ok(())
     }
 
