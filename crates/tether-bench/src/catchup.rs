@@ -281,11 +281,10 @@ impl ArrayShape {
     }
 
     fn is_array(&self) -> bool {
-        match (self.first, self.last) {
-            (None, None) => true,
-            (Some(b'['), Some(b']')) => true,
-            _ => false,
-        }
+        matches!(
+            (self.first, self.last),
+            (None, None) | (Some(b'['), Some(b']'))
+        )
     }
 }
 

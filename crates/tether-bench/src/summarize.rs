@@ -120,21 +120,24 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
     for &s in &subscribers {
         let find = move |r: &Report| r.fanout.iter().find(|f| f.subscribers == s).cloned();
         add(
-            format!("SSE delivery p50 ms, {s} subscribers"),
+            format!("SSE delivery p50 ms, {}", subscribers_text(s)),
             false,
             Fold::Median,
             ms,
             Box::new(move |r| find(r).map(|f| f.latency.p50_ms)),
         );
         add(
-            format!("SSE delivery p99 ms, {s} subscribers"),
+            format!("SSE delivery p99 ms, {}", subscribers_text(s)),
             false,
             Fold::Median,
             ms,
             Box::new(move |r| find(r).map(|f| f.latency.p99_ms)),
         );
         add(
-            format!("SSE missing deliveries, {s} subscribers (all rounds)"),
+            format!(
+                "SSE missing deliveries, {} (all rounds)",
+                subscribers_text(s)
+            ),
             false,
             Fold::Sum,
             thousands,
@@ -192,6 +195,14 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
     out
 }
 
+fn subscribers_text(s: usize) -> String {
+    if s == 1 {
+        "1 subscriber".to_string()
+    } else {
+        format!("{s} subscribers")
+    }
+}
+
 /// One server's cell: the folded value and, for medians of several rounds, the range.
 fn fold(figure: &Figure, reports: &[Report]) -> Option<(f64, String)> {
     let values: Vec<f64> = reports.iter().filter_map(|r| (figure.extract)(r)).collect();
@@ -240,6 +251,12 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
          brackets\n",
         rounds.join(", ")
     ));
+    if let [a, b, ..] = labels.as_slice() {
+        out.push_str(&format!(
+            "- {a}/{b} above 1 means {a}'s figure is larger: better in rows marked higher, worse \
+             in rows marked lower\n"
+        ));
+    }
     for line in context {
         out.push_str(&format!("- {line}\n"));
     }
@@ -276,7 +293,10 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
             out.push_str(&format!(" {text} |"));
         }
         if !ratio_header.is_empty() {
-            out.push_str(&format!(" {} |", ratio(&cells[0], &cells[1])));
+            out.push_str(&format!(
+                " {} |",
+                ratio(figure.format, &cells[0], &cells[1])
+            ));
         }
         out.push('\n');
     }
@@ -307,10 +327,22 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
     out
 }
 
-fn ratio(a: &Option<(f64, String)>, b: &Option<(f64, String)>) -> String {
+/// `a / b`, unless `b` shows as zero at the figure's precision: a ratio to a rounding error
+/// (say 20 MB against 0.01 MB) would look like a measurement and mean nothing.
+fn ratio(
+    format: fn(f64) -> String,
+    a: &Option<(f64, String)>,
+    b: &Option<(f64, String)>,
+) -> String {
+    let shows_zero = |v: f64| {
+        format(v)
+            .replace(',', "")
+            .parse::<f64>()
+            .is_ok_and(|shown| shown == 0.0)
+    };
     match (a, b) {
-        (Some((a, _)), Some((b, _))) if *b != 0.0 => format!("{:.2}", a / b),
-        (Some((a, _)), Some(_)) if *a == 0.0 => "=".to_string(),
+        (Some((a, _)), Some((b, _))) if !shows_zero(*b) => format!("{:.2}", a / b),
+        (Some((a, _)), Some(_)) if shows_zero(*a) => "=".to_string(),
         _ => "n/a".to_string(),
     }
 }
@@ -412,6 +444,17 @@ mod tests {
             !page.contains("SSE delivery"),
             "no fan-out rows without fan-out results"
         );
+    }
+
+    #[test]
+    fn a_ratio_to_a_figure_that_shows_as_zero_is_not_given() {
+        let cell = |v: f64| Some((v, String::new()));
+        let one_decimal: fn(f64) -> String = |v| format!("{v:.1}");
+        assert_eq!(ratio(one_decimal, &cell(20.0), &cell(0.01)), "n/a");
+        assert_eq!(ratio(one_decimal, &cell(0.0), &cell(0.01)), "=");
+        assert_eq!(ratio(one_decimal, &cell(20.0), &cell(0.1)), "200.00");
+        assert_eq!(ratio(thousands, &cell(3000.0), &cell(1500.0)), "2.00");
+        assert_eq!(ratio(thousands, &cell(3000.0), &None), "n/a");
     }
 
     #[test]
