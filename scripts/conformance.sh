@@ -39,8 +39,10 @@ summary=$(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E '^ +Tests ' | tail -n1 || t
 sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E ' FAIL |✗|×' | head -n 50 || true
 echo "conformance: ${summary:-no summary}"
 passed=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+failed=$(echo "$summary" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 if [ "$status" -ne 0 ] || [ "$passed" -lt "$expected" ]; then
   echo "conformance: FAILED ($passed passed, $expected expected, exit $status)" >&2
   exit 1
 fi
-echo "conformance: $passed of $expected core tests passed"
+echo "conformance: $passed of $expected core tests"
+echo "conformance: $passed passed, $failed failed"

@@ -13,7 +13,7 @@ pub mod tail;
 use async_trait::async_trait;
 
 pub use model::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SweepPolicy};
 pub use tail::{Tail, TailWatch};
 
 #[async_trait]

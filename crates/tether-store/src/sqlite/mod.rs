@@ -29,6 +29,8 @@ use reader::ReaderPool;
 use tether_types::{Offset, ReadFrom};
 use writer::{stored_body, Catalog, Command, PreparedAppend, Writer};
 
+pub use writer::SweepPolicy;
+
 /// The database file's name inside the data dir.
 pub const DATABASE_FILE: &str = "tether.db";
 const LOCK_FILE: &str = "tether.lock";
@@ -59,6 +61,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and applies migrations.
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with(data_dir, SweepPolicy::default())
+    }
+
+    /// [`SqliteStore::open`] with a chosen policy for forgetting idle streams.
+    pub fn open_with(data_dir: &Path, sweep: SweepPolicy) -> Result<Self, OpenError> {
         let dir_err = |source| OpenError::DataDir {
             dir: data_dir.to_path_buf(),
             source,
@@ -80,7 +87,7 @@ impl SqliteStore {
 
         let catalog: Catalog = Arc::new(Mutex::new(HashMap::new()));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(conn, catalog.clone())?;
+        let writer = Writer::new(conn, catalog.clone(), sweep)?;
         let handle = std::thread::Builder::new()
             .name("tether-store-writer".into())
             .spawn(move || writer.run(rx))
@@ -99,6 +106,11 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             _lock: lock,
         })
+    }
+
+    /// How many streams are held in memory (for tests and metrics).
+    pub fn streams_in_memory(&self) -> usize {
+        self.catalog.lock().len()
     }
 
     fn send(&self, cmd: Command) -> bool {

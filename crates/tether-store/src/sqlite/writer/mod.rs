@@ -17,6 +17,9 @@ mod create;
 mod delete;
 mod index;
 mod state;
+mod sweep;
+
+pub use sweep::SweepPolicy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -38,6 +41,8 @@ use state::StreamState;
 /// Upper bound on commands per transaction; keeps one commit's latency bounded.
 const MAX_BATCH: usize = 4096;
 const MAX_BATCH_BYTES: usize = 32 << 20;
+/// How often an idle writer wakes to run its jobs.
+const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) type Catalog = Arc<parking_lot::Mutex<HashMap<String, Arc<Entry>>>>;
 
@@ -166,6 +171,8 @@ pub(crate) struct Writer {
     unindexed_entries: HashMap<StreamId, Arc<Entry>>,
     /// Streams deleted while they had unindexed chunks; their chunks are skipped at flush.
     deleted: HashSet<StreamId>,
+    last_sweep: Instant,
+    sweep: SweepPolicy,
 }
 
 fn now_ms() -> i64 {
@@ -195,7 +202,7 @@ impl From<String> for DeleteError {
 impl Writer {
     /// Takes over the read-write connection, first indexing any chunks a crash left
     /// unindexed.
-    pub fn new(conn: Connection, catalog: Catalog) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, catalog: Catalog, sweep: SweepPolicy) -> rusqlite::Result<Self> {
         let next_seq = index::recover(&conn)?;
         Ok(Writer {
             conn,
@@ -214,6 +221,8 @@ impl Writer {
             unindexed_since: None,
             unindexed_entries: HashMap::new(),
             deleted: HashSet::new(),
+            last_sweep: Instant::now(),
+            sweep,
         })
     }
 
@@ -223,18 +232,22 @@ impl Writer {
         let mut batch = Vec::new();
         let mut stop = false;
         loop {
-            let first = if self.unindexed.is_empty() {
-                rx.recv().ok()
+            self.sweep_if_due();
+            let wait = if self.unindexed.is_empty() {
+                IDLE_SWEEP
             } else {
-                match rx.recv_timeout(IDLE_FLUSH) {
-                    Ok(cmd) => Some(cmd),
-                    Err(RecvTimeoutError::Timeout) => {
-                        // Idle: a good moment to index what is waiting.
+                IDLE_FLUSH
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(cmd) => Some(cmd),
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: a good moment to index what is waiting.
+                    if !self.unindexed.is_empty() {
                         self.run_batch(&mut batch, true);
-                        continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => None,
+                    continue;
                 }
+                Err(RecvTimeoutError::Disconnected) => None,
             };
             let Some(first) = first else {
                 break;
