@@ -108,6 +108,11 @@ impl SqliteStore {
         })
     }
 
+    /// How many reads went to the database instead of the recent-chunks cache.
+    pub fn log_reads(&self) -> u64 {
+        self.readers.queries()
+    }
+
     /// How many streams are held in memory (for tests and metrics).
     pub fn streams_in_memory(&self) -> usize {
         self.catalog.lock().len()

@@ -4,6 +4,7 @@
 //! blocking pool.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +25,8 @@ pub(crate) struct ReaderPool {
 struct PoolInner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Reads that went to the database rather than a cache.
+    queries: AtomicU64,
 }
 
 impl ReaderPool {
@@ -32,8 +35,13 @@ impl ReaderPool {
             inner: Arc::new(PoolInner {
                 path,
                 idle: Mutex::new(Vec::new()),
+                queries: AtomicU64::new(0),
             }),
         }
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
     }
 
     fn take(&self) -> rusqlite::Result<Connection> {
@@ -65,6 +73,7 @@ impl ReaderPool {
         end: u64,
         max_bytes: usize,
     ) -> rusqlite::Result<Vec<Chunk>> {
+        self.inner.queries.fetch_add(1, Ordering::Relaxed);
         let pool = self.clone();
         let run = move || {
             let conn = pool.take()?;
