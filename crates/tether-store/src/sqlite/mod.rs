@@ -5,6 +5,7 @@ mod checkpoint;
 mod entry;
 mod reader;
 mod schema;
+mod segments;
 mod writer;
 
 use std::collections::HashMap;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::entry::Chunk;
-use super::schema;
+use super::{schema, segments};
 use crate::model::StreamId;
 
 const POOL_KEEP: usize = 8;
@@ -95,35 +95,36 @@ pub(crate) fn query_chunks(
     end: u64,
     max_bytes: usize,
 ) -> rusqlite::Result<Vec<Chunk>> {
+    let pairs = segments::covering(conn, stream, from, end)?;
     // The chunk that contains `from` may start before it (a fork point inside an append).
-    let first: Option<i64> = conn
-        .prepare_cached(
-            "SELECT pos FROM chunk_index WHERE stream_id = ?1 AND pos <= ?2
-             ORDER BY pos DESC LIMIT 1",
-        )?
-        .query_row(params![stream, from as i64], |r| r.get(0))
-        .optional()?;
-    let start = first.unwrap_or(from as i64);
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.pos, c.end_pos, c.data FROM chunk_index i JOIN chunks c ON c.seq = i.seq
-         WHERE i.stream_id = ?1 AND i.pos >= ?2 AND i.pos < ?3 ORDER BY i.pos",
-    )?;
-    let mut rows = stmt.query(params![stream, start, end as i64])?;
+    let first = pairs
+        .partition_point(|(pos, _)| *pos <= from)
+        .saturating_sub(1);
+    let mut fetch = conn.prepare_cached("SELECT pos, end_pos, data FROM chunks WHERE seq = ?1")?;
     let mut out = Vec::new();
     let mut size = 0usize;
-    while let Some(row) = rows.next()? {
-        if size >= max_bytes && !out.is_empty() {
+    for (pos, seq) in &pairs[first.min(pairs.len())..] {
+        if *pos >= end || (size >= max_bytes && !out.is_empty()) {
             break;
         }
-        let pos: i64 = row.get(0)?;
-        let chunk_end: i64 = row.get(1)?;
-        let data: Vec<u8> = row.get(2)?;
-        size += data.len();
-        out.push(Chunk {
-            pos: pos as u64,
-            end: chunk_end as u64,
-            data: Bytes::from(data),
-        });
+        let chunk = fetch
+            .query_row([seq], |r| {
+                Ok(Chunk {
+                    pos: r.get::<_, i64>(0)? as u64,
+                    end: r.get::<_, i64>(1)? as u64,
+                    data: Bytes::copy_from_slice(r.get_ref(2)?.as_blob()?),
+                })
+            })
+            .optional()?;
+        // An index entry without its chunk would be a gap; stop rather than skip past it.
+        let Some(chunk) = chunk else {
+            break;
+        };
+        if chunk.end <= from {
+            continue;
+        }
+        size += chunk.data.len();
+        out.push(chunk);
     }
     Ok(out)
 }

@@ -40,13 +40,13 @@ const MIGRATIONS: &[&str] = &[
         end_pos   INTEGER NOT NULL,
         data      BLOB NOT NULL
     );
-    -- Where each stream's chunks are. Filled in bulk, sorted, by the writer's index flush
-    -- (chunks newer than `indexed_seq` are found in memory until then, and re-indexed from
-    -- `chunks` at start after a crash).
+    -- Where each stream's chunks are: one row per stream per index flush, listing that run
+    -- of its chunks (see segments.rs). Chunks newer than `indexed_seq` are found in memory
+    -- until the next flush, and re-indexed from `chunks` at start after a crash.
     CREATE TABLE chunk_index (
         stream_id INTEGER NOT NULL,
         pos       INTEGER NOT NULL,
-        seq       INTEGER NOT NULL,
+        chunks    BLOB NOT NULL,
         PRIMARY KEY (stream_id, pos)
     ) WITHOUT ROWID;
     CREATE TABLE producers (

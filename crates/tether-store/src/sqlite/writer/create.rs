@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::state::StreamState;
 use super::{now_ms, storage, stored_body, Effect, Writer};
 use crate::model::*;
 use crate::sqlite::entry::{Entry, ForkLink};
+use crate::sqlite::segments;
 use crate::tail::Tail;
 use tether_types::headers::media_type;
 use tether_types::Offset;
@@ -257,15 +258,10 @@ impl Writer {
                     .find(|c| c.stream == current.id && c.pos == pos)
                 {
                     Some(c) => Some(c.end),
-                    None => self
-                        .conn
-                        .prepare_cached(
-                            "SELECT c.end_pos FROM chunk_index i JOIN chunks c ON c.seq = i.seq
-                             WHERE i.stream_id = ?1 AND i.pos = ?2",
-                        )?
-                        .query_row(params![current.id, pos as i64], |r| r.get::<_, i64>(0))
-                        .optional()?
-                        .map(|e| e as u64),
+                    None => match segments::seq_at(&self.conn, current.id, pos)? {
+                        Some(seq) => self.chunk_end(seq)?,
+                        None => None,
+                    },
                 };
                 return Ok(end.map(|e| e.min(limit)));
             }

@@ -8,6 +8,7 @@ use rusqlite::params;
 use super::{now_ms, storage, Effect, Writer};
 use crate::model::*;
 use crate::sqlite::entry::Entry;
+use crate::sqlite::segments;
 
 impl Writer {
     // ---- delete --------------------------------------------------------------------------
@@ -51,12 +52,13 @@ impl Writer {
             if !seen.insert(e.id) {
                 break;
             }
-            self.conn
-                .prepare_cached(
-                    "DELETE FROM chunks WHERE seq IN
-                        (SELECT seq FROM chunk_index WHERE stream_id = ?1)",
-                )?
-                .execute([e.id])?;
+            let mut delete_chunk = self
+                .conn
+                .prepare_cached("DELETE FROM chunks WHERE seq = ?1")?;
+            for seq in segments::all_seqs(&self.conn, e.id)? {
+                delete_chunk.execute([seq])?;
+            }
+            drop(delete_chunk);
             self.conn
                 .prepare_cached("DELETE FROM chunk_index WHERE stream_id = ?1")?
                 .execute([e.id])?;

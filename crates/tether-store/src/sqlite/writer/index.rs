@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+use crate::sqlite::segments;
+
 use super::{Effect, StoredBody, Writer};
 use crate::model::StreamId;
 use crate::sqlite::entry::{Chunk, Entry};
@@ -42,17 +44,23 @@ pub(super) fn recover(conn: &Connection) -> rusqlite::Result<i64> {
     let last: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM chunks", [], |r| r.get(0))?;
     if last > indexed {
         let tx = conn.unchecked_transaction()?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO chunk_index (stream_id, pos, seq)
-             SELECT stream_id, pos, seq FROM chunks WHERE seq > ?1 ORDER BY stream_id, pos",
-            [indexed],
-        )?;
+        let mut rows: Vec<(StreamId, u64, i64)> = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT stream_id, pos, seq FROM chunks WHERE seq > ?1 ORDER BY stream_id, pos",
+            )?;
+            let mut found = stmt.query([indexed])?;
+            while let Some(row) = found.next()? {
+                rows.push((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get(2)?));
+            }
+        }
+        segments::write(&tx, &rows)?;
         tx.execute(
             "UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'",
             [last],
         )?;
         tx.commit()?;
-        tracing::info!(chunks = n, "indexed chunks left from the last run");
+        tracing::info!(chunks = rows.len(), "indexed chunks left from the last run");
     }
     Ok(last.max(indexed) + 1)
 }
@@ -116,12 +124,7 @@ impl Writer {
             .map(|c| (c.stream, c.pos, c.seq))
             .collect();
         rows.sort_unstable();
-        let mut insert = self
-            .conn
-            .prepare_cached("INSERT INTO chunk_index (stream_id, pos, seq) VALUES (?1, ?2, ?3)")?;
-        for (stream, pos, seq) in &rows {
-            insert.execute(params![stream, *pos as i64, seq])?;
-        }
+        let segments = segments::write(&self.conn, &rows)?;
         let last_seq = self.unindexed.last().map_or(0, |c| c.seq);
         self.conn
             .prepare_cached("UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'")?
@@ -137,7 +140,12 @@ impl Writer {
             }
         }
         self.flushing = self.unindexed.len();
-        tracing::debug!(chunks = rows.len(), elapsed = ?started.elapsed(), "chunk index flushed");
+        tracing::debug!(
+            chunks = rows.len(),
+            segments,
+            elapsed = ?started.elapsed(),
+            "chunk index flushed"
+        );
         Ok(())
     }
 

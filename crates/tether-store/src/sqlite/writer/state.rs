@@ -9,6 +9,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{now_ms, Effect, Writer};
 use crate::model::*;
 use crate::sqlite::entry::{Entry, ForkLink};
+use crate::sqlite::segments;
 use crate::tail::Tail;
 use tether_types::Offset;
 
@@ -209,12 +210,17 @@ impl Writer {
     /// The end of a stream's last indexed chunk, if it has any. (A stream with unindexed
     /// chunks is always in memory, so this is only asked about streams without.)
     pub(super) fn records_end(&self, id: StreamId) -> rusqlite::Result<Option<u64>> {
+        match segments::last_seq(&self.conn, id)? {
+            Some(seq) => self.chunk_end(seq),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the chunk stored as `seq` ends.
+    pub(super) fn chunk_end(&self, seq: i64) -> rusqlite::Result<Option<u64>> {
         self.conn
-            .prepare_cached(
-                "SELECT c.end_pos FROM chunk_index i JOIN chunks c ON c.seq = i.seq
-                 WHERE i.stream_id = ?1 ORDER BY i.pos DESC LIMIT 1",
-            )?
-            .query_row([id], |r| r.get::<_, i64>(0))
+            .prepare_cached("SELECT end_pos FROM chunks WHERE seq = ?1")?
+            .query_row([seq], |r| r.get::<_, i64>(0))
             .optional()
             .map(|end| end.map(|e| e as u64))
     }
