@@ -41,6 +41,8 @@ use state::StreamState;
 /// Upper bound on commands per transaction; keeps one commit's latency bounded.
 const MAX_BATCH: usize = 4096;
 const MAX_BATCH_BYTES: usize = 32 << 20;
+/// Batches slower than this are logged (at debug level) with where the time went.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(4);
 /// How often an idle writer wakes to run its jobs.
 const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -286,6 +288,7 @@ impl Writer {
         self.deleted_in_batch.clear();
         self.flushing = 0;
         self.unindexed_at_start = self.unindexed.len();
+        let started = Instant::now();
         let began = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
             if (force_index || self.index_flush_due()) && !self.unindexed.is_empty() {
                 self.flush_index()
@@ -305,6 +308,7 @@ impl Writer {
             }
         };
         let doomed = self.expire_failed || replies.iter().any(Reply::storage_failed);
+        let applied = started.elapsed();
         let committed = if doomed {
             Err("a write in the batch failed".to_string())
         } else {
@@ -312,6 +316,16 @@ impl Writer {
                 .and_then(|_| self.conn.execute_batch("COMMIT"))
                 .map_err(|e| e.to_string())
         };
+        let took = started.elapsed();
+        if took > SLOW_BATCH {
+            tracing::debug!(
+                commands = replies.len(),
+                indexed = self.flushing,
+                applied = ?applied,
+                committed = ?took - applied,
+                "slow batch"
+            );
+        }
         match committed {
             Ok(()) => {
                 self.index_flushed();
