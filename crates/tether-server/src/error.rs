@@ -5,7 +5,7 @@
 //! must not need. Every match here is exhaustive on purpose: a new error without a status does
 //! not compile.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -21,7 +21,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// Protocol headers the error carries (`Stream-Closed`, `Producer-Epoch`, ...).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(HeaderName, String)>,
     pub request_id: Option<String>,
 }
 
@@ -40,7 +40,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+    pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
         self.headers.push((name, value.to_string()));
         self
     }

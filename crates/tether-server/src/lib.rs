@@ -22,15 +22,17 @@ use tokio::sync::watch;
 pub use config::{AuthMode, ServerConfig};
 use tether_store::{SqliteStore, StreamStore};
 
-/// Shared by every handler.
+/// Shared by every handler; cloning it is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<dyn StreamStore>,
-    pub config: Arc<ServerConfig>,
+    pub config: ServerConfig,
     /// Flips to true when the server starts shutting down; live readers end on it.
     pub shutdown: watch::Receiver<bool>,
     /// SSE frames shared by the live readers of each stream.
-    pub frames: Arc<streams::FrameShare>,
+    pub frames: streams::FrameShare,
 }
 
 impl AppState {
@@ -39,12 +41,20 @@ impl AppState {
         config: ServerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             store,
-            config: Arc::new(config),
+            config,
             shutdown,
-            frames: Arc::default(),
-        }
+            frames: streams::FrameShare::default(),
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

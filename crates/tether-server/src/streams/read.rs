@@ -2,6 +2,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -100,14 +101,14 @@ async fn catch_up(
     if from == ReadFrom::Now {
         // The tail position itself: nothing to cache, nothing to validate.
         let mut out = chunk_headers(&chunk);
-        out.set("cache-control", "no-store");
+        out.set(CACHE_CONTROL, "no-store");
         return Ok((StatusCode::OK, out.into_map(), body(&chunk)).into_response());
     }
     let etag = etag(&chunk);
     let mut out = chunk_headers(&chunk);
-    out.set("etag", &etag);
+    out.set(ETAG, &etag);
     out.set(
-        "cache-control",
+        CACHE_CONTROL,
         if chunk.up_to_date {
             "no-cache"
         } else {
@@ -152,7 +153,7 @@ async fn long_poll(state: &AppState, path: &str, q: &ReadQuery) -> Result<Respon
                 out.next_offset(Offset(start))
                     .up_to_date(true)
                     .closed(t.closed);
-                out.set("cache-control", "no-store");
+                out.set(CACHE_CONTROL, "no-store");
                 if !t.closed {
                     out.set(
                         super::headers::STREAM_CURSOR,
@@ -180,11 +181,11 @@ async fn long_poll(state: &AppState, path: &str, q: &ReadQuery) -> Result<Respon
     }
     if chunk.is_empty() {
         // Woken by the close: EOF.
-        out.set("cache-control", "no-store");
+        out.set(CACHE_CONTROL, "no-store");
         return Ok((StatusCode::NO_CONTENT, out.into_map()).into_response());
     }
-    out.set("etag", &etag(&chunk));
-    out.set("cache-control", CACHE_CHUNK);
+    out.set(ETAG, &etag(&chunk));
+    out.set(CACHE_CONTROL, CACHE_CHUNK);
     Ok((StatusCode::OK, out.into_map(), body(&chunk)).into_response())
 }
 
@@ -208,7 +209,7 @@ pub async fn head(
                     &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 );
             }
-            out.set("cache-control", "no-store");
+            out.set(CACHE_CONTROL, "no-store");
             (StatusCode::OK, out.into_map()).into_response()
         }
         Err(e) => ApiError::from(e).for_request(&rid).into_response(),
@@ -274,7 +275,7 @@ fn etag(chunk: &ReadChunk) -> String {
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> Result<bool, ApiError> {
-    Ok(text(headers, "if-none-match")?.is_some_and(|v| {
+    Ok(text(headers, &IF_NONE_MATCH)?.is_some_and(|v| {
         v.split(',').map(str::trim).any(|candidate| {
             candidate == etag || candidate == "*" || candidate.strip_prefix("W/") == Some(etag)
         })

@@ -1,5 +1,6 @@
 //! Building the protocol's response headers.
 
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::headers as h;
@@ -12,15 +13,15 @@ impl ResponseHeaders {
         ResponseHeaders(HeaderMap::new())
     }
 
-    pub fn set(&mut self, name: &'static str, value: &str) -> &mut Self {
+    pub fn set(&mut self, name: HeaderName, value: &str) -> &mut Self {
         if let Ok(v) = HeaderValue::from_str(value) {
-            self.0.insert(HeaderName::from_static(name), v);
+            self.0.insert(name, v);
         }
         self
     }
 
     pub fn content_type(&mut self, ct: &str) -> &mut Self {
-        self.set("content-type", ct)
+        self.set(CONTENT_TYPE, ct)
     }
 
     pub fn next_offset(&mut self, next: Offset) -> &mut Self {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -24,7 +25,7 @@ use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
 
 use super::frames::{Frame, FrameSlot};
-use super::headers::{self as h, text};
+use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
 use crate::cursor::{cursor_after, cursor_since};
@@ -40,7 +41,7 @@ pub async fn serve(
     // The query parameter wins over the header (G3).
     let from = match q.from {
         Some(from) => from,
-        None => match text(headers, "last-event-id")? {
+        None => match text(headers, &LAST_EVENT_ID)? {
             Some(id) => id
                 .trim()
                 .parse::<ReadFrom>()
@@ -76,7 +77,7 @@ pub async fn serve(
 
     let mut out = ResponseHeaders::new();
     out.content_type("text/event-stream");
-    out.set("cache-control", "no-cache");
+    out.set(CACHE_CONTROL, "no-cache");
     if base64 {
         out.set(h::STREAM_SSE_DATA_ENCODING, "base64");
     }

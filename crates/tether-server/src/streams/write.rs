@@ -2,6 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, HOST, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -44,8 +45,8 @@ async fn create(
         .next_offset(info.next)
         .closed(info.closed);
     let status = if created.created {
-        let host = text(headers, "host")?.unwrap_or("localhost");
-        out.set("location", &format!("http://{host}{}{path}", super::PREFIX));
+        let host = text(headers, &HOST)?.unwrap_or("localhost");
+        out.set(LOCATION, &format!("http://{host}{}{path}", super::PREFIX));
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -54,11 +55,11 @@ async fn create(
 }
 
 fn create_request(headers: &HeaderMap, body: Bytes) -> Result<CreateStream, ApiError> {
-    let ttl = text(headers, h::STREAM_TTL)?
+    let ttl = text(headers, &h::STREAM_TTL)?
         .map(parse_ttl)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let expires_at = text(headers, h::STREAM_EXPIRES_AT)?
+    let expires_at = text(headers, &h::STREAM_EXPIRES_AT)?
         .map(parse_expires_at)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -67,9 +68,9 @@ fn create_request(headers: &HeaderMap, body: Bytes) -> Result<CreateStream, ApiE
             "Stream-TTL and Stream-Expires-At cannot both be set",
         ));
     }
-    let fork_source = text(headers, h::STREAM_FORKED_FROM)?;
-    let fork_offset = text(headers, h::STREAM_FORK_OFFSET)?;
-    let sub_offset = text(headers, h::STREAM_FORK_SUB_OFFSET)?;
+    let fork_source = text(headers, &h::STREAM_FORKED_FROM)?;
+    let fork_offset = text(headers, &h::STREAM_FORK_OFFSET)?;
+    let sub_offset = text(headers, &h::STREAM_FORK_SUB_OFFSET)?;
     let fork = match fork_source {
         Some(source) => Some(ForkFrom {
             source: super::source_path(source).to_string(),
@@ -91,10 +92,10 @@ fn create_request(headers: &HeaderMap, body: Bytes) -> Result<CreateStream, ApiE
         None => None,
     };
     Ok(CreateStream {
-        content_type: text(headers, "content-type")?.map(str::to_string),
+        content_type: text(headers, &CONTENT_TYPE)?.map(str::to_string),
         ttl_secs: ttl,
         expires_at,
-        closed: is_true(text(headers, h::STREAM_CLOSED)?),
+        closed: is_true(text(headers, &h::STREAM_CLOSED)?),
         fork,
         body,
     })
@@ -118,8 +119,8 @@ async fn append(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let close = is_true(text(headers, h::STREAM_CLOSED)?);
-    let content_type = text(headers, "content-type")?.map(str::to_string);
+    let close = is_true(text(headers, &h::STREAM_CLOSED)?);
+    let content_type = text(headers, &CONTENT_TYPE)?.map(str::to_string);
     if !body.is_empty() && content_type.is_none() {
         return Err(ApiError::bad_request(
             "an append with a body needs a Content-Type",
@@ -131,7 +132,7 @@ async fn append(
         body,
         close,
         producer: producer_stamp(headers)?,
-        stream_seq: text(headers, h::STREAM_SEQ)?.map(str::to_string),
+        stream_seq: text(headers, &h::STREAM_SEQ)?.map(str::to_string),
     };
     let appended = state.store.append(path, request).await?;
     let mut out = ResponseHeaders::new();
@@ -153,9 +154,9 @@ async fn append(
 
 /// The three producer headers, all or none.
 fn producer_stamp(headers: &HeaderMap) -> Result<Option<ProducerStamp>, ApiError> {
-    let id = text(headers, h::PRODUCER_ID)?;
-    let epoch = text(headers, h::PRODUCER_EPOCH)?;
-    let seq = text(headers, h::PRODUCER_SEQ)?;
+    let id = text(headers, &h::PRODUCER_ID)?;
+    let epoch = text(headers, &h::PRODUCER_EPOCH)?;
+    let seq = text(headers, &h::PRODUCER_SEQ)?;
     match (id, epoch, seq) {
         (None, None, None) => Ok(None),
         (Some(id), Some(epoch), Some(seq)) => {
