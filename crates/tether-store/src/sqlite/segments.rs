@@ -5,8 +5,12 @@
 //! per index flush, however many chunks that stream received since the last flush, so a flush
 //! costs one B-tree insert per stream rather than one per append.
 //!
-//! PERSISTED: the pair encoding (16 bytes each: position as u64, seq as i64, little-endian)
-//! is part of the on-disk format.
+//! PERSISTED: the row encoding is part of the on-disk format. A segment is a sequence of
+//! LEB128 varints: the first chunk's position and seq, then for each further chunk the
+//! increase in position and in seq (both always positive within a stream). A 256-byte append
+//! costs about three bytes of index.
+
+use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -15,42 +19,90 @@ use crate::model::StreamId;
 /// One chunk in a segment: its first position and its row in `chunks`.
 pub(crate) type Pair = (u64, i64);
 
-const PAIR: usize = 16;
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
 
 pub(crate) fn encode(pairs: &[Pair]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pairs.len() * PAIR);
-    for (pos, seq) in pairs {
-        out.extend_from_slice(&pos.to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
+    let mut out = Vec::with_capacity(pairs.len() * 3 + 16);
+    let mut last = (0u64, 0u64);
+    for (i, &(pos, seq)) in pairs.iter().enumerate() {
+        let seq = seq as u64;
+        if i == 0 {
+            put_varint(&mut out, pos);
+            put_varint(&mut out, seq);
+        } else {
+            put_varint(&mut out, pos.wrapping_sub(last.0));
+            put_varint(&mut out, seq.wrapping_sub(last.1));
+        }
+        last = (pos, seq);
     }
     out
 }
 
-/// Decodes a segment; a damaged tail (not a whole pair) is ignored rather than trusted.
+/// Decodes a segment; a damaged tail is ignored rather than trusted.
 pub(crate) fn decode(blob: &[u8]) -> Vec<Pair> {
-    blob.chunks_exact(PAIR)
-        .map(|p| {
-            let mut pos = [0u8; 8];
-            let mut seq = [0u8; 8];
-            pos.copy_from_slice(&p[..8]);
-            seq.copy_from_slice(&p[8..]);
-            (u64::from_le_bytes(pos), i64::from_le_bytes(seq))
-        })
-        .collect()
+    let mut pairs = Vec::new();
+    let mut at = 0;
+    let mut last = (0u64, 0u64);
+    while at < blob.len() {
+        let (Some(a), Some(b)) = (get_varint(blob, &mut at), get_varint(blob, &mut at)) else {
+            break;
+        };
+        let pair = if pairs.is_empty() {
+            (a, b)
+        } else {
+            (last.0.wrapping_add(a), last.1.wrapping_add(b))
+        };
+        pairs.push((pair.0, pair.1 as i64));
+        last = pair;
+    }
+    pairs
 }
 
-/// Writes one segment per stream for `pairs`, which must be sorted by stream then position.
-pub(crate) fn write(conn: &Connection, pairs: &[(StreamId, u64, i64)]) -> rusqlite::Result<usize> {
+/// Groups chunks, given in commit order, into one segment per stream (in stream order, so
+/// the index rows are written in key order). Commit order is position order within a stream.
+pub(crate) fn group(
+    chunks: impl IntoIterator<Item = (StreamId, u64, i64)>,
+) -> BTreeMap<StreamId, Vec<Pair>> {
+    let mut segments: BTreeMap<StreamId, Vec<Pair>> = BTreeMap::new();
+    for (stream, pos, seq) in chunks {
+        segments.entry(stream).or_default().push((pos, seq));
+    }
+    segments
+}
+
+/// Writes one index row per stream.
+pub(crate) fn write(
+    conn: &Connection,
+    segments: &BTreeMap<StreamId, Vec<Pair>>,
+) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT OR REPLACE INTO chunk_index (stream_id, pos, chunks) VALUES (?1, ?2, ?3)",
     )?;
-    let mut rows = 0;
-    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
-        let segment: Vec<Pair> = run.iter().map(|(_, pos, seq)| (*pos, *seq)).collect();
-        insert.execute(params![run[0].0, run[0].1 as i64, encode(&segment)])?;
-        rows += 1;
+    for (stream, pairs) in segments {
+        if let Some((first, _)) = pairs.first() {
+            insert.execute(params![stream, *first as i64, encode(pairs)])?;
+        }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The segments of `stream` that may hold positions in `[from, end)`, in order: the one that
@@ -121,12 +173,37 @@ pub(crate) fn all_seqs(conn: &Connection, stream: StreamId) -> rusqlite::Result<
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     #[test]
     fn segments_round_trip_and_ignore_a_torn_tail() {
-        let pairs = vec![(0, 5), (10, 9), (u64::MAX, i64::MAX)];
+        let pairs = vec![(0, 5), (256, 9), (512, 300), (u64::MAX, i64::MAX)];
         let mut blob = encode(&pairs);
         assert_eq!(decode(&blob), pairs);
-        blob.extend_from_slice(&[1, 2, 3]);
+        blob.push(0x80);
         assert_eq!(decode(&blob), pairs);
+        assert!(
+            encode(&[(0, 1), (256, 2)]).len() <= 5,
+            "small deltas are small"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn increasing_pairs_round_trip(steps in proptest::collection::vec((1u64..1_000_000, 1i64..1_000_000), 0..50)) {
+            let mut pairs = Vec::new();
+            let (mut pos, mut seq) = (0u64, 1i64);
+            for (dp, ds) in steps {
+                pairs.push((pos, seq));
+                pos += dp;
+                seq += ds;
+            }
+            prop_assert_eq!(decode(&encode(&pairs)), pairs);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(blob in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&blob);
+        }
     }
 }

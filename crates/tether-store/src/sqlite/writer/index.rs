@@ -18,11 +18,11 @@ use crate::model::StreamId;
 use crate::sqlite::entry::{Chunk, Entry};
 
 /// The chunk index is flushed when this many chunks wait for it...
-const INDEX_FLUSH_CHUNKS: usize = 4096;
+const INDEX_FLUSH_CHUNKS: usize = 32_768;
 /// ...or this many bytes of them are pinned in memory...
 const INDEX_FLUSH_BYTES: usize = 32 << 20;
 /// ...or the oldest has waited this long, or the writer has been idle this long.
-const INDEX_FLUSH_AGE: Duration = Duration::from_secs(1);
+const INDEX_FLUSH_AGE: Duration = Duration::from_secs(2);
 pub(super) const IDLE_FLUSH: Duration = Duration::from_millis(200);
 
 /// A committed chunk that the on-disk index does not list yet.
@@ -54,7 +54,7 @@ pub(super) fn recover(conn: &Connection) -> rusqlite::Result<i64> {
                 rows.push((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get(2)?));
             }
         }
-        segments::write(&tx, &rows)?;
+        segments::write(&tx, &segments::group(rows.iter().copied()))?;
         tx.execute(
             "UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'",
             [last],
@@ -117,14 +117,13 @@ impl Writer {
     /// instead of every append dirtying one.
     pub(super) fn flush_index(&mut self) -> rusqlite::Result<()> {
         let started = Instant::now();
-        let mut rows: Vec<(StreamId, u64, i64)> = self
-            .unindexed
-            .iter()
-            .filter(|c| !self.deleted.contains(&c.stream))
-            .map(|c| (c.stream, c.pos, c.seq))
-            .collect();
-        rows.sort_unstable();
-        let segments = segments::write(&self.conn, &rows)?;
+        let grouped = segments::group(
+            self.unindexed
+                .iter()
+                .filter(|c| !self.deleted.contains(&c.stream))
+                .map(|c| (c.stream, c.pos, c.seq)),
+        );
+        segments::write(&self.conn, &grouped)?;
         let last_seq = self.unindexed.last().map_or(0, |c| c.seq);
         self.conn
             .prepare_cached("UPDATE store_meta SET value = ?1 WHERE key = 'indexed_seq'")?
@@ -141,8 +140,8 @@ impl Writer {
         }
         self.flushing = self.unindexed.len();
         tracing::debug!(
-            chunks = rows.len(),
-            segments,
+            chunks = self.flushing,
+            segments = grouped.len(),
             elapsed = ?started.elapsed(),
             "chunk index flushed"
         );
