@@ -14,10 +14,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use tether_store::tail::Wake;
 use tether_store::{ReadChunk, StreamId, Tail, TailWatch};
@@ -61,9 +58,9 @@ pub async fn serve(
         ));
     }
     let base64 = !is_sse_text(&info.config.content_type);
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
     let pump = Pump {
         frames: state.frames.slot(info.id),
+        deadline: Instant::now() + state.config.sse_max_duration,
         state,
         path,
         id: info.id,
@@ -71,9 +68,17 @@ pub async fn serve(
         watch,
         base64,
         cursor: cursor_after(q.cursor.as_deref()),
-        tx,
+        first: true,
+        waiting: false,
+        done: false,
     };
-    tokio::spawn(pump.run());
+    // The body polls the pump directly: no task or channel between the log and the socket,
+    // and a client that goes away simply drops it.
+    let events = futures::stream::unfold(pump, |mut pump| async move {
+        pump.next_event()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), pump))
+    });
 
     let mut out = ResponseHeaders::new();
     out.content_type("text/event-stream");
@@ -81,7 +86,7 @@ pub async fn serve(
     if base64 {
         out.set(h::STREAM_SSE_DATA_ENCODING, "base64");
     }
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let body = Body::from_stream(events);
     Ok((StatusCode::OK, out.into_map(), body).into_response())
 }
 
@@ -95,42 +100,54 @@ struct Pump {
     base64: bool,
     /// The cursor of this connection's first control event.
     cursor: i64,
-    tx: mpsc::Sender<Bytes>,
+    deadline: Instant,
+    /// Nothing sent yet: the first frame is sent even without data.
+    first: bool,
+    /// Caught up: wait for the tail to move before reading again.
+    waiting: bool,
+    done: bool,
 }
 
 /// Why the pump stopped; every reason just ends the response.
 enum Stop {
-    ClientGone,
     Finished,
 }
 
-impl Pump {
-    async fn run(mut self) {
-        let deadline = Instant::now() + self.state.config.sse_max_duration;
-        let _ = self.pump(deadline).await;
-    }
+/// What a wait for the tail ended with.
+enum Waited {
+    Moved,
+    KeepAlive,
+}
 
-    async fn pump(&mut self, deadline: Instant) -> Result<(), Stop> {
-        let mut first = true;
-        loop {
-            let Some(frame) = self.next_frame(first).await? else {
+impl Pump {
+    /// The next bytes for the client, or `None` when the response should end.
+    async fn next_event(&mut self) -> Option<Bytes> {
+        while !self.done {
+            if self.waiting {
+                match self.wait().await {
+                    Ok(Waited::Moved) => self.waiting = false,
+                    Ok(Waited::KeepAlive) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                    Err(Stop::Finished) => return None,
+                }
+            }
+            let frame = match self.next_frame(self.first).await {
+                Ok(Some(frame)) => frame,
                 // Nothing new (a spurious wake): wait again.
-                self.wait(deadline).await?;
-                continue;
+                Ok(None) => {
+                    self.waiting = true;
+                    continue;
+                }
+                Err(Stop::Finished) => return None,
             };
-            first = false;
-            if !frame.bytes.is_empty() {
-                self.send(frame.bytes).await?;
-            }
+            self.first = false;
             self.pos = frame.next;
-            if frame.closed_end {
-                return Err(Stop::Finished);
+            self.done = frame.closed_end;
+            self.waiting = frame.up_to_date;
+            if !frame.bytes.is_empty() {
+                return Some(frame.bytes);
             }
-            if !frame.up_to_date {
-                continue;
-            }
-            self.wait(deadline).await?;
         }
+        None
     }
 
     /// The frame for what follows `pos`: shared if another reader just rendered it, else
@@ -185,31 +202,24 @@ impl Pump {
         Ok(Some(frame))
     }
 
-    /// Waits until there is something past `pos`, sending keep-alives meanwhile.
-    async fn wait(&mut self, deadline: Instant) -> Result<(), Stop> {
+    /// Waits until there is something past `pos`, or it is time for a keep-alive.
+    async fn wait(&mut self) -> Result<Waited, Stop> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Stop::Finished);
+        }
         let keepalive = self.state.config.sse_keepalive;
         let mut shutdown = self.state.shutdown.clone();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Stop::Finished);
-            }
-            let wait = keepalive.min(left).max(Duration::from_millis(1));
-            let wake = tokio::select! {
-                wake = self.watch.wait_past(self.pos, wait) => wake,
-                _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Finished),
-                _ = self.tx.closed() => return Err(Stop::ClientGone),
-            };
-            match wake {
-                Wake::Changed(t) if t.deleted => return Err(Stop::Finished),
-                Wake::Changed(_) => return Ok(()),
-                Wake::TimedOut(_) => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
-            }
+        let wait = keepalive.min(left).max(Duration::from_millis(1));
+        let wake = tokio::select! {
+            wake = self.watch.wait_past(self.pos, wait) => wake,
+            _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Finished),
+        };
+        match wake {
+            Wake::Changed(t) if t.deleted => Err(Stop::Finished),
+            Wake::Changed(_) => Ok(Waited::Moved),
+            Wake::TimedOut(_) => Ok(Waited::KeepAlive),
         }
-    }
-
-    async fn send(&self, frame: Bytes) -> Result<(), Stop> {
-        self.tx.send(frame).await.map_err(|_| Stop::ClientGone)
     }
 }
 
