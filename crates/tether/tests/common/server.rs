@@ -164,6 +164,27 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Sends SIGTERM, the way a service manager stops the server, and waits (bounded) for the
+    /// process to exit. Returns its exit status.
+    pub async fn terminate(mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the server is running").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the server"),
+            Err(_) => panic!(
+                "tether did not exit within {within:?} of SIGTERM; stderr:\n{}",
+                log_tail(&self.log_path)
+            ),
+        }
+    }
+}
+
 /// The last lines of a server log, for failure messages.
 pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
