@@ -207,8 +207,9 @@ impl SqliteStore {
                     if chunk.end <= pos || chunk.pos >= hi || chunk.pos > pos {
                         break;
                     }
-                    let piece = slice_chunk(&chunk, pos, hi, stream.json)
-                        .ok_or_else(|| LookupError::Storage("stored JSON is unreadable".into()))?;
+                    let piece = slice_chunk(&chunk, pos, hi, stream.json).ok_or_else(|| {
+                        LookupError::Storage("a stored chunk does not match its bounds".into())
+                    })?;
                     pos = chunk.end.min(hi);
                     size += piece.len();
                     out.push(piece);
@@ -230,18 +231,24 @@ impl SqliteStore {
     }
 }
 
-/// The part of `chunk` in `[from, hi)`; whole unless a fork point cuts it.
+/// The part of `chunk` in `[from, hi)`; whole unless a fork point cuts it. `None` when the
+/// stored chunk does not agree with its own bounds (a damaged file): an error, not a panic.
 fn slice_chunk(chunk: &Chunk, from: u64, hi: u64, json: bool) -> Option<Bytes> {
     let skip = from.saturating_sub(chunk.pos);
-    let stop = hi.min(chunk.end) - chunk.pos;
+    let stop = hi.min(chunk.end).checked_sub(chunk.pos)?;
     if skip == 0 && stop == chunk.end - chunk.pos {
         return Some(chunk.data.clone());
+    }
+    if skip > stop {
+        return None;
     }
     if json {
         tether_types::json::slice_joined(&chunk.data, skip as usize, (stop - skip) as usize)
             .map(Bytes::from)
-    } else {
+    } else if stop as usize <= chunk.data.len() {
         Some(chunk.data.slice(skip as usize..stop as usize))
+    } else {
+        None
     }
 }
 
@@ -353,5 +360,28 @@ impl StreamStore for SqliteStore {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_that_disagrees_with_its_bounds_is_an_error_not_a_panic() {
+        let chunk = Chunk {
+            pos: 10,
+            end: 20,
+            data: Bytes::from_static(b"short"),
+        };
+        assert_eq!(slice_chunk(&chunk, 12, 18, false), None);
+        assert_eq!(
+            slice_chunk(&chunk, 10, 13, false).as_deref(),
+            Some(&b"sho"[..])
+        );
+        assert_eq!(
+            slice_chunk(&chunk, 10, 20, false).as_deref(),
+            Some(&b"short"[..])
+        );
     }
 }
