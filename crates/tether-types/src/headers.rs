@@ -89,6 +89,15 @@ pub fn media_type(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether two `Content-Type` values name the same media type (case and parameters aside).
+/// Allocation-free: the writer checks it on every append.
+pub fn same_media_type(a: &str, b: &str) -> bool {
+    fn essence(ct: &str) -> &str {
+        ct.split(';').next().unwrap_or("").trim()
+    }
+    essence(a).eq_ignore_ascii_case(essence(b))
+}
+
 /// Whether a content type puts a stream in JSON mode (message boundaries, array flattening).
 pub fn is_json(content_type: &str) -> bool {
     media_type(content_type) == "application/json"
@@ -142,6 +151,8 @@ mod tests {
             "application/json"
         );
         assert!(is_json("APPLICATION/JSON"));
+        assert!(same_media_type("Text/Plain; charset=utf-8", " text/plain"));
+        assert!(!same_media_type("text/plain", "text/html"));
         assert!(is_sse_text("text/plain"));
         assert!(!is_sse_text("application/octet-stream"));
     }
@@ -154,6 +165,7 @@ mod tests {
             let _ = parse_producer_number("Producer-Seq", &s);
             let _ = parse_strict_u64("Stream-Fork-Sub-Offset", &s);
             let _ = media_type(&s);
+            prop_assert_eq!(same_media_type(&s, "text/plain"), media_type(&s) == "text/plain");
         }
 
         #[test]

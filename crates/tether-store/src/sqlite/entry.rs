@@ -143,12 +143,10 @@ impl Recent {
         }
     }
 
-    /// Adds a chunk the writer just committed. `indexed` says whether it is already in the
-    /// on-disk index (else it stays pinned).
-    pub fn push(&mut self, chunk: Chunk, indexed: bool) {
-        if !indexed {
-            self.pinned_from = self.pinned_from.min(chunk.pos);
-        }
+    /// Adds a chunk the writer just committed. It is not in the on-disk index yet, so it
+    /// stays pinned until [`Recent::unpin_to`] passes it.
+    pub fn push(&mut self, chunk: Chunk) {
+        self.pinned_from = self.pinned_from.min(chunk.pos);
         self.bytes += chunk.data.len();
         self.chunks.push_back(chunk);
         self.evict();
@@ -215,8 +213,8 @@ mod tests {
     #[test]
     fn recent_cache_serves_only_what_it_fully_covers() {
         let mut r = Recent::starting_at(10);
-        r.push(chunk(10, b"abc"), true);
-        r.push(chunk(13, b"de"), true);
+        r.push(chunk(10, b"abc"));
+        r.push(chunk(13, b"de"));
         assert!(r.read(9, 15, 100).is_none(), "before the covered range");
         assert_eq!(
             r.read(11, 15, 100).unwrap()[0].pos,
@@ -236,37 +234,16 @@ mod tests {
     }
 
     #[test]
-    fn recent_cache_moves_its_start_when_it_evicts() {
-        let mut r = Recent::starting_at(0);
-        let big = Bytes::from(vec![0u8; RECENT_MAX_BYTES]);
-        let n = big.len() as u64;
-        r.push(
-            Chunk {
-                pos: 0,
-                end: n,
-                data: big,
-            },
-            true,
-        );
-        r.push(chunk(n, b"x"), true);
-        assert!(r.read(0, u64::MAX, usize::MAX).is_none());
-        assert_eq!(r.read(n, u64::MAX, 10).unwrap().len(), 1);
-    }
-
-    #[test]
     fn unindexed_chunks_stay_until_the_index_covers_them() {
         let mut r = Recent::starting_at(0);
         let big = Bytes::from(vec![0u8; RECENT_MAX_BYTES]);
         let n = big.len() as u64;
-        r.push(
-            Chunk {
-                pos: 0,
-                end: n,
-                data: big,
-            },
-            false,
-        );
-        r.push(chunk(n, b"x"), false);
+        r.push(Chunk {
+            pos: 0,
+            end: n,
+            data: big,
+        });
+        r.push(chunk(n, b"x"));
         assert!(
             r.read(0, u64::MAX, usize::MAX).is_some(),
             "pinned: not evicted"

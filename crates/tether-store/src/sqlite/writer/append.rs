@@ -7,7 +7,7 @@ use rusqlite::params;
 use super::{storage, Effect, PreparedAppend, Writer};
 use crate::model::*;
 use crate::sqlite::entry::Entry;
-use tether_types::headers::media_type;
+use tether_types::headers::same_media_type;
 use tether_types::Offset;
 
 impl Writer {
@@ -51,7 +51,7 @@ impl Writer {
             let matches = request
                 .content_type
                 .as_deref()
-                .is_some_and(|ct| media_type(ct) == media_type(&entry.config.content_type));
+                .is_some_and(|ct| same_media_type(ct, &entry.config.content_type));
             if !matches {
                 return Err(AppendError::ContentTypeMismatch);
             }

@@ -11,7 +11,7 @@ use crate::model::*;
 use crate::sqlite::entry::{Entry, ForkLink};
 use crate::sqlite::segments;
 use crate::tail::Tail;
-use tether_types::headers::media_type;
+use tether_types::headers::same_media_type;
 use tether_types::Offset;
 
 impl Writer {
@@ -57,7 +57,7 @@ impl Writer {
         };
         let content_type = match (&request.content_type, &source) {
             (Some(ct), Some(src)) => {
-                if media_type(ct) != media_type(&src.config.content_type) {
+                if !same_media_type(ct, &src.config.content_type) {
                     return Err(CreateError::ForkContentTypeMismatch);
                 }
                 ct.clone()
@@ -87,8 +87,7 @@ impl Writer {
                 .state(existing.id)
                 .map_err(storage::<CreateError>)?
                 .ok_or(CreateError::Storage("stream row vanished".into()))?;
-            let same = media_type(&existing.config.content_type)
-                == media_type(&config.content_type)
+            let same = same_media_type(&existing.config.content_type, &config.content_type)
                 && existing.config.ttl_secs == config.ttl_secs
                 && existing.config.expires_at == config.expires_at
                 && state.closed == request.closed

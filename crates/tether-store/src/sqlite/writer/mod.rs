@@ -400,7 +400,7 @@ impl Writer {
                         .store(true, std::sync::atomic::Ordering::Release);
                     entry.tail.send_modify(|t| t.deleted = true);
                 }
-                Effect::Recent(entry, chunk) => entry.recent.lock().push(chunk, false),
+                Effect::Recent(entry, chunk) => entry.recent.lock().push(chunk),
                 Effect::Unpin(entry, position) => entry.recent.lock().unpin_to(position),
                 Effect::Publish(entry) => {
                     if let Some(state) = self.states.get(&entry.id) {
