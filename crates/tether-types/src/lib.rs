@@ -1,11 +1,18 @@
 //! Wire types shared by the Tether server, its stores and its clients.
 //!
 //! Everything here is pure: parsing and formatting of the values that cross the wire
-//! (offsets, Durable Streams header values, JSON message framing). Nothing here may panic on
-//! input, whatever the input is; the property tests in each module hold that line.
+//! (offsets, Durable Streams header values, JSON message framing, tasks and their events).
+//! Nothing here may panic on input, whatever the input is; the property tests in each module
+//! hold that line.
 
+pub mod api;
+pub mod event;
 pub mod headers;
 pub mod json;
 pub mod offset;
+pub mod task;
 
+pub use api::{ErrorBody, ErrorDetail, Role};
+pub use event::{Event, EventAt, EventPage};
 pub use offset::{Offset, OffsetError, ReadFrom};
+pub use task::{Task, TaskId, TaskSpec, TaskState, TaskStatus};
