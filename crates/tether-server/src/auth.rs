@@ -74,11 +74,11 @@ impl Caller {
         }
     }
 
-    /// The owner filter for listing: `None` means everyone's.
+    /// The owner filter for listing: `None` means everyone's, as [`Caller::can_see`] allows.
     pub fn owner_filter(&self) -> Option<i64> {
         match self.0.role {
-            Role::Admin => None,
-            Role::User | Role::Worker => Some(self.0.user_id),
+            Role::Admin | Role::Worker => None,
+            Role::User => Some(self.0.user_id),
         }
     }
 }
