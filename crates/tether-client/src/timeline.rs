@@ -4,7 +4,9 @@
 //! `stream_rewind` names its step with a `new_epoch` above the event's attempt. A catch-up read
 //! with `view=timeline` leaves such events out on the server, but a live stream cannot take
 //! back what it already sent: it passes the `stream_rewind` on, and whoever shows the stream
-//! must drop the dead attempt's events that still arrive after it.
+//! must drop the dead attempt's events that still arrive after it. (The server fences such
+//! writes (G6), so this is a second line of defence; tether-core's `Rewinds` is the same rule
+//! over a whole log, where the rewind comes after the events it supersedes.)
 
 use std::collections::HashMap;
 
@@ -32,14 +34,14 @@ impl Timeline {
         !self.is_superseded(event)
     }
 
-    /// Events without a step, or without an attempt to compare, are never superseded.
+    /// Events without a step are never superseded; a step event without an attempt counts as
+    /// the step's first attempt, as in the server's rule (tether-core's `Rewinds`).
     pub fn is_superseded(&self, event: &Event) -> bool {
-        match (&event.step, event.attempt) {
-            (Some(step), Some(attempt)) => {
-                self.epochs.get(step).is_some_and(|&epoch| attempt < epoch)
-            }
-            _ => false,
-        }
+        let Some(step) = &event.step else {
+            return false;
+        };
+        let attempt = event.attempt.unwrap_or(1);
+        self.epochs.get(step).is_some_and(|&epoch| attempt < epoch)
     }
 }
 
@@ -82,7 +84,13 @@ mod tests {
         timeline.admit(&rewind("clone", 3));
         assert!(timeline.admit(&event("log", Some("agent"), Some(1))));
         assert!(timeline.admit(&event("log", None, Some(1))));
-        assert!(timeline.admit(&event("log", Some("clone"), None)));
+    }
+
+    #[test]
+    fn a_step_event_without_an_attempt_counts_as_the_first_attempt() {
+        let mut timeline = Timeline::new();
+        timeline.admit(&rewind("clone", 2));
+        assert!(!timeline.admit(&event("log", Some("clone"), None)));
     }
 
     #[test]

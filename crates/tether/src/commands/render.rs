@@ -162,8 +162,8 @@ fn failure(data: &Value) -> Option<String> {
 fn cost(data: &Value) -> String {
     let mut parts = Vec::new();
     if let Some(usd) = data
-        .get("cost_usd")
-        .or_else(|| data.get("total_cost_usd"))
+        .get("total_cost_usd")
+        .or_else(|| data.get("cost_usd"))
         .and_then(Value::as_f64)
     {
         parts.push(format!("${usd:.4}"));
