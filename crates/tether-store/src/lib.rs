@@ -6,12 +6,14 @@
 //! it in its single writer thread, a PostgreSQL store would do it under a row lock. Callers
 //! never see which.
 
+pub mod control;
 pub mod model;
 pub mod sqlite;
 pub mod tail;
 
 use async_trait::async_trait;
 
+pub use control::*;
 pub use model::*;
 pub use sqlite::{SqliteStore, SweepPolicy};
 pub use tail::{Tail, TailWatch};

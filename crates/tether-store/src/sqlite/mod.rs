@@ -2,6 +2,7 @@
 //! of readers, and an in-memory catalog of the streams in use.
 
 mod checkpoint;
+mod control;
 mod entry;
 mod reader;
 mod schema;

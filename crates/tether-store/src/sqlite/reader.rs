@@ -88,6 +88,27 @@ impl ReaderPool {
     }
 }
 
+impl ReaderPool {
+    /// Runs `f` on a pooled read-only connection, on the blocking pool.
+    pub async fn query<T, F>(&self, f: F) -> rusqlite::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.clone();
+        let run = move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(result) => result,
+            Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
+        }
+    }
+}
+
 pub(crate) fn query_chunks(
     conn: &Connection,
     stream: StreamId,

@@ -62,6 +62,39 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO store_meta (key, value) VALUES ('indexed_seq', 0);
     "#,
+    // 2: the control plane: users, their tokens (hashes only), and tasks. A task's events
+    // live in the stream `tasks/<id>`; its row holds what state changes compare and set.
+    r#"
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        name          TEXT NOT NULL UNIQUE,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        id            TEXT PRIMARY KEY,
+        user_id       INTEGER NOT NULL,
+        role          TEXT NOT NULL,
+        hash          BLOB NOT NULL UNIQUE,
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER
+    );
+    CREATE TABLE tasks (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        owner_id      INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        attempt       INTEGER NOT NULL,
+        spec          TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        idem_key      TEXT,
+        idem_hash     BLOB
+    );
+    CREATE UNIQUE INDEX tasks_by_idempotency_key ON tasks (owner_id, idem_key)
+        WHERE idem_key IS NOT NULL;
+    CREATE INDEX tasks_by_owner ON tasks (owner_id, seq);
+    CREATE INDEX tasks_by_state ON tasks (state, seq);
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.

@@ -16,9 +16,11 @@ mod body;
 mod create;
 mod delete;
 mod index;
+mod job;
 mod state;
 mod sweep;
 
+pub(crate) use job::{job, Job, JobError};
 pub use sweep::SweepPolicy;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +71,8 @@ pub(crate) enum Command {
     },
     /// Remove a stream whose TTL or expiry time has passed.
     Expire { entry: Arc<Entry> },
+    /// Control-plane work that must commit with stream writes.
+    Job(Job),
     /// Commit what came before, then stop.
     Shutdown,
 }
@@ -112,6 +116,7 @@ enum Reply {
         oneshot::Sender<Result<(), DeleteError>>,
         Result<(), DeleteError>,
     ),
+    Job(Box<dyn job::Answer>),
     Nothing,
 }
 
@@ -123,6 +128,7 @@ impl Reply {
             Reply::Create(tx, r) => drop(tx.send(r)),
             Reply::Append(tx, r) => drop(tx.send(r)),
             Reply::Delete(tx, r) => drop(tx.send(r)),
+            Reply::Job(answer) => answer.send(),
             Reply::Nothing => {}
         }
     }
@@ -134,6 +140,7 @@ impl Reply {
             Reply::Create(tx, _) => drop(tx.send(Err(CreateError::Storage(msg.to_string())))),
             Reply::Append(tx, _) => drop(tx.send(Err(AppendError::Storage(msg.to_string())))),
             Reply::Delete(tx, _) => drop(tx.send(Err(DeleteError::Storage(msg.to_string())))),
+            Reply::Job(answer) => answer.fail(msg),
             Reply::Nothing => {}
         }
     }
@@ -146,6 +153,7 @@ impl Reply {
             Reply::Create(_, r) => matches!(r, Err(CreateError::Storage(_))),
             Reply::Append(_, r) => matches!(r, Err(AppendError::Storage(_))),
             Reply::Delete(_, r) => matches!(r, Err(DeleteError::Storage(_))),
+            Reply::Job(answer) => answer.storage_failed(),
             Reply::Nothing => false,
         }
     }
@@ -352,6 +360,10 @@ impl Writer {
             Command::Create { reply, .. } => Reply::Create(reply, Err(CreateError::Storage(msg))),
             Command::Append { reply, .. } => Reply::Append(reply, Err(AppendError::Storage(msg))),
             Command::Delete { reply, .. } => Reply::Delete(reply, Err(DeleteError::Storage(msg))),
+            Command::Job(job) => {
+                job.abandon(&msg);
+                Reply::Nothing
+            }
             Command::Expire { .. } | Command::Shutdown => Reply::Nothing,
         }
     }
@@ -453,6 +465,7 @@ impl Writer {
                 }
                 Reply::Nothing
             }
+            Command::Job(job) => Reply::Job(job.run(self)),
             Command::Shutdown => Reply::Nothing,
         }
     }

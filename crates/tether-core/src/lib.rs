@@ -1,0 +1,14 @@
+//! Tether's domain logic, pure: no I/O, no clock (timestamps are passed in), no storage.
+//!
+//! Each backend runs these functions inside its own transaction, so every store applies the
+//! same rules: [`machine`] decides task state changes and the events they append, [`rewind`]
+//! decides which events a retried step superseded, and [`status`] folds a task's events into
+//! its status snapshot.
+
+pub mod machine;
+pub mod rewind;
+pub mod status;
+
+pub use machine::{decide, Current, TaskOp, Transition, TransitionError};
+pub use rewind::Rewinds;
+pub use status::{project, Projector};

@@ -1,0 +1,134 @@
+//! [`ControlStore`] on SQLite: reads go to the reader pool, changes run as jobs on the
+//! writer thread, in the same group-commit transactions as stream appends.
+
+mod rows;
+mod tasks;
+mod users;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tether_core::TaskOp;
+use tether_types::{Event, TaskId, TaskState};
+
+use super::writer::{job, Command, JobError, Writer};
+use super::SqliteStore;
+use crate::control::*;
+
+macro_rules! storage_error {
+    ($($ty:ident),*) => {$(
+        impl From<String> for $ty {
+            fn from(s: String) -> Self {
+                $ty::Storage(s)
+            }
+        }
+        impl JobError for $ty {
+            fn is_storage(&self) -> bool {
+                matches!(self, $ty::Storage(_))
+            }
+        }
+    )*};
+}
+storage_error!(
+    CreateTaskError,
+    TransitionFailed,
+    AppendEventsError,
+    UserError
+);
+
+impl SqliteStore {
+    /// Runs `f` on the writer thread within the next batch; answers after the commit.
+    async fn on_writer<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: JobError,
+        F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
+    {
+        let (job, rx) = job(f);
+        if self.sender.send(Command::Job(job)).is_err() {
+            return Err(E::from("store is shut down".to_string()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(E::from("store is shut down".to_string())))
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.readers.query(f).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl ControlStore for SqliteStore {
+    async fn create_task(
+        &self,
+        task: NewTask,
+        created: Event,
+    ) -> Result<CreatedTask, CreateTaskError> {
+        self.on_writer(move |w| tasks::create(w, task, created))
+            .await
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, String> {
+        let id = id.clone();
+        self.read(move |conn| rows::task(conn, &id)).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, String> {
+        self.read(move |conn| rows::list(conn, &filter)).await
+    }
+
+    async fn transition(
+        &self,
+        id: &TaskId,
+        op: TaskOp,
+        now: DateTime<Utc>,
+    ) -> Result<Transitioned, TransitionFailed> {
+        let id = id.clone();
+        self.on_writer(move |w| tasks::transition(w, &id, op, now))
+            .await
+    }
+
+    async fn append_events(
+        &self,
+        id: &TaskId,
+        batch: EventAppend,
+    ) -> Result<EventsAppended, AppendEventsError> {
+        let id = id.clone();
+        self.on_writer(move |w| tasks::append_events(w, &id, batch))
+            .await
+    }
+
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, String> {
+        self.read(rows::count_by_state).await
+    }
+
+    async fn create_user(&self, name: &str, now: DateTime<Utc>) -> Result<UserRecord, UserError> {
+        let name = name.to_string();
+        self.on_writer(move |w| users::create_user(w, &name, now))
+            .await
+    }
+
+    async fn user_count(&self) -> Result<u64, String> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|n| n as u64)
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<(), UserError> {
+        self.on_writer(move |w| users::create_token(w, token)).await
+    }
+
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<(), UserError> {
+        let id = id.to_string();
+        self.on_writer(move |w| users::revoke_token(w, &id, now))
+            .await
+    }
+
+    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String> {
+        let hash = hash.to_vec();
+        self.read(move |conn| users::principal(conn, &hash)).await
+    }
+}

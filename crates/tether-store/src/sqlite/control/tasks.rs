@@ -1,0 +1,213 @@
+//! Task changes, each one job on the writer thread: decide, then write the row and the
+//! events together.
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use tether_core::{decide, Current, TaskOp};
+use tether_types::{Event, TaskId};
+
+use super::rows;
+use crate::control::*;
+use crate::model::{Append, AppendError, AppendStatus, CreateStream};
+use crate::sqlite::writer::{PreparedAppend, StoredBody, Writer};
+
+const JSON: &str = "application/json";
+
+fn storage<E: From<String>>(e: impl std::fmt::Display) -> E {
+    E::from(e.to_string())
+}
+
+fn timestamp(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Messages in their stored form: JSON values joined by commas.
+fn stored(messages: &[Bytes]) -> StoredBody {
+    let mut data = BytesMut::new();
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            data.extend_from_slice(b",");
+        }
+        data.extend_from_slice(m);
+    }
+    StoredBody {
+        data: data.freeze(),
+        units: messages.len() as u64,
+    }
+}
+
+fn prepared(messages: &[Bytes], close: bool, producer: Option<ProducerStamp>) -> PreparedAppend {
+    let body = stored(messages);
+    PreparedAppend {
+        request: Append {
+            content_type: Some(JSON.into()),
+            body: body.data.clone(),
+            close,
+            producer,
+            stream_seq: None,
+        },
+        body: Ok(Some(body)),
+    }
+}
+
+use crate::model::ProducerStamp;
+
+pub(super) fn create(
+    w: &mut Writer,
+    task: NewTask,
+    created: Event,
+) -> Result<CreatedTask, CreateTaskError> {
+    if let Some((key, hash)) = &task.idempotency {
+        let earlier: Option<(String, Vec<u8>)> = w
+            .conn()
+            .prepare_cached("SELECT id, idem_hash FROM tasks WHERE owner_id = ?1 AND idem_key = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![task.owner_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(storage::<CreateTaskError>)?;
+        if let Some((id, earlier_hash)) = earlier {
+            if &earlier_hash != hash {
+                return Err(CreateTaskError::KeyReused);
+            }
+            let id: TaskId = id.parse().map_err(storage::<CreateTaskError>)?;
+            let original = rows::task(w.conn(), &id)
+                .map_err(storage::<CreateTaskError>)?
+                .ok_or_else(|| CreateTaskError::Storage("idempotent task vanished".into()))?;
+            return Ok(CreatedTask {
+                task: original,
+                replayed: true,
+            });
+        }
+    }
+    let first = Bytes::from(serde_json::to_vec(&created).map_err(storage::<CreateTaskError>)?);
+    let stream = w
+        .create_stream(
+            &task.id.stream_path(),
+            CreateStream {
+                content_type: Some(JSON.into()),
+                ttl_secs: None,
+                expires_at: None,
+                closed: false,
+                fork: None,
+                body: first,
+            },
+        )
+        .map_err(|e| CreateTaskError::Storage(format!("task stream: {e}")))?;
+    if !stream.created {
+        return Err(CreateTaskError::Storage(format!(
+            "a stream already exists for new task {}",
+            task.id
+        )));
+    }
+    let spec = serde_json::to_string(&task.spec).map_err(storage::<CreateTaskError>)?;
+    let (key, hash) = task.idempotency.clone().unzip();
+    let now = task.now.timestamp_millis();
+    w.conn()
+        .prepare_cached(
+            "INSERT INTO tasks (id, owner_id, state, attempt, spec, created_at_ms, updated_at_ms,
+                                idem_key, idem_hash)
+             VALUES (?1, ?2, 'SUBMITTED', 1, ?3, ?4, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                task.id.as_str(),
+                task.owner_id,
+                spec,
+                now,
+                key,
+                hash
+            ])
+        })
+        .map_err(storage::<CreateTaskError>)?;
+    let record = rows::task(w.conn(), &task.id)
+        .map_err(storage::<CreateTaskError>)?
+        .ok_or_else(|| CreateTaskError::Storage("new task not found".into()))?;
+    Ok(CreatedTask {
+        task: record,
+        replayed: false,
+    })
+}
+
+pub(super) fn transition(
+    w: &mut Writer,
+    id: &TaskId,
+    op: TaskOp,
+    now: DateTime<Utc>,
+) -> Result<Transitioned, TransitionFailed> {
+    let task = rows::task(w.conn(), id)
+        .map_err(storage::<TransitionFailed>)?
+        .ok_or(TransitionFailed::NotFound)?;
+    let current = Current {
+        state: task.state,
+        attempt: task.attempt,
+    };
+    let change = decide(current, &op, timestamp(now))?;
+    let stream = w
+        .stream(&id.stream_path())
+        .map_err(storage::<TransitionFailed>)?
+        .ok_or_else(|| TransitionFailed::Storage(format!("task {id} has no stream")))?;
+    let event =
+        Bytes::from(serde_json::to_vec(&change.event).map_err(storage::<TransitionFailed>)?);
+    // Compare-and-set: the row must still be what `decide` saw.
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE tasks SET state = ?3, attempt = ?4, updated_at_ms = ?5
+             WHERE id = ?1 AND state = ?2 AND attempt = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_str(),
+                current.state.as_str(),
+                change.state.as_str(),
+                change.attempt,
+                now.timestamp_millis(),
+                current.attempt
+            ])
+        })
+        .map_err(storage::<TransitionFailed>)?;
+    if changed != 1 {
+        return Err(TransitionFailed::Storage(format!(
+            "task {id} changed under its writer"
+        )));
+    }
+    let appended = w
+        .append_to(&stream, prepared(&[event], change.is_terminal(), None))
+        .map_err(|e| {
+            TransitionFailed::Storage(format!("task {id} stream refused its event: {e}"))
+        })?;
+    let task = rows::task(w.conn(), id)
+        .map_err(storage::<TransitionFailed>)?
+        .ok_or(TransitionFailed::NotFound)?;
+    Ok(Transitioned {
+        task,
+        offset: appended.next,
+    })
+}
+
+pub(super) fn append_events(
+    w: &mut Writer,
+    id: &TaskId,
+    batch: EventAppend,
+) -> Result<EventsAppended, AppendEventsError> {
+    let task = rows::task(w.conn(), id)
+        .map_err(storage::<AppendEventsError>)?
+        .ok_or(AppendEventsError::NotFound)?;
+    if task.state.is_terminal() {
+        return Err(AppendEventsError::Terminal(task.state));
+    }
+    let stream = w
+        .stream(&id.stream_path())
+        .map_err(storage::<AppendEventsError>)?
+        .ok_or_else(|| AppendEventsError::Storage(format!("task {id} has no stream")))?;
+    match w.append_to(&stream, prepared(&batch.events, false, batch.producer)) {
+        Ok(a) => Ok(EventsAppended {
+            next: a.next,
+            appended: a.status == AppendStatus::Appended,
+        }),
+        Err(AppendError::Storage(m)) => Err(AppendEventsError::Storage(m)),
+        Err(e) => Err(AppendEventsError::Stream(e)),
+    }
+}

@@ -1,0 +1,101 @@
+//! Users and tokens. Only token hashes are stored; the secret is shown once, by the caller.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use tether_types::Role;
+
+use super::rows::time;
+use crate::control::{NewToken, Principal, UserError, UserRecord};
+use crate::sqlite::writer::Writer;
+
+fn storage(e: rusqlite::Error) -> UserError {
+    UserError::Storage(e.to_string())
+}
+
+pub(super) fn create_user(
+    w: &mut Writer,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<UserRecord, UserError> {
+    let conn = w.conn();
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
+        .and_then(|mut s| s.exists([name]))
+        .map_err(storage)?;
+    if exists {
+        return Err(UserError::Exists);
+    }
+    conn.prepare_cached("INSERT INTO users (name, created_at_ms) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![name, now.timestamp_millis()]))
+        .map_err(storage)?;
+    Ok(UserRecord {
+        id: conn.last_insert_rowid(),
+        name: name.to_string(),
+        created_at: time(now.timestamp_millis()),
+    })
+}
+
+pub(super) fn create_token(w: &mut Writer, token: NewToken) -> Result<(), UserError> {
+    let conn = w.conn();
+    let user: Option<i64> = conn
+        .prepare_cached("SELECT id FROM users WHERE name = ?1")
+        .and_then(|mut s| s.query_row([&token.user], |r| r.get(0)).optional())
+        .map_err(storage)?;
+    let Some(user_id) = user else {
+        return Err(UserError::NotFound);
+    };
+    conn.prepare_cached(
+        "INSERT INTO tokens (id, user_id, role, hash, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            token.id,
+            user_id,
+            token.role.as_str(),
+            token.hash,
+            token.now.timestamp_millis()
+        ])
+    })
+    .map_err(storage)?;
+    Ok(())
+}
+
+pub(super) fn revoke_token(w: &mut Writer, id: &str, now: DateTime<Utc>) -> Result<(), UserError> {
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, now.timestamp_millis()]))
+        .map_err(storage)?;
+    if changed == 0 {
+        return Err(UserError::TokenNotFound);
+    }
+    Ok(())
+}
+
+pub(super) fn principal(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<Principal>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT t.id, t.role, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.hash = ?1 AND t.revoked_at_ms IS NULL",
+        )?
+        .query_row([hash], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()?;
+    // A role this version does not know grants nothing.
+    Ok(row.and_then(|(token_id, role, user_id, user)| {
+        Some(Principal {
+            role: role.parse::<Role>().ok()?,
+            user_id,
+            user,
+            token_id,
+        })
+    }))
+}

@@ -1,0 +1,331 @@
+//! The control store on SQLite: task lifecycle, idempotency, users and tokens, and the
+//! lifecycle invariants under concurrent, repeated operations.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use proptest::prelude::*;
+use tether_core::machine::created_event;
+use tether_core::{TaskOp, TransitionError};
+use tether_store::*;
+use tether_types::event::kind;
+use tether_types::{Event, ReadFrom, Role, TaskId, TaskSpec, TaskState};
+
+fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    (dir, store)
+}
+
+fn spec(text: &str) -> TaskSpec {
+    TaskSpec {
+        description: text.into(),
+        ..TaskSpec::default()
+    }
+}
+
+async fn user(store: &SqliteStore, name: &str) -> UserRecord {
+    store.create_user(name, Utc::now()).await.unwrap()
+}
+
+async fn submit(
+    store: &SqliteStore,
+    owner: &UserRecord,
+    key: Option<(&str, &[u8])>,
+) -> CreatedTask {
+    let spec = spec("fix the flaky test");
+    let id = TaskId::from_random(rand_id());
+    store
+        .create_task(
+            NewTask {
+                id,
+                owner_id: owner.id,
+                spec: spec.clone(),
+                idempotency: key.map(|(k, h)| (k.to_string(), h.to_vec())),
+                now: Utc::now(),
+            },
+            created_event(&spec, &owner.name, "2026-11-21T10:00:00.000Z".into()),
+        )
+        .await
+        .unwrap()
+}
+
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u128;
+    n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+}
+
+/// Every event of a task's stream, parsed.
+async fn events(store: &SqliteStore, id: &TaskId) -> (Vec<Event>, bool) {
+    let chunk = store
+        .read(&id.stream_path(), ReadFrom::Start, usize::MAX)
+        .await
+        .unwrap();
+    let mut body = b"[".to_vec();
+    body.extend_from_slice(&chunk.records.join(&b","[..]));
+    body.push(b']');
+    (serde_json::from_slice(&body).unwrap(), chunk.info.closed)
+}
+
+#[tokio::test]
+async fn a_task_starts_with_its_created_event_and_ends_with_one_terminal_event() {
+    let (_dir, store) = open();
+    let ann = user(&store, "ann").await;
+    let task = submit(&store, &ann, None).await.task;
+    assert_eq!(
+        (task.state, task.attempt, task.owner.as_str()),
+        (TaskState::Submitted, 1, "ann")
+    );
+
+    store
+        .transition(&task.id, TaskOp::Start { worker: None }, Utc::now())
+        .await
+        .unwrap();
+    let cancel = TaskOp::Cancel {
+        by: "ann".into(),
+        reason: None,
+    };
+    let done = store
+        .transition(&task.id, cancel.clone(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(done.task.state, TaskState::Cancelled);
+    assert_eq!(
+        store
+            .transition(&task.id, cancel, Utc::now())
+            .await
+            .unwrap_err(),
+        TransitionFailed::Refused(TransitionError::AlreadyTerminal(TaskState::Cancelled))
+    );
+
+    let (log, closed) = events(&store, &task.id).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [kind::TASK_CREATED, kind::TASK_STARTED, kind::TASK_CANCELLED]
+    );
+    assert!(closed, "the stream closes after the terminal event");
+    assert_eq!(done.offset.0, 3);
+
+    let late = store
+        .append_events(
+            &task.id,
+            EventAppend {
+                events: vec![Bytes::from_static(br#"{"type":"log"}"#)],
+                producer: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(late, AppendEventsError::Terminal(TaskState::Cancelled));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_original_task_and_refuses_another_request() {
+    let (_dir, store) = open();
+    let ann = user(&store, "ann").await;
+    let bob = user(&store, "bob").await;
+    let first = submit(&store, &ann, Some(("k1", b"hash-a"))).await;
+    let again = submit(&store, &ann, Some(("k1", b"hash-a"))).await;
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.task.id, again.task.id);
+
+    // Keys are per user.
+    let bobs = submit(&store, &bob, Some(("k1", b"hash-a"))).await;
+    assert!(!bobs.replayed);
+    assert_ne!(bobs.task.id, first.task.id);
+
+    let spec = spec("something else");
+    let reused = store
+        .create_task(
+            NewTask {
+                id: TaskId::from_random(rand_id()),
+                owner_id: ann.id,
+                spec: spec.clone(),
+                idempotency: Some(("k1".into(), b"hash-b".to_vec())),
+                now: Utc::now(),
+            },
+            created_event(&spec, "ann", String::new()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reused, CreateTaskError::KeyReused);
+    let listed = store
+        .list_tasks(TaskFilter {
+            owner_id: Some(ann.id),
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "no second task was created");
+}
+
+#[tokio::test]
+async fn tasks_list_newest_first_by_owner_and_state_with_a_cursor() {
+    let (_dir, store) = open();
+    let ann = user(&store, "ann").await;
+    let bob = user(&store, "bob").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(&store, &ann, None).await.task.id);
+    }
+    submit(&store, &bob, None).await;
+    store
+        .transition(&ids[1], TaskOp::Start { worker: None }, Utc::now())
+        .await
+        .unwrap();
+
+    let page = |before_seq, state| TaskFilter {
+        owner_id: Some(ann.id),
+        state,
+        before_seq,
+        limit: 3,
+    };
+    let first = store.list_tasks(page(None, None)).await.unwrap();
+    let got: Vec<_> = first.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(got, [ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+    let second = store
+        .list_tasks(page(Some(first[2].seq), None))
+        .await
+        .unwrap();
+    let got: Vec<_> = second.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(got, [ids[1].clone(), ids[0].clone()]);
+    let running = store
+        .list_tasks(page(None, Some(TaskState::Running)))
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, ids[1]);
+
+    let counts = store.count_tasks().await.unwrap();
+    assert!(counts.contains(&(TaskState::Submitted, 5)));
+    assert!(counts.contains(&(TaskState::Running, 1)));
+}
+
+#[tokio::test]
+async fn tokens_resolve_to_their_user_until_revoked() {
+    let (_dir, store) = open();
+    user(&store, "ann").await;
+    assert_eq!(
+        store.create_user("ann", Utc::now()).await.unwrap_err(),
+        UserError::Exists
+    );
+    let token = |id: &str, user: &str, hash: &[u8]| NewToken {
+        id: id.into(),
+        user: user.into(),
+        role: Role::Worker,
+        hash: hash.to_vec(),
+        now: Utc::now(),
+    };
+    assert_eq!(
+        store
+            .create_token(token("t0", "nobody", b"h0"))
+            .await
+            .unwrap_err(),
+        UserError::NotFound
+    );
+    store.create_token(token("t1", "ann", b"h1")).await.unwrap();
+    let who = store.principal(b"h1").await.unwrap().unwrap();
+    assert_eq!(
+        (who.user.as_str(), who.role, who.token_id.as_str()),
+        ("ann", Role::Worker, "t1")
+    );
+    assert_eq!(store.principal(b"other").await.unwrap(), None);
+    store.revoke_token("t1", Utc::now()).await.unwrap();
+    assert_eq!(store.principal(b"h1").await.unwrap(), None);
+    assert_eq!(
+        store.revoke_token("t1", Utc::now()).await.unwrap_err(),
+        UserError::TokenNotFound
+    );
+    assert_eq!(store.user_count().await.unwrap(), 1);
+}
+
+fn arb_op() -> impl Strategy<Value = TaskOp> {
+    prop_oneof![
+        Just(TaskOp::Start { worker: None }),
+        Just(TaskOp::Finalize),
+        Just(TaskOp::Complete {
+            result: serde_json::Value::Null
+        }),
+        Just(TaskOp::Fail {
+            code: "AGENT_ERROR".into(),
+            message: "exit 1".into()
+        }),
+        Just(TaskOp::TimeOut {
+            code: "LEASE_EXPIRED".into(),
+            message: "lost".into()
+        }),
+        Just(TaskOp::Requeue {
+            reason: "lease expired".into()
+        }),
+        Just(TaskOp::Cancel {
+            by: "ann".into(),
+            reason: None
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Random rounds of operations, each round sent several times at once (client retries,
+    /// duplicate webhooks, two cancels): after every round the stream has exactly one
+    /// terminal event once the task has ended, as its last event, the stream is closed
+    /// exactly then, and the row's state is the one the events fold to.
+    #[test]
+    fn concurrent_duplicate_operations_keep_one_terminal_event_last(
+        rounds in proptest::collection::vec((arb_op(), 1usize..4), 1..12)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_dir, store) = open();
+            let ann = user(&store, "ann").await;
+            let id = submit(&store, &ann, None).await.task.id;
+            for (op, copies) in rounds {
+                let attempts = (0..copies).map(|_| {
+                    let store = store.clone();
+                    let (id, op) = (id.clone(), op.clone());
+                    tokio::spawn(async move { store.transition(&id, op, Utc::now()).await })
+                });
+                let results = futures_join(attempts).await;
+                let accepted = results.iter().filter(|r| r.is_ok()).count();
+                // Of simultaneous identical requests, at most one changes anything.
+                prop_assert!(accepted <= 1, "{accepted} of {copies} duplicates were applied");
+                for r in &results {
+                    if let Err(e) = r {
+                        prop_assert!(matches!(e, TransitionFailed::Refused(_)), "{e}");
+                    }
+                }
+                let task = store.task(&id).await.unwrap().unwrap();
+                let (log, closed) = events(&store, &id).await;
+                let terminals = log.iter().filter(|e| kind::is_terminal(&e.kind)).count();
+                prop_assert_eq!(terminals, usize::from(task.state.is_terminal()));
+                prop_assert_eq!(closed, task.state.is_terminal());
+                if task.state.is_terminal() {
+                    prop_assert!(kind::is_terminal(&log.last().unwrap().kind));
+                }
+                let status = tether_core::project(
+                    log.iter().enumerate().map(|(i, e)| (tether_types::Offset(i as u64 + 1), e.clone())),
+                );
+                prop_assert_eq!(status.state, Some(task.state));
+                prop_assert_eq!(status.attempt, task.attempt);
+            }
+            store.shutdown().await;
+            Ok(())
+        })?;
+    }
+}
+
+async fn futures_join<T: Send + 'static>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
