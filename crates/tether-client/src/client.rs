@@ -56,6 +56,7 @@ impl Client {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("tether-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client { http, base, auth })

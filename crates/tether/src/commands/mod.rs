@@ -7,6 +7,7 @@ mod connect;
 mod events;
 mod exit;
 mod export;
+mod interrupt;
 mod list;
 mod printer;
 mod render;
@@ -56,6 +57,8 @@ pub enum ClientCommand {
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     let exit = match execute(command).await {
         Ok(exit) => exit,
+        // The reader went away (`tether events ID | head`): nothing left to say to anyone.
+        Err(error) if is_broken_pipe(&error) => Exit::OK,
         Err(error) => {
             eprintln!("error: {error:#}");
             Exit::for_error(&error)
@@ -83,4 +86,12 @@ async fn execute(command: ClientCommand) -> anyhow::Result<Exit> {
         ClientCommand::Token(command) => users::token(command).await,
         ClientCommand::Whoami(args) => users::whoami(args).await,
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

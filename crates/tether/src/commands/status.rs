@@ -7,6 +7,7 @@ use tether_types::{Task, TaskId};
 
 use super::connect::{ConnectArgs, Output};
 use super::exit::Exit;
+use super::interrupt::{on_ctrl_c, Interrupt};
 use super::render::preview;
 
 #[derive(Debug, Args)]
@@ -21,11 +22,12 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    let interrupt = on_ctrl_c();
     let client = args.connect.client()?;
     let mut task = client.task(&args.id).await?;
     let exit = if args.wait {
         if !task.state.is_terminal() {
-            match wait_for_end(&client, &task).await? {
+            match wait_for_end(&client, &task, interrupt).await? {
                 Some(exit) => return Ok(exit),
                 None => task = client.task(&args.id).await?,
             }
@@ -43,14 +45,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
 
 /// Long-polls the task's events from where its snapshot ends until the stream closes, so the
 /// status printed afterwards includes the terminal event. `Some` is an early exit (Ctrl-C).
-async fn wait_for_end(client: &Client, task: &Task) -> anyhow::Result<Option<Exit>> {
+async fn wait_for_end(
+    client: &Client,
+    task: &Task,
+    mut interrupt: Interrupt,
+) -> anyhow::Result<Option<Exit>> {
     let after = task.status.as_ref().map(|s| s.offset);
     let mut events = client.subscribe_with(&task.id, after, true, Transport::LongPoll);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         let item = tokio::select! {
-            _ = &mut ctrl_c => return Ok(Some(Exit::INTERRUPTED)),
+            biased;
+            _ = &mut interrupt => return Ok(Some(Exit::INTERRUPTED)),
             item = events.next() => item,
         };
         match item {

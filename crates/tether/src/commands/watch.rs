@@ -8,6 +8,7 @@ use tether_types::{EventAt, Offset, TaskId};
 
 use super::connect::{ConnectArgs, Output};
 use super::exit::Exit;
+use super::interrupt::{on_ctrl_c, Interrupt};
 use super::printer::EventPrinter;
 
 /// Most events one catch-up page may hold (the API's upper bound).
@@ -36,6 +37,7 @@ pub async fn follow(
     tail: Option<u32>,
     output: Output,
 ) -> anyhow::Result<Exit> {
+    let interrupt = on_ctrl_c();
     let task = client.task(id).await?;
     let mut printer = EventPrinter::new(std::io::stdout(), output);
     let mut after = None;
@@ -48,7 +50,7 @@ pub async fn follow(
     if task.state.is_terminal() {
         return Ok(Exit::for_state(task.state));
     }
-    follow_live(client, id, after, &mut printer).await
+    follow_live(client, id, after, &mut printer, interrupt).await
 }
 
 /// The last `n` events of the timeline, oldest first; returns the offset to go on from.
@@ -105,14 +107,14 @@ async fn follow_live<W: std::io::Write>(
     id: &TaskId,
     after: Option<Offset>,
     printer: &mut EventPrinter<W>,
+    mut interrupt: Interrupt,
 ) -> anyhow::Result<Exit> {
     let mut subscription = client.subscribe(id, after, true);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut last: Option<EventAt> = None;
     loop {
         let item = tokio::select! {
-            _ = &mut ctrl_c => return Ok(Exit::INTERRUPTED),
+            biased;
+            _ = &mut interrupt => return Ok(Exit::INTERRUPTED),
             item = subscription.next() => item,
         };
         match item {

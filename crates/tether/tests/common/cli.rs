@@ -162,6 +162,17 @@ impl Running {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub async fn interrupt(&self) {
+        let pid = self.child.id().expect("the CLI is running").to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -INT {pid} failed");
+    }
+
     /// Waits for the process to exit and for its output to be read to the end.
     pub async fn finish(mut self, within: Duration) -> (ExitStatus, Vec<String>, Vec<String>) {
         let status = match tokio::time::timeout(within, self.child.wait()).await {
