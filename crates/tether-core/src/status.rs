@@ -44,6 +44,11 @@ impl Projector {
         Applied::Folded
     }
 
+    /// Starts from a snapshot computed elsewhere (a rebuild).
+    pub fn replace(&mut self, status: TaskStatus) {
+        self.status = status;
+    }
+
     /// Moves the covered offset past events that were read but not folded (superseded).
     pub fn skip_to(&mut self, offset: Offset) {
         self.status.offset = offset;

@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Whether requests must carry a token. Only `Off` exists until the control plane adds tokens.
+/// Whether requests must carry a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
+    /// Bearer tokens (the default).
+    Token,
+    /// Every request acts as the built-in admin; only allowed on a loopback address.
     Off,
 }
 
@@ -15,9 +18,10 @@ impl std::str::FromStr for AuthMode {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "token" => Ok(AuthMode::Token),
             "off" => Ok(AuthMode::Off),
             other => Err(format!(
-                "unknown auth mode {other:?}: this version supports only `off`"
+                "unknown auth mode {other:?}: use `token` (the default) or `off`"
             )),
         }
     }
@@ -46,7 +50,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4437)),
             data_dir: PathBuf::from("./tether-data"),
             long_poll_timeout: Duration::from_secs(30),
-            auth: AuthMode::Off,
+            auth: AuthMode::Token,
             max_append_bytes: 16 << 20,
             max_read_bytes: 4 << 20,
             sse_max_duration: Duration::from_secs(60),
@@ -63,6 +67,13 @@ impl ServerConfig {
         }
         if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
             return Err("size limits must be greater than zero".into());
+        }
+        if self.auth == AuthMode::Off && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--auth off is allowed only on a loopback address, not {}: anyone who can \
+                 reach the server would act as its admin",
+                self.listen
+            ));
         }
         Ok(())
     }

@@ -36,6 +36,14 @@ impl ApiError {
         }
     }
 
+    pub fn storage(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STORAGE_UNAVAILABLE",
+            message,
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
@@ -56,10 +64,15 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
+        let request_id = self.request_id.or_else(|| {
+            crate::middleware::CURRENT_REQUEST
+                .try_with(Clone::clone)
+                .ok()
+        });
         let body = json!({"error": {
             "code": self.code,
             "message": self.message,
-            "request_id": self.request_id,
+            "request_id": request_id,
         }});
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
@@ -72,11 +85,7 @@ impl IntoResponse for ApiError {
 }
 
 fn storage(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "STORAGE_UNAVAILABLE",
-        message,
-    )
+    ApiError::storage(message)
 }
 
 impl From<LookupError> for ApiError {
@@ -154,4 +163,56 @@ impl From<DeleteError> for ApiError {
             DeleteError::Storage(m) => storage(m),
         }
     }
+}
+
+impl From<tether_store::CreateTaskError> for ApiError {
+    fn from(e: tether_store::CreateTaskError) -> Self {
+        use tether_store::CreateTaskError as E;
+        let msg = e.to_string();
+        match e {
+            E::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                msg,
+            ),
+            E::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<tether_store::TransitionFailed> for ApiError {
+    fn from(e: tether_store::TransitionFailed) -> Self {
+        use tether_core::TransitionError as T;
+        use tether_store::TransitionFailed as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound => task_not_found(),
+            E::Refused(T::AlreadyTerminal(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+            }
+            E::Refused(T::NotAllowed { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
+            }
+            E::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<tether_store::AppendEventsError> for ApiError {
+    fn from(e: tether_store::AppendEventsError) -> Self {
+        use tether_store::AppendEventsError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound => task_not_found(),
+            E::Terminal(_) => ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg),
+            E::Stream(inner) => ApiError::from(inner),
+            E::Storage(m) => storage(m),
+        }
+    }
+}
+
+/// The same answer for a task that does not exist and one the caller may not see: no
+/// existence oracle.
+pub fn task_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", "task not found")
 }

@@ -4,12 +4,15 @@
 //! shutdown future resolves, then drains: it stops accepting, lets in-flight appends commit,
 //! ends live streams, and closes the store.
 
+pub mod auth;
 pub mod config;
 mod cursor;
 mod error;
 mod middleware;
 mod query;
 mod streams;
+pub(crate) mod tasks;
+mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +23,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{AuthMode, ServerConfig};
-use tether_store::{SqliteStore, StreamStore};
+use tether_store::{ControlStore, Principal, SqliteStore, StreamStore};
+
+/// The backends a server runs on: the stream store and the control store, usually one
+/// database behind both traits.
+#[derive(Clone)]
+pub struct Stores {
+    pub streams: Arc<dyn StreamStore>,
+    pub control: Arc<dyn ControlStore>,
+}
 
 /// Shared by every handler; cloning it is one reference count.
 #[derive(Clone)]
@@ -28,7 +39,12 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub store: Arc<dyn StreamStore>,
+    pub control: Arc<dyn ControlStore>,
     pub config: ServerConfig,
+    /// Who every request acts as when auth is off.
+    pub local_admin: Principal,
+    /// Each task's status projection and rewinds, derived from its log.
+    pub views: tasks::Views,
     /// Flips to true when the server starts shutting down; live readers end on it.
     pub shutdown: watch::Receiver<bool>,
     /// SSE frames shared by the live readers of each stream.
@@ -36,17 +52,27 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(
-        store: Arc<dyn StreamStore>,
+    /// Prepares the server's state; on a fresh data dir this creates the first admin and
+    /// its token file.
+    pub async fn build(
+        stores: Stores,
         config: ServerConfig,
         shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        AppState(Arc::new(Shared {
-            store,
+    ) -> anyhow::Result<Self> {
+        let (local_admin, token_file) =
+            auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
+        if let Some(path) = token_file {
+            tracing::info!(path = %path.display(), "created the first admin token");
+        }
+        Ok(AppState(Arc::new(Shared {
+            store: stores.streams,
+            control: stores.control,
             config,
+            local_admin,
+            views: tasks::Views::default(),
             shutdown,
             frames: streams::FrameShare::default(),
-        }))
+        })))
     }
 }
 
@@ -60,9 +86,17 @@ impl std::ops::Deref for AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    streams::routes(state.config.max_append_bytes)
+    let limit = axum::extract::DefaultBodyLimit::max(state.config.max_append_bytes);
+    streams::routes(state.clone())
+        .merge(tasks::routes().layer(limit))
+        .merge(users::routes())
+        .route("/healthz", axum::routing::get(healthz))
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::common_headers))
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// How long shutdown waits for live connections before giving up on them.
@@ -70,19 +104,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names (the embedded SQLite store in the data dir),
 /// applying migrations and recovering from an unclean stop.
-pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn StreamStore>> {
-    Ok(Arc::new(SqliteStore::open(&config.data_dir)?))
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
+    let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+    Ok(Stores {
+        streams: store.clone(),
+        control: store,
+    })
 }
 
 /// Serves with a given store (tests use this to share one store implementation).
 pub async fn serve(
     config: ServerConfig,
     listener: TcpListener,
-    store: Arc<dyn StreamStore>,
+    stores: Stores,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(store.clone(), config, stop_rx);
+    let store = stores.streams.clone();
+    let state = AppState::build(stores, config, stop_rx).await?;
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");

@@ -11,6 +11,11 @@ use rand::Rng;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+tokio::task_local! {
+    /// The id of the request being handled, so every error body can carry it.
+    pub static CURRENT_REQUEST: String;
+}
+
 /// Headers a browser may read from our responses.
 const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
     Stream-TTL, Stream-Expires-At, Stream-Sse-Data-Encoding, Producer-Epoch, Producer-Seq, \
@@ -28,7 +33,7 @@ pub async fn common_headers(mut req: Request, next: Next) -> Response {
     let mut response = if preflight {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        next.run(req).await
+        CURRENT_REQUEST.scope(id.clone(), next.run(req)).await
     };
     let headers = response.headers_mut();
     set(headers, "x-request-id", &id);

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
-use tether_server::{open_store, router, AppState, ServerConfig};
+use tether_server::{open_store, router, AppState, AuthMode, ServerConfig};
 
 /// Generous: the machine may be slow; nothing here should come near it unless it hangs.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -22,16 +22,18 @@ struct App {
 }
 
 impl App {
-    fn new(config: ServerConfig) -> App {
+    /// A server without auth: these tests are about the stream protocol.
+    async fn new(config: ServerConfig) -> App {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
+            auth: AuthMode::Off,
             ..config
         };
         let store = open_store(&config).unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         App {
-            state: AppState::new(store, config, shutdown),
+            state: AppState::build(store, config, shutdown).await.unwrap(),
             _dir: dir,
             _stop: stop,
         }
@@ -69,7 +71,8 @@ async fn an_append_over_the_size_limit_gets_413_and_stores_nothing() {
     let app = App::new(ServerConfig {
         max_append_bytes: 1024,
         ..ServerConfig::default()
-    });
+    })
+    .await;
     let ct = [("content-type", "application/octet-stream")];
     let (status, _, _) = app.send("PUT", "/v1/stream/big", &ct, Body::empty()).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -105,7 +108,7 @@ type Case = (
 
 #[tokio::test]
 async fn malformed_requests_get_client_errors_with_a_json_body() {
-    let app = App::new(ServerConfig::default());
+    let app = App::new(ServerConfig::default()).await;
     let ct = ("content-type", "text/plain");
     app.send("PUT", "/v1/stream/s", &[ct], "hello").await;
 
@@ -326,7 +329,7 @@ async fn read_sse_until(
 
 #[tokio::test]
 async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing() {
-    let app = App::new(ServerConfig::default());
+    let app = App::new(ServerConfig::default()).await;
     let json = [("content-type", "application/json")];
     app.send("PUT", "/v1/stream/slow", &json, Body::empty())
         .await;
@@ -381,7 +384,7 @@ async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing() {
 
 #[tokio::test]
 async fn responses_carry_security_headers_and_preflight_allows_if_none_match() {
-    let app = App::new(ServerConfig::default());
+    let app = App::new(ServerConfig::default()).await;
     for (method, path) in [
         ("GET", "/v1/stream/none"),
         ("HEAD", "/v1/stream/none"),
@@ -437,6 +440,7 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
+        auth: AuthMode::Off,
         ..ServerConfig::default()
     };
     let store = open_store(&config).unwrap();
@@ -481,6 +485,6 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
         ..ServerConfig::default()
     };
     let store = open_store(&config).unwrap();
-    let info = store.head("live").await.unwrap();
+    let info = store.streams.head("live").await.unwrap();
     assert_eq!(info.next.0, 2);
 }

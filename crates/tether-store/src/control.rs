@@ -187,6 +187,8 @@ pub trait ControlStore: Send + Sync + 'static {
 
     async fn user_count(&self) -> Result<u64, String>;
 
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String>;
+
     async fn create_token(&self, token: NewToken) -> Result<(), UserError>;
 
     async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<(), UserError>;

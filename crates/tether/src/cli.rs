@@ -40,8 +40,8 @@ struct ServeArgs {
     /// How long a long-poll read waits for data, e.g. 30s or 500ms.
     #[arg(long, env = "TETHER_LONG_POLL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     long_poll_timeout: Duration,
-    /// Authentication: only `off` until tokens arrive.
-    #[arg(long, env = "TETHER_AUTH", default_value = "off")]
+    /// Authentication: `token` (bearer tokens) or `off` (only on a loopback address).
+    #[arg(long, env = "TETHER_AUTH", default_value = "token")]
     auth: AuthMode,
     /// Largest accepted append body in bytes (larger gets 413).
     #[arg(long, env = "TETHER_MAX_APPEND_BYTES", default_value_t = 16 << 20)]
@@ -103,10 +103,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let store = tether_server::open_store(&config)?;
+    let stores = tether_server::open_store(&config)?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
-    tether_server::serve(config, listener, store, shutdown_signal()).await
+    tether_server::serve(config, listener, stores, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -153,7 +153,7 @@ async fn append(
 }
 
 /// The three producer headers, all or none.
-fn producer_stamp(headers: &HeaderMap) -> Result<Option<ProducerStamp>, ApiError> {
+pub(crate) fn producer_stamp(headers: &HeaderMap) -> Result<Option<ProducerStamp>, ApiError> {
     let id = text(headers, &h::PRODUCER_ID)?;
     let epoch = text(headers, &h::PRODUCER_EPOCH)?;
     let seq = text(headers, &h::PRODUCER_SEQ)?;

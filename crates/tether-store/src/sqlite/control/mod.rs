@@ -117,6 +117,11 @@ impl ControlStore for SqliteStore {
             .map(|n| n as u64)
     }
 
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String> {
+        let name = name.to_string();
+        self.read(move |conn| users::user(conn, &name)).await
+    }
+
     async fn create_token(&self, token: NewToken) -> Result<(), UserError> {
         self.on_writer(move |w| users::create_token(w, token)).await
     }

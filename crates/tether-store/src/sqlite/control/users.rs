@@ -35,6 +35,18 @@ pub(super) fn create_user(
     })
 }
 
+pub(super) fn user(conn: &Connection, name: &str) -> rusqlite::Result<Option<UserRecord>> {
+    conn.prepare_cached("SELECT id, name, created_at_ms FROM users WHERE name = ?1")?
+        .query_row([name], |r| {
+            Ok(UserRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: time(r.get(2)?),
+            })
+        })
+        .optional()
+}
+
 pub(super) fn create_token(w: &mut Writer, token: NewToken) -> Result<(), UserError> {
     let conn = w.conn();
     let user: Option<i64> = conn

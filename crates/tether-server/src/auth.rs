@@ -1,0 +1,203 @@
+//! Who is calling: bearer tokens, roles, and the first admin token.
+//!
+//! Tokens are random, shown once, and stored only as a SHA-256 hash. A token looks like
+//! `tether_<id>_<secret>`: the id names it (to revoke it) and is not secret.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use chrono::Utc;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tether_store::{ControlStore, NewToken, Principal, TaskRecord, UserError};
+use tether_types::Role;
+
+use crate::config::AuthMode;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The user every request acts as when auth is off, and the first admin.
+pub const ADMIN_USER: &str = "admin";
+/// Where the first admin token is written, inside the data dir.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+fn random_text(len: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
+        .collect()
+}
+
+pub fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A new token: its id and the secret to show once.
+pub struct Minted {
+    pub id: String,
+    pub secret: String,
+}
+
+pub fn mint() -> Minted {
+    let id = random_text(12);
+    // 40 characters of 32 = 200 random bits.
+    let secret = format!("tether_{id}_{}", random_text(40));
+    Minted { id, secret }
+}
+
+/// The calling principal, resolved from `Authorization: Bearer`.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("a {} token may not do this", self.0.role),
+            ))
+        }
+    }
+
+    /// Users see their own tasks; admins and workers see every task.
+    pub fn can_see(&self, task: &TaskRecord) -> bool {
+        match self.0.role {
+            Role::Admin | Role::Worker => true,
+            Role::User => task.owner_id == self.0.user_id,
+        }
+    }
+
+    /// The owner filter for listing: `None` means everyone's.
+    pub fn owner_filter(&self) -> Option<i64> {
+        match self.0.role {
+            Role::Admin => None,
+            Role::User | Role::Worker => Some(self.0.user_id),
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let caller = authenticate(state, &parts.headers).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+pub async fn authenticate(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, ApiError> {
+    if state.config.auth == AuthMode::Off {
+        return Ok(Caller(state.local_admin.clone()));
+    }
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "this request needs `Authorization: Bearer <token>`",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    match state.control.principal(&hash(token)).await {
+        Ok(Some(principal)) => Ok(Caller(principal)),
+        Ok(None) => Err(unauthorized("the token is not valid (unknown or revoked)")),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STORAGE_UNAVAILABLE",
+            e,
+        )),
+    }
+}
+
+/// On a fresh data dir: creates the admin user and an admin token, written to
+/// `<data-dir>/admin.token` (mode 0600) so the CLI on this machine finds it. Returns the
+/// admin principal every request acts as when auth is off.
+pub async fn bootstrap(
+    control: &dyn ControlStore,
+    data_dir: &Path,
+) -> anyhow::Result<(Principal, Option<PathBuf>)> {
+    let mut written = None;
+    if control.user_count().await.map_err(anyhow::Error::msg)? == 0 {
+        let user = control.create_user(ADMIN_USER, Utc::now()).await?;
+        let minted = mint();
+        control
+            .create_token(NewToken {
+                id: minted.id,
+                user: user.name,
+                role: Role::Admin,
+                hash: hash(&minted.secret),
+                now: Utc::now(),
+            })
+            .await?;
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        write_private(&path, &format!("{}\n", minted.secret))?;
+        written = Some(path);
+    }
+    let admin = control
+        .user(ADMIN_USER)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("the data dir has users but no `{ADMIN_USER}`"))?;
+    let principal = Principal {
+        user_id: admin.id,
+        user: admin.name,
+        role: Role::Admin,
+        token_id: String::new(),
+    };
+    Ok((principal, written))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        let msg = e.to_string();
+        match e {
+            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", msg),
+            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", msg),
+            UserError::TokenNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "TOKEN_NOT_FOUND", msg)
+            }
+            UserError::Storage(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE", m)
+            }
+        }
+    }
+}

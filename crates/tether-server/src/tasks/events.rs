@@ -1,0 +1,297 @@
+//! `GET` and `POST /v1/tasks/{id}/events`: pages, long-poll, SSE, and producer batches.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::Value;
+use tether_store::{EventAppend, StreamStore};
+use tether_types::event::{kind, Appended, EventBatch, MAX_EVENT_BYTES};
+use tether_types::{Event, EventPage, Offset, Role, TaskId};
+
+use super::handlers::parse_json;
+use super::{limit_param, live, log, stopped, timestamp, visible_task};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::streams::headers as h;
+use crate::streams::write::producer_stamp;
+use crate::AppState;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Longest accepted event type.
+const MAX_TYPE_CHARS: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    Sse,
+    LongPoll,
+}
+
+#[derive(Debug)]
+struct EventsQuery {
+    after: Option<Offset>,
+    before: Option<Offset>,
+    limit: usize,
+    desc: bool,
+    timeline: bool,
+    live: Option<Live>,
+}
+
+fn offset_param(q: &HashMap<String, String>, name: &str) -> Result<Option<Offset>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            v.parse::<Offset>()
+                .map_err(|e| ApiError::bad_request(format!("{name}={v:?} is not an offset: {e}")))
+        })
+        .transpose()
+}
+
+fn bool_param(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+fn parse_query(q: &HashMap<String, String>) -> Result<EventsQuery, ApiError> {
+    const KNOWN: [&str; 6] = ["after", "before", "limit", "desc", "view", "live"];
+    if let Some(unknown) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}; use {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let limit = limit_param(q, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let timeline = match q.get("view").map(String::as_str) {
+        None | Some("raw") => false,
+        Some("timeline") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "view must be raw or timeline, not {other:?}"
+            )))
+        }
+    };
+    let live = match q.get("live").map(String::as_str) {
+        None => None,
+        Some("sse") => Some(Live::Sse),
+        Some("long-poll") => Some(Live::LongPoll),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "live must be sse or long-poll, not {other:?}"
+            )))
+        }
+    };
+    let query = EventsQuery {
+        after: offset_param(q, "after")?,
+        before: offset_param(q, "before")?,
+        limit,
+        desc: bool_param(q, "desc")?,
+        timeline,
+        live,
+    };
+    if query.desc && query.after.is_some() {
+        return Err(ApiError::bad_request(
+            "desc=true reads backwards from the end: use before=, not after=",
+        ));
+    }
+    if !query.desc && query.before.is_some() {
+        return Err(ApiError::bad_request("before= needs desc=true"));
+    }
+    if query.desc && query.live.is_some() {
+        return Err(ApiError::bad_request(
+            "desc=true cannot be combined with live",
+        ));
+    }
+    Ok(query)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(raw): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let task = visible_task(&state, &caller, &id).await?;
+    let q = parse_query(&raw)?;
+    match q.live {
+        Some(Live::Sse) => {
+            // The query parameter wins over the header (G3).
+            let after = match q.after {
+                Some(after) => after,
+                None => match headers.get(h::LAST_EVENT_ID) {
+                    None => Offset(0),
+                    Some(v) => v
+                        .to_str()
+                        .ok()
+                        .and_then(|s| s.trim().parse::<Offset>().ok())
+                        .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an offset"))?,
+                },
+            };
+            // Fail early on a cursor past the end, while a status code can still say so.
+            state
+                .store
+                .read(&task.id.stream_path(), tether_types::ReadFrom::At(after), 1)
+                .await
+                .map_err(|e| match e {
+                    tether_store::LookupError::OffsetBeyondTail => ApiError::bad_request(format!(
+                        "offset {after} is past the end of this task's events"
+                    )),
+                    other => ApiError::from(other),
+                })?;
+            Ok(live::sse(state, task.id, after, q.timeline))
+        }
+        Some(Live::LongPoll) => Ok(Json(long_poll(&state, &task.id, &q).await?).into_response()),
+        None if q.desc => Ok(Json(desc_page(&state, &task.id, &q).await?).into_response()),
+        None => Ok(Json(page(&state, &task.id, &q).await?).into_response()),
+    }
+}
+
+async fn page(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<EventPage, ApiError> {
+    let store: &dyn StreamStore = state.store.as_ref();
+    let max = state.config.max_read_bytes;
+    let after = q.after.unwrap_or(Offset(0));
+    let read = log::read(store, id, after, q.limit, None, max).await?;
+    let mut data = read.events;
+    if q.timeline {
+        let view = state.views.current(store, id, max).await?;
+        data.retain(|e| !view.rewinds.supersedes(e.offset, &e.event));
+    }
+    Ok(EventPage {
+        data,
+        next_after: read.next,
+        has_more: read.next < read.tail,
+        closed: read.closed && read.next >= read.tail,
+    })
+}
+
+async fn desc_page(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<EventPage, ApiError> {
+    let store: &dyn StreamStore = state.store.as_ref();
+    let max = state.config.max_read_bytes;
+    let info = store.head(&id.stream_path()).await?;
+    let before = q.before.unwrap_or(info.next).min(info.next);
+    let from = before.0.saturating_sub(q.limit as u64);
+    let read = log::read(store, id, Offset(from), q.limit, Some(before), max).await?;
+    let mut data = read.events;
+    if q.timeline {
+        let view = state.views.current(store, id, max).await?;
+        data.retain(|e| !view.rewinds.supersedes(e.offset, &e.event));
+    }
+    data.reverse();
+    Ok(EventPage {
+        data,
+        next_after: Offset(from),
+        has_more: from > 0,
+        closed: info.closed,
+    })
+}
+
+async fn long_poll(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<EventPage, ApiError> {
+    let after = q.after.unwrap_or(Offset(0));
+    let first = page(state, id, q).await?;
+    if first.next_after > after || first.closed {
+        return Ok(first);
+    }
+    let (_, mut watch) = state.store.watch(&id.stream_path()).await?;
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        _ = watch.wait_past(after.0, state.config.long_poll_timeout) => {}
+        _ = stopped(&mut shutdown) => {}
+    }
+    page(state, id, q).await
+}
+
+/// An event as a producer sends it: the envelope, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default)]
+    step: Option<String>,
+    #[serde(default)]
+    attempt: Option<u32>,
+    #[serde(default)]
+    data: Value,
+}
+
+fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
+    let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+    if size > MAX_EVENT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "EVENT_TOO_LARGE",
+            format!("event {index} is {size} bytes; at most {MAX_EVENT_BYTES} are allowed"),
+        ));
+    }
+    let bad = |msg: String| ApiError::bad_request(format!("event {index}: {msg}"));
+    let incoming: Incoming = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if incoming.kind.is_empty() || incoming.kind.chars().count() > MAX_TYPE_CHARS {
+        return Err(bad(format!(
+            "type must be 1 to {MAX_TYPE_CHARS} characters"
+        )));
+    }
+    if kind::RESERVED.contains(&incoming.kind.as_str()) {
+        return Err(bad(format!(
+            "{} is written by the server itself, as part of a state change",
+            incoming.kind
+        )));
+    }
+    if let Some(ts) = &incoming.ts {
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .map_err(|e| bad(format!("ts {ts:?} is not an RFC 3339 time: {e}")))?;
+    }
+    let event = Event {
+        kind: incoming.kind,
+        ts: incoming.ts.unwrap_or_else(|| now.to_string()),
+        step: incoming.step,
+        attempt: incoming.attempt,
+        data: incoming.data,
+    };
+    serde_json::to_vec(&event)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::storage(e.to_string()))
+}
+
+pub async fn append(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let task = visible_task(&state, &caller, &id).await?;
+    caller.require(&[Role::Admin, Role::Worker])?;
+    let batch: EventBatch = parse_json(&body)?;
+    if batch.events.is_empty() {
+        return Err(ApiError::bad_request("events must not be empty"));
+    }
+    let now = timestamp(Utc::now());
+    let events = batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| accept(i, v, &now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let producer = producer_stamp(&headers)?;
+    let out = state
+        .control
+        .append_events(&task.id, EventAppend { events, producer })
+        .await?;
+    Ok(Json(Appended {
+        next_after: out.next,
+        appended: out.appended,
+    })
+    .into_response())
+}
