@@ -106,7 +106,12 @@ fn describe(task: &Task) -> String {
         );
     }
     if let Some(failure) = &status.failure {
-        field("failure", format!("{}: {}", failure.code, failure.message));
+        let failure = if failure.message.is_empty() {
+            failure.code.clone()
+        } else {
+            format!("{}: {}", failure.code, failure.message)
+        };
+        field("failure", failure);
     }
     for (name, value) in [
         ("started", &status.started_at),

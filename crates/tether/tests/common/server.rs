@@ -49,6 +49,31 @@ impl ServerHome {
         self.root().join("data")
     }
 
+    /// The server prints its ready line before it writes the first admin token (it writes
+    /// the file while it prepares to serve, and creates it before filling it), so a test that
+    /// needs the token waits for the whole line to be there.
+    async fn wait_for_admin_token(&self, log_path: &Path) {
+        let path = self.data_dir().join("admin.token");
+        let complete = async {
+            loop {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.ends_with('\n') => return,
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        if tokio::time::timeout(STARTUP_TIMEOUT, complete)
+            .await
+            .is_err()
+        {
+            panic!(
+                "no admin token in {} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                path.display(),
+                log_tail(log_path)
+            );
+        }
+    }
+
     /// The first admin token, which a server started with [`Auth::Token`] writes on first
     /// start.
     pub fn admin_token(&self) -> String {
@@ -123,6 +148,9 @@ impl ServerHome {
             base_url.starts_with("http://127.0.0.1:"),
             "unexpected listen address in the ready line: {base_url}"
         );
+        if auth == Auth::Token {
+            self.wait_for_admin_token(&log_path).await;
+        }
         // Keep draining stdout so that the server never blocks on a full pipe.
         tokio::spawn(async move {
             let mut sink = Vec::new();
