@@ -293,3 +293,92 @@ async fn ctrl_c_ends_a_live_watch_with_exit_code_130() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(stdout.len(), 1, "{stdout:?}");
 }
+
+#[tokio::test]
+async fn without_flags_the_config_file_names_the_server_and_the_token() {
+    let (home, server, cli) = start().await;
+    let config_dir = cli.home().join(".config/tether");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!(
+            "url = \"{}\"\ntoken = \"{}\"\n",
+            server.base_url(),
+            home.admin_token()
+        ),
+    )
+    .unwrap();
+    let mut command = cli.command(&["whoami"]);
+    // Nothing but the config file can say where the server is or what the token is.
+    command
+        .env_remove("TETHER_URL")
+        .env("TETHER_DATA_DIR", cli.home().join("no-data-here"));
+    let run = cli.run_command(command).await;
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), "admin (admin)");
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_gives_back_the_first_task() {
+    let (_home, _server, cli) = start().await;
+    let args = ["submit", "once only", "--idempotency-key", "deploy-42"];
+    let first = cli.run(&args).await;
+    first.expect_code(0);
+    let again = cli.run(&args).await;
+    again.expect_code(0);
+    assert_eq!(first.stdout, again.stdout);
+    assert!(again.stderr.contains("used before"), "{}", again.stderr);
+    let list = cli.run(&["list", "--output", "json"]).await;
+    assert_eq!(list.stdout_lines().len(), 1, "{}", list.stdout);
+}
+
+#[tokio::test]
+async fn status_wait_returns_when_the_task_ends_with_the_watch_exit_code() {
+    let (_home, _server, cli) = start().await;
+    let id = submit(&cli, "wait for me").await;
+    let waiting = cli.spawn(&["status", &id, "--wait"]);
+    cli.run(&["cancel", &id]).await.expect_code(0);
+    let (status, stdout, _) = waiting.finish(LIVE_TIMEOUT).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout[0].starts_with(&format!("{id} CANCELLED")),
+        "{stdout:?}"
+    );
+}
+
+#[tokio::test]
+async fn events_prints_the_raw_log_as_json_lines_from_an_offset() {
+    let (home, server, cli) = start().await;
+    let id = submit(&cli, "log some").await;
+    append(server.base_url(), &home.admin_token(), &id, logs(0..3)).await;
+    let all = cli.run(&["events", &id]).await;
+    all.expect_code(0);
+    let lines: Vec<String> = all.stdout_lines().iter().map(|l| l.to_string()).collect();
+    let events = parse_events(&lines);
+    assert_eq!(events.len(), 4);
+    let after = events[1].offset.to_string();
+    let rest = cli
+        .run(&["events", &id, "--after", &after, "--limit", "1"])
+        .await;
+    rest.expect_code(0);
+    assert_eq!(rest.stdout_lines(), [lines[2].as_str()]);
+}
+
+#[tokio::test]
+async fn submit_with_watch_follows_the_new_task() {
+    let (_home, _server, cli) = start().await;
+    let mut watch = cli.spawn(&["submit", "watch me", "--watch", "--output", "json"]);
+    watch.wait_for_stdout_lines(1, LIVE_TIMEOUT).await;
+    let created: EventAt = serde_json::from_str(&watch.stdout_lines()[0]).unwrap();
+    assert_eq!(created.event.kind, kind::TASK_CREATED);
+    watch.wait_for_stderr("submitted tsk_", LIVE_TIMEOUT).await;
+    let id = watch
+        .stderr_lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("submitted ").map(str::to_string))
+        .unwrap();
+    cli.run(&["cancel", &id]).await.expect_code(0);
+    let (status, stdout, _) = watch.finish(LIVE_TIMEOUT).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stdout.len(), 2, "{stdout:?}");
+}

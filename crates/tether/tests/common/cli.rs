@@ -89,7 +89,17 @@ impl CliEnv {
 
     /// Runs `tether ARGS` to the end.
     pub async fn run(&self, args: &[&str]) -> Run {
-        let child = self.command(args).spawn().expect("spawn the tether CLI");
+        self.run_command(self.command(args)).await
+    }
+
+    /// Runs a command made with [`CliEnv::command`] and adjusted by the test.
+    pub async fn run_command(&self, mut command: Command) -> Run {
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let child = command.spawn().expect("spawn the tether CLI");
         match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
             Ok(output) => {
                 let output = output.expect("wait for the tether CLI");
