@@ -78,3 +78,27 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_off_is_refused_unless_the_listen_address_is_loopback() {
+        let off = |listen: &str| ServerConfig {
+            listen: listen.parse().unwrap(),
+            auth: AuthMode::Off,
+            ..ServerConfig::default()
+        };
+        assert!(off("127.0.0.1:4437").validate().is_ok());
+        assert!(off("[::1]:4437").validate().is_ok());
+        let err = off("0.0.0.0:4437").validate().unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        assert!(off("192.168.1.5:4437").validate().is_err());
+        let token = ServerConfig {
+            listen: "0.0.0.0:4437".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        assert!(token.validate().is_ok(), "tokens work on any address");
+    }
+}

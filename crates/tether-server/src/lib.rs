@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 mod cursor;
 mod error;
+mod metrics;
 mod middleware;
 mod query;
 mod streams;
@@ -45,6 +46,7 @@ pub struct Shared {
     pub local_admin: Principal,
     /// Each task's status projection and rewinds, derived from its log.
     pub views: tasks::Views,
+    pub metrics: metrics::Metrics,
     /// Flips to true when the server starts shutting down; live readers end on it.
     pub shutdown: watch::Receiver<bool>,
     /// SSE frames shared by the live readers of each stream.
@@ -70,6 +72,7 @@ impl AppState {
             config,
             local_admin,
             views: tasks::Views::default(),
+            metrics: metrics::Metrics::default(),
             shutdown,
             frames: streams::FrameShare::default(),
         })))
@@ -91,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes().layer(limit))
         .merge(users::routes())
         .route("/healthz", axum::routing::get(healthz))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::common_headers))
 }

@@ -42,6 +42,17 @@ async fn a_submitted_task_answers_201_and_starts_its_stream_with_task_created() 
     assert_eq!(task["metadata"]["ticket"], "OPS-1");
     assert_eq!(task["stream_url"], format!("/v1/stream/tasks/{id}"));
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(s.dir.path().join("admin.token")).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "only the owner may read it"
+        );
+    }
+
     let got = s.get(&format!("/v1/tasks/{id}"), &ann).await;
     assert_eq!(got.status, StatusCode::OK);
     let status = &got.json()["status"];
@@ -875,5 +886,44 @@ async fn the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor(
         let r = s.get(&format!("/v1/tasks?{bad}"), &ann).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let id = s.submit(&ann, "d").await;
+    s.call(
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        Some(&ann),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    s.submit(&ann, "e").await;
+    let health = s.call("GET", "/healthz", None, &[], Bytes::new()).await;
+    assert_eq!(
+        (health.status, health.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let metrics = s.call("GET", "/metrics", None, &[], Bytes::new()).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "tether_tasks{state=\"SUBMITTED\"} 1",
+        "tether_tasks{state=\"CANCELLED\"} 1",
+        "tether_task_transitions_total{to=\"CANCELLED\"} 1",
+        "tether_task_transitions_total{to=\"SUBMITTED\"} 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains(
+        "tether_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/tasks\",status=\"201\"} 2"
+    ), "{text}");
     s.stop().await;
 }

@@ -15,8 +15,17 @@ use tether_server::{AuthMode, ServerConfig};
     about = "Durable, resumable progress streams for background agent tasks"
 )]
 pub struct Cli {
+    /// Log lines on stderr as `text` or `json` (one object per line).
+    #[arg(long, global = true, env = "TETHER_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,10 +68,13 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        tracing_subscriber::fmt()
+        let logs = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => logs.init(),
+            LogFormat::Json => logs.json().init(),
+        }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

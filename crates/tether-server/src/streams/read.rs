@@ -126,6 +126,7 @@ async fn long_poll(state: &AppState, path: &str, q: &ReadQuery) -> Result<Respon
         return Err(ApiError::bad_request("live=long-poll needs an offset"));
     };
     let (info, mut watch) = state.store.watch(path).await?;
+    let _live = state.metrics.live_reader();
     let start = match from {
         ReadFrom::Start => 0,
         ReadFrom::Now => info.next.0,

@@ -59,6 +59,7 @@ pub async fn serve(
     }
     let base64 = !is_sse_text(&info.config.content_type);
     let pump = Pump {
+        _live: state.metrics.live_reader(),
         frames: state.frames.slot(info.id),
         deadline: Instant::now() + state.config.sse_max_duration,
         state,
@@ -91,6 +92,8 @@ pub async fn serve(
 }
 
 struct Pump {
+    /// Counted as a live subscriber until the client goes away.
+    _live: crate::metrics::LiveReader,
     state: AppState,
     frames: Arc<FrameSlot>,
     path: String,

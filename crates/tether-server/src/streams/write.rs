@@ -127,6 +127,7 @@ async fn append(
         ));
     }
     let body_empty = body.is_empty();
+    let bytes = body.len();
     let request = Append {
         content_type,
         body,
@@ -135,6 +136,9 @@ async fn append(
         stream_seq: text(headers, &h::STREAM_SEQ)?.map(str::to_string),
     };
     let appended = state.store.append(path, request).await?;
+    if appended.status == AppendStatus::Appended {
+        state.metrics.appended(bytes);
+    }
     let mut out = ResponseHeaders::new();
     out.next_offset(appended.next).closed(appended.closed);
     if let Some((epoch, seq)) = appended.producer {

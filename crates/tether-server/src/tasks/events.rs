@@ -202,6 +202,7 @@ async fn long_poll(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<Eve
         return Ok(first);
     }
     let (_, mut watch) = state.store.watch(&id.stream_path()).await?;
+    let _live = state.metrics.live_reader();
     let mut shutdown = state.shutdown.clone();
     tokio::select! {
         _ = watch.wait_past(after.0, state.config.long_poll_timeout) => {}
@@ -285,10 +286,14 @@ pub async fn append(
         .map(|(i, v)| accept(i, v, &now))
         .collect::<Result<Vec<_>, _>>()?;
     let producer = producer_stamp(&headers)?;
+    let count = events.len();
     let out = state
         .control
         .append_events(&task.id, EventAppend { events, producer })
         .await?;
+    if out.appended {
+        state.metrics.task_events(count);
+    }
     Ok(Json(Appended {
         next_after: out.next,
         appended: out.appended,

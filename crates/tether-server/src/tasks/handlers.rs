@@ -82,6 +82,9 @@ pub async fn create(
             created,
         )
         .await?;
+    if !out.replayed {
+        state.metrics.transition(TaskState::Submitted);
+    }
     let location = format!("/v1/tasks/{}", out.task.id);
     let task = task_json(out.task, None);
     if out.replayed {
@@ -186,6 +189,7 @@ pub async fn cancel(
         reason: None,
     };
     let done = state.control.transition(&task.id, op, Utc::now()).await?;
+    state.metrics.transition(done.task.state);
     Ok(Json(task_json(done.task, None)).into_response())
 }
 

@@ -25,6 +25,7 @@ type Tx = mpsc::Sender<Result<Bytes, Infallible>>;
 pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Response {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let _live = state.metrics.live_reader();
         if let Err(message) = pump(&state, &id, after, timeline, &tx).await {
             let frame = format!(
                 "event: error\ndata: {}\n\n",
