@@ -289,3 +289,37 @@ async fn a_stream_that_delivers_the_terminal_event_ends_without_asking_again() {
     assert_eq!(reconnects, 0);
     assert_eq!(fake.lock().unwrap().requests.len(), 1);
 }
+
+#[tokio::test]
+async fn any_pattern_of_failures_delivers_each_event_exactly_once_in_order() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("TETHER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (set TETHER_TEST_SEED={seed} to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for case in 0..12 {
+        let script: Vec<Sse> = (0..rng.gen_range(0..6))
+            .map(|_| match rng.gen_range(0..5) {
+                0 => Sse::Unavailable,
+                1 | 2 => Sse::BreakAfter(rng.gen_range(0..3)),
+                _ => Sse::EndAfter(rng.gen_range(0..3)),
+            })
+            .collect();
+        let (url, fake) = start(script.clone()).await;
+        let (offsets, _, _, error) = collect(&url).await;
+        assert!(error.is_none(), "case {case} {script:?}: {error:?}");
+        assert_eq!(
+            offsets,
+            (1..=LOG_LEN).collect::<Vec<_>>(),
+            "case {case} {script:?}"
+        );
+        // Every reconnect asked for what came after the last event delivered before it.
+        let afters = sse_afters(&fake);
+        assert!(
+            afters.windows(2).all(|w| w[0] <= w[1]),
+            "case {case} {script:?}: cursors went back: {afters:?}"
+        );
+    }
+}
