@@ -23,9 +23,11 @@ pub enum Error {
         message: String,
         request_id: Option<String>,
     },
-    /// No answer: connection refused or reset, timeout, a body cut short.
+    /// No answer: connection refused or reset, timeout, a body cut short. The message carries
+    /// the whole cause chain ("connection refused" is what a person needs to read), so the
+    /// reqwest error is not also exposed as `source()`, which would print it twice.
     #[error("cannot reach the server: {}", chain(.0))]
-    Network(#[source] reqwest::Error),
+    Network(reqwest::Error),
     /// A live stream stopped without an error to show for it: silence past the keep-alive
     /// interval, or an end before the task's terminal event.
     #[error("the live stream was interrupted: {0}")]
