@@ -34,6 +34,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure a Durable Streams server (Tether or any other) over HTTP.
     Bench(Box<tether_bench::BenchArgs>),
+    #[command(flatten)]
+    Client(crate::commands::ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +89,7 @@ impl Cli {
             match self.command {
                 Command::Serve(args) => serve(args).await,
                 Command::Bench(args) => tether_bench::run(*args).await,
+                Command::Client(command) => crate::commands::run(command).await,
             }
         });
         match result {

@@ -1,6 +1,7 @@
-//! `tether`: the server, and (later) the workers and the CLI, in one binary.
+//! `tether`: the server, the CLI, and (later) the workers, in one binary.
 
 mod cli;
+mod commands;
 
 use clap::Parser;
 

@@ -1,4 +1,4 @@
-//! Shared helpers for the black-box fault tests.
+//! Shared helpers for the black-box tests of the real binary: fault tests and CLI tests.
 //!
 //! The tests start the real `tether` binary on port 0 with a temporary data directory, read
 //! the port from its ready line, and talk HTTP to it through the small typed helpers here. They
@@ -7,6 +7,7 @@
 // Each test binary compiles this module and uses a different subset of the helpers.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod http;
 pub mod server;
 pub mod sse;

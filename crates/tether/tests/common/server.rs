@@ -49,9 +49,50 @@ impl ServerHome {
         self.root().join("data")
     }
 
+    /// The server prints its ready line before it writes the first admin token (it writes
+    /// the file while it prepares to serve, and creates it before filling it), so a test that
+    /// needs the token waits for the whole line to be there.
+    async fn wait_for_admin_token(&self, log_path: &Path) {
+        let path = self.data_dir().join("admin.token");
+        let complete = async {
+            loop {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.ends_with('\n') => return,
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        if tokio::time::timeout(STARTUP_TIMEOUT, complete)
+            .await
+            .is_err()
+        {
+            panic!(
+                "no admin token in {} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                path.display(),
+                log_tail(log_path)
+            );
+        }
+    }
+
+    /// The first admin token, which a server started with [`Auth::Token`] writes on first
+    /// start.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
     /// Starts `tether serve` on a free loopback port over this home's data directory and waits
     /// for its ready line.
     pub async fn start(&mut self) -> TestServer {
+        self.start_at("127.0.0.1:0", Auth::Off).await
+    }
+
+    /// Starts `tether serve` on `listen` (a fixed port lets a restarted server be found where
+    /// its clients left it) with the given authentication.
+    pub async fn start_at(&mut self, listen: &str, auth: Auth) -> TestServer {
         self.starts += 1;
         let log_path = self.root().join(format!("server-{}.log", self.starts));
         let log = std::fs::File::create(&log_path).expect("create the server log file");
@@ -59,13 +100,13 @@ impl ServerHome {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--long-poll-timeout")
             .arg("500ms")
             .arg("--auth")
-            .arg("off")
+            .arg(auth.flag())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -107,6 +148,9 @@ impl ServerHome {
             base_url.starts_with("http://127.0.0.1:"),
             "unexpected listen address in the ready line: {base_url}"
         );
+        if auth == Auth::Token {
+            self.wait_for_admin_token(&log_path).await;
+        }
         // Keep draining stdout so that the server never blocks on a full pipe.
         tokio::spawn(async move {
             let mut sink = Vec::new();
@@ -132,6 +176,32 @@ impl Drop for ServerHome {
             }
         }
     }
+}
+
+/// How a test server authenticates requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Every request acts as the built-in admin (loopback only).
+    Off,
+    /// Bearer tokens; the first admin token is in `<data dir>/admin.token`.
+    Token,
+}
+
+impl Auth {
+    fn flag(self) -> &'static str {
+        match self {
+            Auth::Off => "off",
+            Auth::Token => "token",
+        }
+    }
+}
+
+/// A loopback address with a port that was free a moment ago, for a server that must come back
+/// on the same port after a restart.
+pub fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("the bound address");
+    addr.to_string()
 }
 
 /// A running `tether serve` process. Dropping it kills the process.
