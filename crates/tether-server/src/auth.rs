@@ -156,6 +156,7 @@ pub async fn bootstrap(
             .await?;
         let path = data_dir.join(ADMIN_TOKEN_FILE);
         write_private(&path, &format!("{}\n", minted.secret))?;
+        tracing::info!(path = %path.display(), "created the first admin token");
         written = Some(path);
     }
     let admin = control
@@ -172,8 +173,12 @@ pub async fn bootstrap(
     Ok((principal, written))
 }
 
+/// Writes a file only its owner can read, atomically: a reader sees the whole token or no
+/// file, never an empty or partial one.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let partial = path.with_extension("token.partial");
+    let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -181,9 +186,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
+    let mut file = options.open(&partial)?;
     file.write_all(contents.as_bytes())?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 impl From<UserError> for ApiError {

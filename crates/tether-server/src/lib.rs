@@ -61,11 +61,7 @@ impl AppState {
         config: ServerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let (local_admin, token_file) =
-            auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
-        if let Some(path) = token_file {
-            tracing::info!(path = %path.display(), "created the first admin token");
-        }
+        let (local_admin, _) = auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
         Ok(AppState(Arc::new(Shared {
             store: stores.streams,
             control: stores.control,

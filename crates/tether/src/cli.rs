@@ -116,6 +116,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let stores = tether_server::open_store(&config)?;
+    // Before the ready line, so a CLI started right after it finds the first admin token.
+    tether_server::auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await
