@@ -9,6 +9,7 @@ pub mod config;
 mod cursor;
 mod error;
 mod middleware;
+mod openapi;
 mod query;
 mod streams;
 pub(crate) mod tasks;
@@ -90,11 +91,20 @@ pub fn router(state: AppState) -> Router {
     streams::routes(state.clone())
         .merge(tasks::routes().layer(limit))
         .merge(users::routes())
+        .merge(openapi::routes())
         .route("/healthz", axum::routing::get(healthz))
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::common_headers))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The server is up", body = openapi::Health))
+)]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
