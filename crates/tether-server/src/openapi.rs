@@ -13,7 +13,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use tether_types::{EventAt, Task, TaskStatus};
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -47,7 +48,7 @@ use crate::AppState;
         crate::healthz,
         document,
     ),
-    modifiers(&BearerAuth, &TaskWithSpec),
+    modifiers(&BearerAuth, &TaskWithSpec, &HeadersNotNull),
     tags(
         (name = "tasks", description = "Submit, read, list and cancel tasks."),
         (name = "events", description = "Each task's event stream: pages, long-poll, SSE, appends."),
@@ -105,6 +106,69 @@ impl Modify for TaskWithSpec {
         task.required.extend(spec.required);
         task.properties.extend(spec.properties);
         schemas.insert("Task".into(), RefOr::T(Schema::Object(task)));
+    }
+}
+
+/// Drops `null` from optional header parameters.
+///
+/// utoipa writes an `Option<T>` header as nullable, but a header is either sent or not: it is
+/// never null. (It already does this for query parameters.)
+struct HeadersNotNull;
+
+impl Modify for HeadersNotNull {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.parameters
+                    .iter_mut()
+                    .flatten()
+                    .filter(|p| p.parameter_in == ParameterIn::Header)
+                    .for_each(header_not_null);
+            }
+        }
+    }
+}
+
+fn header_not_null(param: &mut Parameter) {
+    let Some(RefOr::T(schema)) = param.schema.as_mut() else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            if let SchemaType::Array(types) = &object.schema_type {
+                let kept: Vec<Type> = types
+                    .iter()
+                    .filter(|t| **t != Type::Null)
+                    .cloned()
+                    .collect();
+                if let [only] = kept.as_slice() {
+                    object.schema_type = SchemaType::Type(only.clone());
+                }
+            }
+        }
+        Schema::OneOf(one_of) => {
+            let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+            let kept: Vec<_> = one_of
+                .items
+                .iter()
+                .filter(|s| !is_null(s))
+                .cloned()
+                .collect();
+            if let [only] = kept.as_slice() {
+                param.schema = Some(only.clone());
+            }
+        }
+        _ => {}
     }
 }
 

@@ -121,6 +121,15 @@ async fn the_document_is_openapi_3_with_bearer_auth_except_on_open_routes() {
                     "{method} {path} should need a bearer token"
                 );
             }
+            // A query parameter or header is sent or left out; it is never null.
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let schema = param["schema"].to_string();
+                assert!(
+                    !schema.contains("\"null\""),
+                    "{method} {path}: parameter {} may be null: {schema}",
+                    param["name"]
+                );
+            }
         }
     }
     // Every `$ref` must resolve, or a client generator would fail on the document.
