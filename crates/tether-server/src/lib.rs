@@ -10,6 +10,7 @@ mod cursor;
 mod error;
 mod metrics;
 mod middleware;
+mod openapi;
 mod query;
 mod streams;
 pub(crate) mod tasks;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     streams::routes(state.clone())
         .merge(tasks::routes().layer(limit))
         .merge(users::routes())
+        .merge(openapi::routes())
         .route("/healthz", axum::routing::get(healthz))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -99,6 +101,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::common_headers))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The server is up", body = openapi::Health))
+)]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }

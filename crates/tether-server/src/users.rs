@@ -24,6 +24,22 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/whoami", get(whoami))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "create_user",
+    summary = "Create a user (admin)",
+    request_body = tether_types::api::NewUser,
+    responses(
+        (status = 201, description = "The user, created", body = tether_types::api::User),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body or name", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+        (status = 409, description = "`USER_EXISTS`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -40,6 +56,23 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "users",
+    operation_id = "create_token",
+    summary = "Issue a token for a user (admin)",
+    request_body = tether_types::api::NewToken,
+    responses(
+        (status = 201, description = "The token: the only time its secret is shown",
+            body = tether_types::api::IssuedToken),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,6 +105,21 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "users",
+    operation_id = "revoke_token",
+    summary = "Revoke a token (admin)",
+    params(("id" = String, Path, description = "The token's id (not its secret)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TOKEN_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +131,18 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "users",
+    operation_id = "whoami",
+    summary = "Who the token belongs to",
+    responses(
+        (status = 200, description = "The caller", body = tether_types::api::WhoAmI),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn whoami(caller: Caller) -> Json<WhoAmI> {
     Json(WhoAmI {
         user: caller.0.user,

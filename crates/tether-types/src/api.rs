@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 
 /// `{"error":{"code","message","request_id"}}`, the body of every non-protocol error.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `TASK_NOT_FOUND`, `VALIDATION_ERROR`, ...
     pub code: String,
@@ -19,6 +21,7 @@ pub struct ErrorDetail {
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including users, tokens and every task.
@@ -62,12 +65,14 @@ impl std::str::FromStr for Role {
 
 /// `POST /v1/users` body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub name: String,
     pub created_at: DateTime<Utc>,
@@ -75,6 +80,7 @@ pub struct User {
 
 /// `POST /v1/tokens` body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub user: String,
@@ -83,6 +89,7 @@ pub struct NewToken {
 
 /// A token as listed: never the secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub user: String,
@@ -92,6 +99,7 @@ pub struct TokenInfo {
 
 /// `POST /v1/tokens` answer: the only time the secret is shown.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
     #[serde(flatten)]
     pub info: TokenInfo,
@@ -109,6 +117,7 @@ impl std::fmt::Debug for IssuedToken {
 
 /// `GET /v1/whoami` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     pub user: String,
     pub role: Role,

@@ -57,6 +57,7 @@ pub mod kind {
 
 /// One event as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,
@@ -67,6 +68,7 @@ pub struct Event {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// Free-form, as the producer sent it.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
 }
@@ -102,6 +104,7 @@ impl Event {
 /// An event with its offset: the stream position right after it, so `after=<offset>` (or a
 /// Durable Streams read from `offset`) continues with the next event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventAt {
     pub offset: Offset,
     #[serde(flatten)]
@@ -110,6 +113,7 @@ pub struct EventAt {
 
 /// A page of `GET /v1/tasks/{id}/events`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPage {
     pub data: Vec<EventAt>,
     /// Where the next page starts (`after=`); for `desc=true`, the `before=` of the next page.
@@ -122,13 +126,17 @@ pub struct EventPage {
 
 /// `POST /v1/tasks/{id}/events` body: events from a producer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
+    /// Each an object with a string `type` and optional `ts`, `step`, `attempt` and `data`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1))]
     pub events: Vec<Value>,
 }
 
 /// Answer to an event batch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Appended {
     /// Offset after the last event of the batch.
     pub next_after: Offset,

@@ -101,6 +101,25 @@ impl<'de> serde::Deserialize<'de> for Offset {
     }
 }
 
+/// In OpenAPI documents an offset is the string it travels as, with its fixed format.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Offset {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A stream position: opaque to clients, ordered lexicographically.",
+            ))
+            .pattern(Some("^0{16}_[0-9]{16}$"))
+            .examples(["0000000000000000_0000000000000005"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Offset {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

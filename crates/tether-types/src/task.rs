@@ -25,6 +25,7 @@ pub const MAX_LABEL_CHARS: usize = 512;
 
 /// Where a task is in its life. DESIGN.md, Tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
     Submitted,
@@ -91,25 +92,33 @@ impl FromStr for TaskState {
 
 /// What a task is asked to do: the body of `POST /v1/tasks` and `POST /v1/tasks/validate`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 10_000))]
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub task_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
     pub max_turns: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.01, maximum = 100.0))]
     pub max_budget_usd: Option<f64>,
     #[serde(default)]
     pub trace: bool,
+    /// Free-form, at most 16 KiB serialized.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
 }
 
 /// One problem with a request field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -189,6 +198,11 @@ impl TaskSpec {
 
 /// A task's identity: `tsk_` and 20 lowercase base-32 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(value_type = String, example = "tsk_0123456789abcdefghjk")
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct TaskId(String);
 
@@ -263,6 +277,7 @@ impl fmt::Display for TaskId {
 
 /// A task as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: TaskId,
     /// The owning user's name.
@@ -282,6 +297,7 @@ pub struct Task {
 
 /// Why a task failed or timed out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     pub code: String,
     pub message: String,
@@ -289,6 +305,7 @@ pub struct Failure {
 
 /// The deterministic snapshot of a task derived from its non-superseded events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStatus {
     /// `None` only before the first lifecycle event is seen.
     pub state: Option<TaskState>,
@@ -316,6 +333,7 @@ pub struct TaskStatus {
 
 /// `GET /v1/tasks` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskList {
     pub data: Vec<Task>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -325,6 +343,7 @@ pub struct TaskList {
 
 /// `POST /v1/tasks/validate` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     pub valid: bool,
     pub errors: Vec<FieldError>,

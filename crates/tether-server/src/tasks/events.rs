@@ -114,6 +114,43 @@ fn parse_query(q: &HashMap<String, String>) -> Result<EventsQuery, ApiError> {
     Ok(query)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/events",
+    tag = "events",
+    operation_id = "read_events",
+    summary = "Read a task's events: a page, a long-poll, or a live SSE stream",
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("after" = Option<tether_types::Offset>, Query,
+            description = "Events after this offset (default: from the start)"),
+        ("before" = Option<tether_types::Offset>, Query,
+            description = "With `desc=true`: events before this offset, for the next page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size; default 100"),
+        ("desc" = Option<bool>, Query, description = "Newest first; not together with `after` or `live`"),
+        ("view" = Option<String>, Query, pattern = "^(raw|timeline)$",
+            description = "`timeline` leaves out events superseded by a later `stream_rewind`; default `raw`"),
+        ("live" = Option<String>, Query, pattern = "^(sse|long-poll)$",
+            description = "`sse`: a `text/event-stream` that ends after the terminal event; \
+                `long-poll`: a page as soon as an event exists after `after`, or empty at the timeout"),
+        ("Last-Event-ID" = Option<tether_types::Offset>, Header,
+            description = "With `live=sse`: resume after this offset (an `after` parameter wins)"),
+    ),
+    responses(
+        (status = 200, description = "A page of events (`closed` once the task has ended and the page \
+            reaches the end of its stream), or with `live=sse` one frame per event: \
+            `id: <offset>`, `data: <EventAt>`, and `: keep-alive` comments at least every 15 s",
+            content(
+                (tether_types::EventPage = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "`VALIDATION_ERROR`: a malformed offset or parameter, or one past the end",
+            body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,6 +302,36 @@ fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::storage(e.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/events",
+    tag = "events",
+    operation_id = "append_events",
+    summary = "Append events to a task (worker or admin)",
+    request_body = tether_types::event::EventBatch,
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("Producer-Id" = Option<String>, Header,
+            description = "An idempotent producer's id, as in the Durable Streams protocol"),
+        ("Producer-Epoch" = Option<u64>, Header, description = "The producer's epoch"),
+        ("Producer-Seq" = Option<u64>, Header,
+            description = "The batch's sequence number: a retried batch is stored once"),
+    ),
+    responses(
+        (status = 200, description = "Stored (or, for a repeated producer batch, already stored)",
+            body = tether_types::event::Appended),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad event, or a type the server reserves",
+            body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token; `STALE_PRODUCER_EPOCH`",
+            body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`TASK_ALREADY_TERMINAL`; `PRODUCER_SEQ_GAP`",
+            body = tether_types::ErrorBody),
+        (status = 413, description = "`EVENT_TOO_LARGE`: an event over 1 MiB", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn append(
     State(state): State<AppState>,
     caller: Caller,

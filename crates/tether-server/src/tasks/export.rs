@@ -19,6 +19,21 @@ use crate::AppState;
 
 const BATCH: usize = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/export",
+    tag = "tasks",
+    operation_id = "export_task",
+    summary = "The task and every event, as JSON lines",
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "A first line `{\"task\":Task}`, then one `EventAt` per line",
+            body = crate::openapi::ExportLine, content_type = "application/x-ndjson"),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,

@@ -42,6 +42,31 @@ fn invalid(problems: &[FieldError]) -> ApiError {
     ApiError::bad_request(listed.join("; "))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "submit_task",
+    summary = "Submit a task",
+    request_body = tether_types::TaskSpec,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_-]{1,128}$",
+            description = "Makes a retried submission create the task once, per user"),
+    ),
+    responses(
+        (status = 201, description = "The task, created", body = tether_types::Task,
+            headers(("Location" = String, description = "The task's URL"))),
+        (status = 200, description = "A repeated `Idempotency-Key` with the same body: the original task",
+            body = tether_types::Task,
+            headers(("Idempotent-Replay" = String, description = "`true`"))),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body or key", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a worker token", body = tether_types::ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key with a different body",
+            body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,6 +124,22 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/validate",
+    tag = "tasks",
+    operation_id = "validate_task",
+    summary = "Check a task spec without creating anything",
+    request_body = tether_types::TaskSpec,
+    responses(
+        (status = 200, description = "What is wrong with the spec, if anything",
+            body = tether_types::task::Validation),
+        (status = 400, description = "`VALIDATION_ERROR`: the body is not JSON", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a worker token", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn validate(caller: Caller, body: Bytes) -> Result<Json<Validation>, ApiError> {
     caller.require(&[Role::Admin, Role::User])?;
     let value: serde_json::Value = parse_json(&body)?;
@@ -125,6 +166,21 @@ pub async fn validate(caller: Caller, body: Bytes) -> Result<Json<Validation>, A
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    operation_id = "get_task",
+    summary = "A task with its status snapshot",
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task, with `status`", body = tether_types::Task),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`, also for another user's task",
+            body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +190,25 @@ pub async fn get_task(
     Ok(Json(with_status(&state, task).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "list_tasks",
+    summary = "The caller's tasks (an admin's: all), newest first",
+    params(
+        ("status" = Option<tether_types::TaskState>, Query, description = "Only tasks in this state"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size; default 20"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks", body = tether_types::task::TaskList),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad or unknown parameter",
+            body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,6 +252,22 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    operation_id = "cancel_task",
+    summary = "Cancel a task",
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task, cancelled", body = tether_types::Task),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a worker token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`TASK_ALREADY_TERMINAL`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,6 +284,21 @@ pub async fn cancel(
     Ok(Json(task_json(done.task, None)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/status/rebuild",
+    tag = "tasks",
+    operation_id = "rebuild_task_status",
+    summary = "Recompute a task's status snapshot from its whole log (admin)",
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The recomputed snapshot", body = crate::openapi::StatusRebuild),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn rebuild(
     State(state): State<AppState>,
     caller: Caller,

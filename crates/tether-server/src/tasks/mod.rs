@@ -1,8 +1,9 @@
 //! The tasks API: `/v1/tasks` and each task's events, status and export.
 
-mod events;
-mod export;
-mod handlers;
+// `pub(crate)` so `crate::openapi` can name the handlers' `#[utoipa::path]` items.
+pub(crate) mod events;
+pub(crate) mod export;
+pub(crate) mod handlers;
 mod live;
 pub mod log;
 

@@ -49,15 +49,16 @@ pub fn resolve(
     token: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Resolved> {
+    // An empty setting (`TETHER_TOKEN= tether ...`) means "not set": fall through to the next.
+    let given = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let file = load_config(env)?;
-    let url = url.or(file.url).unwrap_or_else(|| DEFAULT_URL.to_string());
-    let token = match token.or(file.token) {
+    let url = given(url)
+        .or(given(file.url))
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let token = match given(token).or(given(file.token)) {
         Some(token) => Some(token),
-        None => admin_token(env)?,
+        None => given(admin_token(env)?),
     };
-    let token = token
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty());
     Ok(Resolved { url, token })
 }
 
@@ -202,6 +203,13 @@ mod tests {
         fixture.write("data/admin.token", "tk_admin\n");
         let resolved = fixture.resolve(None, None).unwrap();
         assert_eq!(resolved.token.as_deref(), Some("tk_admin"));
+        let emptied = fixture.resolve(Some(""), Some(" ")).unwrap();
+        assert_eq!(
+            emptied.token.as_deref(),
+            Some("tk_admin"),
+            "empty means unset"
+        );
+        assert_eq!(emptied.url, DEFAULT_URL);
         fixture.write(".config/tether/config.toml", "token = \"tk_file\"\n");
         let resolved = fixture.resolve(None, None).unwrap();
         assert_eq!(resolved.token.as_deref(), Some("tk_file"));
