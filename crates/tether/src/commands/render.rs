@@ -55,7 +55,7 @@ fn body(event: &Event) -> String {
         kind::TASK_COMPLETED => join("✔ task_completed", text(data, &["message", "summary"])),
         kind::TASK_FAILED => join("✘ task_failed", failure(data)),
         kind::TASK_TIMED_OUT => join("✘ task_timed_out", failure(data)),
-        kind::TASK_CANCELLED => join("✘ task_cancelled", failure(data)),
+        kind::TASK_CANCELLED => join("✘ task_cancelled", cancelled(data)),
         kind::STREAM_REWIND => format!(
             "↺ step {} retried (attempt {}); earlier output of that step is superseded",
             event.step.as_deref().unwrap_or("?"),
@@ -150,6 +150,15 @@ fn step_name(event: &Event) -> String {
 }
 
 /// `CODE: message`, from whichever of the usual names are present.
+/// The server writes `{"by": user, "reason": text or null}`.
+fn cancelled(data: &Value) -> Option<String> {
+    let by = text(data, &["by"]).map(|by| format!("by {by}"));
+    match (by, text(data, &["reason"])) {
+        (Some(by), Some(reason)) => Some(format!("{by}: {reason}")),
+        (by, reason) => by.or(reason),
+    }
+}
+
 fn failure(data: &Value) -> Option<String> {
     let code = text(data, &["code", "error_code"]);
     let message = text(data, &["message", "error", "reason"]);
@@ -297,8 +306,15 @@ mod tests {
             "task_cancelled",
             None,
             None,
-            json!({"reason": "by alice"}),
+            json!({"by": "alice", "reason": null}),
             "10:00:00 ✘ task_cancelled: by alice",
+        );
+        check(
+            "task_cancelled",
+            None,
+            None,
+            json!({"by": "alice", "reason": "wrong repo"}),
+            "10:00:00 ✘ task_cancelled: by alice: wrong repo",
         );
     }
 
