@@ -927,3 +927,96 @@ async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
     ), "{text}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_timeline_view_and_the_status_leave_out_a_retried_steps_old_attempt() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    s.events(&worker, &id, json!([
+        {"type": "step_started", "step": "agent", "attempt": 1},
+        {"type": "agent_turn", "step": "agent", "attempt": 1, "data": {"turn": 5}},
+        {"type": "agent_tool_call", "step": "agent", "attempt": 1, "data": {"tool_name": "bash"}},
+        {"type": "log", "data": {"line": "no step: never superseded"}}
+    ])).await;
+    // What beginning attempt 2 of the step will write (the worker API arrives later).
+    let rewind = json!({"type": "stream_rewind", "ts": "2026-11-21T10:00:00.000Z", "step": "agent",
+                        "data": {"new_epoch": 2, "superseded_after": "0000000000000000_0000000000000001"}});
+    let task_id: tether_types::TaskId = id.parse().unwrap();
+    s.control
+        .append_events(
+            &task_id,
+            tether_store::EventAppend {
+                events: vec![Bytes::from(rewind.to_string())],
+                producer: None,
+            },
+        )
+        .await
+        .unwrap();
+    s.events(
+        &worker,
+        &id,
+        json!([
+            {"type": "step_started", "step": "agent", "attempt": 2},
+            {"type": "agent_turn", "step": "agent", "attempt": 2, "data": {"turn": 1}}
+        ]),
+    )
+    .await;
+
+    let raw = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    assert_eq!(
+        raw["data"].as_array().unwrap().len(),
+        8,
+        "the raw log keeps everything"
+    );
+    let timeline = s
+        .get(&format!("/v1/tasks/{id}/events?view=timeline"), &ann)
+        .await
+        .json();
+    assert_eq!(
+        kinds(&timeline),
+        [
+            "task_created",
+            "log",
+            "stream_rewind",
+            "step_started",
+            "agent_turn"
+        ]
+    );
+    assert_eq!(timeline["next_after"], raw["next_after"]);
+    let status = s.get(&format!("/v1/tasks/{id}"), &ann).await.json()["status"].clone();
+    assert_eq!(status["turns"], 1);
+    assert_eq!(status["current_activity"], Value::Null);
+    let rebuilt = s
+        .post(
+            &format!("/v1/tasks/{id}/status/rebuild"),
+            &s.admin,
+            json!({}),
+        )
+        .await
+        .json();
+    assert_eq!(rebuilt["unchanged"], true);
+
+    s.call(
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        Some(&ann),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let (_, frames) = sse_frames(
+        &s,
+        &format!("/v1/tasks/{id}/events?live=sse&view=timeline"),
+        &ann,
+        &[],
+    )
+    .await;
+    assert_eq!(sse_ids(&frames).len(), 6, "{frames}");
+    assert!(
+        !frames.contains("\"attempt\":1,\"data\":{\"turn\":5}"),
+        "{frames}"
+    );
+    s.stop().await;
+}

@@ -16,6 +16,9 @@ use tether_server::{open_store, AuthMode, ServerConfig};
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct Server {
+    /// The control store under the server, for writing what only later parts of Tether
+    /// write through the API (a step's `stream_rewind`).
+    pub control: std::sync::Arc<dyn tether_store::ControlStore>,
     pub base: String,
     pub admin: String,
     pub dir: TempDir,
@@ -61,6 +64,7 @@ impl Server {
             ..ServerConfig::default()
         };
         let stores = open_store(&config).unwrap();
+        let control = stores.control.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -69,6 +73,7 @@ impl Server {
         }));
         let client = Client::builder(TokioExecutor::new()).build_http();
         let mut server = Server {
+            control,
             base,
             admin: String::new(),
             dir,
