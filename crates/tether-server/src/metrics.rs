@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::RwLock;
@@ -40,8 +40,8 @@ impl Histogram {
     }
 }
 
-/// (method, route, status)
-type RouteKey = (String, String, u16);
+/// Per route pattern: one histogram per (method, status).
+type Routes = HashMap<String, Vec<(Method, u16, Arc<Histogram>)>>;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -50,7 +50,7 @@ pub struct Metrics {
     task_events: AtomicU64,
     live: Arc<AtomicI64>,
     transitions: [AtomicU64; TaskState::ALL.len()],
-    http: RwLock<HashMap<RouteKey, Arc<Histogram>>>,
+    http: RwLock<Routes>,
 }
 
 /// Counts one live reader for as long as it is held.
@@ -84,11 +84,34 @@ impl Metrics {
         LiveReader(self.live.clone())
     }
 
-    fn observe(&self, key: RouteKey, seconds: f64) {
-        let found = self.http.read().get(&key).cloned();
+    /// Records one request; allocates only the first time a series is seen.
+    fn observe(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let find = |routes: &Routes| {
+            routes.get(route).and_then(|series| {
+                series
+                    .iter()
+                    .find(|(m, s, _)| m == method && *s == status)
+                    .map(|(_, _, h)| h.clone())
+            })
+        };
+        let found = find(&self.http.read());
         let histogram = match found {
             Some(h) => h,
-            None => self.http.write().entry(key).or_default().clone(),
+            None => {
+                let mut routes = self.http.write();
+                match find(&routes) {
+                    Some(h) => h,
+                    None => {
+                        let h = Arc::new(Histogram::default());
+                        routes.entry(route.to_string()).or_default().push((
+                            method.clone(),
+                            status,
+                            h.clone(),
+                        ));
+                        h
+                    }
+                }
+            }
         };
         histogram.observe(seconds);
     }
@@ -154,10 +177,14 @@ impl Metrics {
             .http
             .read()
             .iter()
-            .map(|(k, h)| (k.clone(), h.clone()))
+            .flat_map(|(route, series)| {
+                series
+                    .iter()
+                    .map(|(m, s, h)| ((route.clone(), m.to_string(), *s), h.clone()))
+            })
             .collect();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((method, route, status), h) in routes {
+        for ((route, method, status), h) in routes {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
             let mut cumulative = 0;
             for (i, bound) in BUCKETS
@@ -191,14 +218,13 @@ impl Metrics {
 /// series per stream).
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let key = (method, route, response.status().as_u16());
-    state.metrics.observe(key, started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.observe(&method, route, status, seconds);
     response
 }
 
@@ -224,8 +250,8 @@ mod tests {
     #[test]
     fn histograms_render_cumulative_buckets_and_live_readers_count_while_held() {
         let m = Metrics::default();
-        m.observe(("GET".into(), "/v1/tasks".into(), 200), 0.0007);
-        m.observe(("GET".into(), "/v1/tasks".into(), 200), 2.0);
+        m.observe(&Method::GET, "/v1/tasks", 200, 0.0007);
+        m.observe(&Method::GET, "/v1/tasks", 200, 2.0);
         let reader = m.live_reader();
         m.transition(TaskState::Cancelled);
         let text = m.render(&[(TaskState::Submitted, 3)]);
