@@ -19,6 +19,7 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/users", post(create_user))
+        .route("/v1/users/{name}", axum::routing::patch(update_user))
         .route("/v1/tokens", post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/whoami", get(whoami))
@@ -54,6 +55,33 @@ async fn create_user(
         created_at: user.created_at,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `PATCH /v1/users/{name}` body: the user's own admission limit (`null`: the server's).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserLimits {
+    max_concurrent: Option<u64>,
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let limits: UserLimits = parse_json(&body)?;
+    if limits.max_concurrent == Some(0) {
+        return Err(ApiError::bad_request("max_concurrent must be at least 1"));
+    }
+    state
+        .control
+        .set_max_concurrent(&name, limits.max_concurrent)
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "name": name, "max_concurrent": limits.max_concurrent }),
+    ))
 }
 
 #[utoipa::path(

@@ -441,3 +441,37 @@ async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_sets_a_users_limit_and_a_task_its_attempts() {
+    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let patch = |body: Value, token: &str| {
+        let token = token.to_string();
+        let body = body.to_string();
+        let s = &s;
+        async move {
+            s.call("PATCH", "/v1/users/ann", Some(&token), &[("content-type", "application/json")], body)
+                .await
+        }
+    };
+    assert_eq!(patch(json!({"max_concurrent": 2}), &ann).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(patch(json!({"max_concurrent": 0}), &s.admin).await.status, StatusCode::BAD_REQUEST);
+    let ok = patch(json!({"max_concurrent": 2}), &s.admin).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    let missing = s
+        .call("PATCH", "/v1/users/nobody", Some(&s.admin), &[], json!({"max_concurrent": 2}).to_string())
+        .await;
+    assert_eq!(missing.code(), "USER_NOT_FOUND");
+    for _ in 0..3 {
+        s.submit(&ann, "d").await;
+    }
+    assert!(claim(&s, &worker).await.is_some());
+    assert!(claim(&s, &worker).await.is_some(), "ann's own limit of 2 applies");
+    assert!(claim(&s, &worker).await.is_none());
+
+    let bad = s.post("/v1/tasks", &ann, json!({"description": "d", "max_attempts": 11})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    s.stop().await;
+}

@@ -189,6 +189,9 @@ pub trait ControlStore: Send + Sync + 'static {
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, String>;
 
+    /// Sets (or, with `None`, clears) how many tasks the user may have running.
+    async fn set_max_concurrent(&self, name: &str, limit: Option<u64>) -> Result<(), UserError>;
+
     async fn create_token(&self, token: NewToken) -> Result<(), UserError>;
 
     async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<(), UserError>;

@@ -463,3 +463,55 @@ async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks() {
         .unwrap_err();
     assert_eq!(ended, NudgeError::Terminal(TaskState::Cancelled));
 }
+
+#[tokio::test]
+async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec() {
+    let (_dir, store) = open();
+    let ann = store.create_user("ann", t0()).await.unwrap();
+    store.set_max_concurrent("ann", Some(2)).await.unwrap();
+    assert_eq!(
+        store
+            .set_max_concurrent("nobody", Some(2))
+            .await
+            .unwrap_err(),
+        UserError::NotFound
+    );
+    for n in 0..3 {
+        submit(&store, &ann, n).await;
+    }
+    assert!(store.claim(claim("l1", t0(), 1)).await.unwrap().is_some());
+    assert!(
+        store.claim(claim("l2", t0(), 1)).await.unwrap().is_some(),
+        "her limit is 2"
+    );
+    assert!(store.claim(claim("l3", t0(), 1)).await.unwrap().is_none());
+    assert_eq!(store.running_by_owner().await.unwrap(), [(ann.id, 2)]);
+
+    let spec = TaskSpec {
+        description: "one shot".into(),
+        max_attempts: Some(1),
+        ..TaskSpec::default()
+    };
+    let bob = store.create_user("bob", t0()).await.unwrap();
+    let id = TaskId::from_random(77);
+    store
+        .create_task(
+            NewTask {
+                id: id.clone(),
+                owner_id: bob.id,
+                spec: spec.clone(),
+                idempotency: None,
+                now: t0(),
+            },
+            created_event(&spec, "bob", String::new()),
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim(claim("l9", t0(), 10)).await.unwrap().unwrap();
+    assert_eq!(claimed.task.id, id);
+    store.expire_leases(at(11)).await.unwrap();
+    assert_eq!(
+        store.task(&id).await.unwrap().unwrap().state,
+        TaskState::TimedOut
+    );
+}

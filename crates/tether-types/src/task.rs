@@ -18,6 +18,10 @@ pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
 pub const MAX_TURNS_RANGE: std::ops::RangeInclusive<u32> = 1..=500;
 /// Bounds of `max_budget_usd`.
 pub const BUDGET_RANGE_USD: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+/// Bounds of `max_attempts`.
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
+/// Attempts a task gets when its spec does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Largest accepted `metadata` object, serialized, in bytes.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Longest accepted repository and task type, in characters.
@@ -109,6 +113,10 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0.01, maximum = 100.0))]
     pub max_budget_usd: Option<f64>,
+    /// How many times the task may run before a lost lease times it out (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
+    pub max_attempts: Option<u32>,
     #[serde(default)]
     pub trace: bool,
     /// Free-form, at most 16 KiB serialized.
@@ -169,6 +177,18 @@ impl TaskSpec {
                         "must be between {} and {}",
                         MAX_TURNS_RANGE.start(),
                         MAX_TURNS_RANGE.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(attempts) = self.max_attempts {
+            if !MAX_ATTEMPTS_RANGE.contains(&attempts) {
+                errors.push(FieldError::new(
+                    "max_attempts",
+                    format!(
+                        "must be between {} and {}",
+                        MAX_ATTEMPTS_RANGE.start(),
+                        MAX_ATTEMPTS_RANGE.end()
                     ),
                 ));
             }

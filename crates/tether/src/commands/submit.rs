@@ -24,6 +24,9 @@ pub struct SubmitArgs {
     /// Most spend in US dollars (0.01-100).
     #[arg(long = "max-budget", value_name = "USD")]
     pub max_budget_usd: Option<f64>,
+    /// How many times the task may run when workers lose it (1-10; default 3).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
     /// Keep longer previews of tool input and output in the events.
     #[arg(long)]
     pub trace: bool,
@@ -60,6 +63,7 @@ impl SubmitArgs {
             task_type: self.task_type.clone(),
             max_turns: self.max_turns,
             max_budget_usd: self.max_budget_usd,
+            max_attempts: self.max_attempts,
             trace: self.trace,
             metadata,
         }

@@ -127,6 +127,12 @@ impl ControlStore for SqliteStore {
         self.read(move |conn| users::user(conn, &name)).await
     }
 
+    async fn set_max_concurrent(&self, name: &str, limit: Option<u64>) -> Result<(), UserError> {
+        let name = name.to_string();
+        self.on_writer(move |w| users::set_max_concurrent(w, &name, limit))
+            .await
+    }
+
     async fn create_token(&self, token: NewToken) -> Result<(), UserError> {
         self.on_writer(move |w| users::create_token(w, token)).await
     }

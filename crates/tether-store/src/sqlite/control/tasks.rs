@@ -111,8 +111,8 @@ pub(super) fn create(
     w.conn()
         .prepare_cached(
             "INSERT INTO tasks (id, owner_id, state, attempt, spec, created_at_ms, updated_at_ms,
-                                idem_key, idem_hash)
-             VALUES (?1, ?2, 'SUBMITTED', 1, ?3, ?4, ?4, ?5, ?6)",
+                                idem_key, idem_hash, max_attempts)
+             VALUES (?1, ?2, 'SUBMITTED', 1, ?3, ?4, ?4, ?5, ?6, ?7)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -121,7 +121,10 @@ pub(super) fn create(
                 spec,
                 now,
                 key,
-                hash
+                hash,
+                task.spec
+                    .max_attempts
+                    .unwrap_or(tether_types::task::DEFAULT_MAX_ATTEMPTS)
             ])
         })
         .map_err(storage::<CreateTaskError>)?;

@@ -47,6 +47,22 @@ pub(super) fn user(conn: &Connection, name: &str) -> rusqlite::Result<Option<Use
         .optional()
 }
 
+pub(super) fn set_max_concurrent(
+    w: &mut Writer,
+    name: &str,
+    limit: Option<u64>,
+) -> Result<(), UserError> {
+    let changed = w
+        .conn()
+        .prepare_cached("UPDATE users SET max_concurrent = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![name, limit.map(|l| l as i64)]))
+        .map_err(storage)?;
+    if changed == 0 {
+        return Err(UserError::NotFound);
+    }
+    Ok(())
+}
+
 pub(super) fn create_token(w: &mut Writer, token: NewToken) -> Result<(), UserError> {
     let conn = w.conn();
     let user: Option<i64> = conn
