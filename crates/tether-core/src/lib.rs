@@ -5,6 +5,7 @@
 //! decides which events a retried step superseded, and [`status`] folds a task's events into
 //! its status snapshot.
 
+pub mod lease;
 pub mod machine;
 pub mod rewind;
 pub mod status;

@@ -196,3 +196,173 @@ pub trait ControlStore: Send + Sync + 'static {
     /// The principal of an unrevoked token with this hash.
     async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String>;
 }
+
+// ---- execution ---------------------------------------------------------------------------
+
+/// A lease handed to a worker with a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub worker: String,
+    /// The id the new lease gets (random, from the caller).
+    pub lease_id: String,
+    pub now: DateTime<Utc>,
+    pub lease_ttl: std::time::Duration,
+    /// Running tasks an owner may have when their user row sets no limit.
+    pub default_max_concurrent: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub task: TaskRecord,
+    pub lease: LeaseGrant,
+    /// Checkpoints of steps completed in earlier attempts, by step name.
+    pub checkpoints: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkError {
+    #[error("task not found")]
+    NotFound,
+    #[error(transparent)]
+    Fenced(#[from] tether_core::lease::Fenced),
+    #[error(transparent)]
+    Refused(#[from] TransitionError),
+    /// The stream refused the batch (producer sequence rules).
+    #[error(transparent)]
+    Stream(AppendError),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NudgeRecord {
+    pub id: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Beat {
+    pub expires_at: DateTime<Utc>,
+    /// The task was cancelled: the worker should stop; its lease no longer writes.
+    pub cancel_requested: bool,
+    pub nudges: Vec<NudgeRecord>,
+}
+
+/// What beginning a step gave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepStart {
+    pub epoch: u32,
+    /// Set when an earlier attempt completed the step: the worker skips it.
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Completed { result: serde_json::Value },
+    Failed { code: String, message: String },
+}
+
+/// What the reconciler did with one expired lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    pub task: TaskId,
+    /// SUBMITTED (requeued) or TIMED_OUT.
+    pub state: TaskState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NudgeError {
+    #[error("task not found")]
+    NotFound,
+    #[error("the task has already ended ({0})")]
+    Terminal(TaskState),
+    #[error("too many nudges: at most {limit} a minute per task")]
+    TooMany { limit: u32, retry_after_secs: u64 },
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// Execution: claims, leases, steps, fenced writes, finishing, expiry, nudges.
+#[async_trait]
+pub trait WorkStore: Send + Sync + 'static {
+    /// The oldest SUBMITTED task whose owner is under their concurrency limit, started and
+    /// leased to the worker; `None` when there is none.
+    async fn claim(&self, claim: Claim) -> Result<Option<Claimed>, WorkError>;
+
+    async fn heartbeat(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Beat, WorkError>;
+
+    async fn begin_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StepStart, WorkError>;
+
+    async fn complete_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        epoch: u32,
+        checkpoint: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError>;
+
+    /// Appends a worker's events: fenced by lease and step attempt; step events without an
+    /// attempt get their step's current one.
+    async fn worker_events(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        events: Vec<Event>,
+        producer: Option<ProducerStamp>,
+        now: DateTime<Utc>,
+    ) -> Result<EventsAppended, WorkError>;
+
+    /// Ends the task; repeating the same finish with the same lease answers the same.
+    async fn finish(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<TaskRecord, WorkError>;
+
+    /// Requeues (or times out, when attempts are used up) every task whose lease expired.
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String>;
+
+    async fn create_nudge(
+        &self,
+        id: &TaskId,
+        nudge_id: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        per_minute: u32,
+    ) -> Result<(), NudgeError>;
+
+    /// Appends `nudge_acknowledged` the first time; later acks change nothing.
+    async fn ack_nudge(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        nudge_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError>;
+
+    /// RUNNING or FINALIZING tasks per owner (for tests and metrics).
+    async fn running_by_owner(&self) -> Result<Vec<(UserId, u64)>, String>;
+}

@@ -95,6 +95,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_owner ON tasks (owner_id, seq);
     CREATE INDEX tasks_by_state ON tasks (state, seq);
     "#,
+    // 3: execution. A running task holds one lease; each named step of a task has its newest
+    // attempt (epoch), its checkpoint once completed, and where its events are in the stream
+    // (to know whether a retry must write a rewind). Nudges wait for the worker's heartbeat.
+    r#"
+    ALTER TABLE tasks ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 3;
+    ALTER TABLE tasks ADD COLUMN lease_id TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_expires_ms INTEGER;
+    ALTER TABLE tasks ADD COLUMN worker TEXT;
+    ALTER TABLE users ADD COLUMN max_concurrent INTEGER;
+    CREATE INDEX tasks_by_lease_expiry ON tasks (lease_expires_ms)
+        WHERE state IN ('RUNNING', 'FINALIZING');
+    CREATE TABLE steps (
+        task_id         TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        epoch           INTEGER NOT NULL,
+        lease_id        TEXT NOT NULL,
+        completed_epoch INTEGER,
+        checkpoint      TEXT,
+        first_event_pos INTEGER,
+        PRIMARY KEY (task_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE nudges (
+        id         TEXT PRIMARY KEY,
+        task_id    TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        acked_ms   INTEGER
+    );
+    CREATE INDEX nudges_by_task ON nudges (task_id, created_ms);
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.

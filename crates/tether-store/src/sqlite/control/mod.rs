@@ -4,11 +4,14 @@
 mod rows;
 mod tasks;
 mod users;
+mod work;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tether_core::TaskOp;
 use tether_types::{Event, TaskId, TaskState};
+
+use crate::model::ProducerStamp;
 
 use super::writer::{job, Command, JobError, Writer};
 use super::SqliteStore;
@@ -32,7 +35,9 @@ storage_error!(
     CreateTaskError,
     TransitionFailed,
     AppendEventsError,
-    UserError
+    UserError,
+    WorkError,
+    NudgeError
 );
 
 impl SqliteStore {
@@ -135,5 +140,110 @@ impl ControlStore for SqliteStore {
     async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String> {
         let hash = hash.to_vec();
         self.read(move |conn| users::principal(conn, &hash)).await
+    }
+}
+
+#[async_trait]
+impl WorkStore for SqliteStore {
+    async fn claim(&self, claim: Claim) -> Result<Option<Claimed>, WorkError> {
+        self.on_writer(move |w| work::claim(w, claim)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Beat, WorkError> {
+        let (id, lease) = (id.clone(), lease.to_string());
+        self.on_writer(move |w| work::heartbeat(w, &id, &lease, now, ttl))
+            .await
+    }
+
+    async fn begin_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StepStart, WorkError> {
+        let (id, lease, step) = (id.clone(), lease.to_string(), step.to_string());
+        self.on_writer(move |w| work::begin_step(w, &id, &lease, &step, now))
+            .await
+    }
+
+    async fn complete_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        epoch: u32,
+        checkpoint: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError> {
+        let (id, lease, step) = (id.clone(), lease.to_string(), step.to_string());
+        self.on_writer(move |w| work::complete_step(w, &id, &lease, &step, epoch, checkpoint, now))
+            .await
+    }
+
+    async fn worker_events(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        events: Vec<Event>,
+        producer: Option<ProducerStamp>,
+        now: DateTime<Utc>,
+    ) -> Result<EventsAppended, WorkError> {
+        let (id, lease) = (id.clone(), lease.to_string());
+        self.on_writer(move |w| work::worker_events(w, &id, &lease, events, producer, now))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<TaskRecord, WorkError> {
+        let (id, lease) = (id.clone(), lease.to_string());
+        self.on_writer(move |w| work::finish(w, &id, &lease, outcome, now))
+            .await
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String> {
+        self.on_writer(move |w| work::expire_leases(w, now))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn create_nudge(
+        &self,
+        id: &TaskId,
+        nudge_id: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        per_minute: u32,
+    ) -> Result<(), NudgeError> {
+        let (id, nudge_id, message) = (id.clone(), nudge_id.to_string(), message.to_string());
+        self.on_writer(move |w| work::create_nudge(w, &id, &nudge_id, &message, now, per_minute))
+            .await
+    }
+
+    async fn ack_nudge(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        nudge_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError> {
+        let (id, lease, nudge_id) = (id.clone(), lease.to_string(), nudge_id.to_string());
+        self.on_writer(move |w| work::ack_nudge(w, &id, &lease, &nudge_id, now))
+            .await
+    }
+
+    async fn running_by_owner(&self) -> Result<Vec<(UserId, u64)>, String> {
+        self.read(work::running_by_owner).await
     }
 }

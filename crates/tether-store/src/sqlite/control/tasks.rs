@@ -18,7 +18,7 @@ fn storage<E: From<String>>(e: impl std::fmt::Display) -> E {
     E::from(e.to_string())
 }
 
-fn timestamp(now: DateTime<Utc>) -> String {
+pub(super) fn timestamp(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -37,7 +37,11 @@ fn stored(messages: &[Bytes]) -> StoredBody {
     }
 }
 
-fn prepared(messages: &[Bytes], close: bool, producer: Option<ProducerStamp>) -> PreparedAppend {
+pub(super) fn prepared(
+    messages: &[Bytes],
+    close: bool,
+    producer: Option<ProducerStamp>,
+) -> PreparedAppend {
     let body = stored(messages);
     PreparedAppend {
         request: Append {

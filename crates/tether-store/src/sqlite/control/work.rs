@@ -1,0 +1,571 @@
+//! Execution on the writer thread: claims, leases, steps with rewind, fenced worker writes,
+//! finishing and lease expiry. Each call is one job: every check happens in the transaction
+//! that writes, so a check cannot go stale before the write lands (G5, G6, G7).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tether_core::lease::{self, Held};
+use tether_core::{decide, Current, TaskOp, Transition};
+use tether_types::event::kind;
+use tether_types::{Event, Offset, TaskId, TaskState};
+
+use super::rows;
+use super::tasks::{prepared, timestamp};
+use crate::control::*;
+use crate::model::{AppendError, AppendStatus, ProducerStamp};
+use crate::sqlite::writer::Writer;
+
+fn storage(e: impl std::fmt::Display) -> WorkError {
+    WorkError::Storage(e.to_string())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The lease columns of a task.
+struct LeaseRow {
+    task: TaskRecord,
+    lease_id: Option<String>,
+    expires_ms: Option<i64>,
+    max_attempts: u32,
+}
+
+fn lease_row(conn: &Connection, id: &TaskId) -> Result<LeaseRow, WorkError> {
+    let task = rows::task(conn, id)
+        .map_err(storage)?
+        .ok_or(WorkError::NotFound)?;
+    let (lease_id, expires_ms, max_attempts) = conn
+        .prepare_cached("SELECT lease_id, lease_expires_ms, max_attempts FROM tasks WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(storage)?;
+    Ok(LeaseRow {
+        task,
+        lease_id,
+        expires_ms,
+        max_attempts,
+    })
+}
+
+/// The task, if `lease` is its live lease now.
+fn leased(w: &Writer, id: &TaskId, lease: &str, now: DateTime<Utc>) -> Result<LeaseRow, WorkError> {
+    let row = lease_row(w.conn(), id)?;
+    let held = Held {
+        state: row.task.state,
+        lease_id: row.lease_id.as_deref(),
+        expires_ms: row.expires_ms,
+    };
+    lease::check(&held, lease, ms(now))?;
+    Ok(row)
+}
+
+/// Appends events (already serialized) to the task's stream; returns the offset after them.
+fn append(
+    w: &mut Writer,
+    id: &TaskId,
+    events: &[Bytes],
+    close: bool,
+    producer: Option<ProducerStamp>,
+) -> Result<(Offset, bool), WorkError> {
+    let stream = w
+        .stream(&id.stream_path())
+        .map_err(storage)?
+        .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
+    match w.append_to(&stream, prepared(events, close, producer)) {
+        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
+        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
+        Err(e) => Err(WorkError::Stream(e)),
+    }
+}
+
+fn encode(event: &Event) -> Result<Bytes, WorkError> {
+    serde_json::to_vec(event).map(Bytes::from).map_err(storage)
+}
+
+/// Writes a decided state change: the row (with `lease` columns) and its event.
+fn apply(
+    w: &mut Writer,
+    task: &TaskRecord,
+    change: &Transition,
+    lease: Option<(&str, i64, &str)>,
+    now: DateTime<Utc>,
+) -> Result<Offset, WorkError> {
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE tasks SET state = ?3, attempt = ?4, updated_at_ms = ?5,
+                 lease_id = coalesce(?6, lease_id), lease_expires_ms = ?7,
+                 worker = coalesce(?8, worker)
+             WHERE id = ?1 AND state = ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                task.id.as_str(),
+                task.state.as_str(),
+                change.state.as_str(),
+                change.attempt,
+                ms(now),
+                lease.map(|l| l.0),
+                lease.map(|l| l.1),
+                lease.map(|l| l.2),
+            ])
+        })
+        .map_err(storage)?;
+    if changed != 1 {
+        return Err(WorkError::Storage(format!(
+            "task {} changed under its writer",
+            task.id
+        )));
+    }
+    let event = encode(&change.event)?;
+    Ok(append(w, &task.id, &[event], change.is_terminal(), None)?.0)
+}
+
+pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, WorkError> {
+    // Oldest first, skipping owners at their limit; the count is of task states, in this
+    // transaction (G7).
+    let candidate: Option<String> = w
+        .conn()
+        .prepare_cached(
+            "SELECT t.id FROM tasks t LEFT JOIN users u ON u.id = t.owner_id
+             WHERE t.state = 'SUBMITTED'
+               AND (SELECT count(*) FROM tasks r
+                    WHERE r.owner_id = t.owner_id AND r.state IN ('RUNNING', 'FINALIZING'))
+                   < coalesce(u.max_concurrent, ?1)
+             ORDER BY t.seq LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([claim.default_max_concurrent as i64], |r| r.get(0))
+                .optional()
+        })
+        .map_err(storage)?;
+    let Some(id) = candidate else {
+        return Ok(None);
+    };
+    let id: TaskId = id.parse().map_err(storage)?;
+    let task = rows::task(w.conn(), &id)
+        .map_err(storage)?
+        .ok_or(WorkError::NotFound)?;
+    let change = decide(
+        Current {
+            state: task.state,
+            attempt: task.attempt,
+        },
+        &TaskOp::Start {
+            worker: Some(claim.worker.clone()),
+        },
+        timestamp(claim.now),
+    )?;
+    let expires = claim.now
+        + chrono::Duration::from_std(claim.lease_ttl).unwrap_or(chrono::Duration::seconds(30));
+    apply(
+        w,
+        &task,
+        &change,
+        Some((&claim.lease_id, ms(expires), &claim.worker)),
+        claim.now,
+    )?;
+    let task = rows::task(w.conn(), &id)
+        .map_err(storage)?
+        .ok_or(WorkError::NotFound)?;
+    let mut stmt = w
+        .conn()
+        .prepare_cached(
+            "SELECT name, checkpoint FROM steps WHERE task_id = ?1 AND completed_epoch IS NOT NULL
+             ORDER BY name",
+        )
+        .map_err(storage)?;
+    let checkpoints = stmt
+        .query_map([id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(storage)?
+        .into_iter()
+        .map(|(name, cp)| {
+            let value = cp
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or(Value::Null);
+            (name, value)
+        })
+        .collect();
+    Ok(Some(Claimed {
+        task,
+        lease: LeaseGrant {
+            id: claim.lease_id,
+            expires_at: expires,
+        },
+        checkpoints,
+    }))
+}
+
+pub(super) fn heartbeat(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<Beat, WorkError> {
+    let row = lease_row(w.conn(), id)?;
+    let nudges = pending_nudges(w.conn(), id)?;
+    // A cancelled task's worker learns it here, once, with its own lease.
+    if row.task.state == TaskState::Cancelled && row.lease_id.as_deref() == Some(lease) {
+        return Ok(Beat {
+            expires_at: rows::time(row.expires_ms.unwrap_or_default()),
+            cancel_requested: true,
+            nudges: Vec::new(),
+        });
+    }
+    leased(w, id, lease, now)?;
+    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+    w.conn()
+        .prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id.as_str(), ms(expires)]))
+        .map_err(storage)?;
+    Ok(Beat {
+        expires_at: expires,
+        cancel_requested: false,
+        nudges,
+    })
+}
+
+fn pending_nudges(conn: &Connection, id: &TaskId) -> Result<Vec<NudgeRecord>, WorkError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, message, created_ms FROM nudges WHERE task_id = ?1 AND acked_ms IS NULL
+             ORDER BY created_ms, id",
+        )
+        .map_err(storage)?;
+    stmt.query_map([id.as_str()], |r| {
+        Ok(NudgeRecord {
+            id: r.get(0)?,
+            message: r.get(1)?,
+            created_at: rows::time(r.get(2)?),
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(storage)
+}
+
+struct StepRow {
+    epoch: u32,
+    lease_id: String,
+    completed_epoch: Option<u32>,
+    checkpoint: Option<String>,
+    first_event_pos: Option<u64>,
+}
+
+fn step_row(conn: &Connection, id: &TaskId, step: &str) -> Result<Option<StepRow>, WorkError> {
+    conn.prepare_cached(
+        "SELECT epoch, lease_id, completed_epoch, checkpoint, first_event_pos FROM steps
+         WHERE task_id = ?1 AND name = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![id.as_str(), step], |r| {
+            Ok(StepRow {
+                epoch: r.get(0)?,
+                lease_id: r.get(1)?,
+                completed_epoch: r.get(2)?,
+                checkpoint: r.get(3)?,
+                first_event_pos: r.get::<_, Option<i64>>(4)?.map(|p| p as u64),
+            })
+        })
+        .optional()
+    })
+    .map_err(storage)
+}
+
+pub(super) fn begin_step(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    step: &str,
+    now: DateTime<Utc>,
+) -> Result<StepStart, WorkError> {
+    leased(w, id, lease, now)?;
+    let row = step_row(w.conn(), id, step)?;
+    if let Some(row) = &row {
+        if let Some(epoch) = row.completed_epoch {
+            let checkpoint = row
+                .checkpoint
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or(Value::Null);
+            return Ok(StepStart {
+                epoch,
+                checkpoint: Some(checkpoint),
+            });
+        }
+        // The same lease asking again (a retried request) keeps its attempt.
+        if row.lease_id == lease {
+            return Ok(StepStart {
+                epoch: row.epoch,
+                checkpoint: None,
+            });
+        }
+    }
+    let epoch = row.as_ref().map_or(1, |r| r.epoch + 1);
+    if let Some(first) = row.as_ref().and_then(|r| r.first_event_pos) {
+        // An earlier attempt wrote events: they are superseded from here on.
+        let mut rewind = Event::new(
+            kind::STREAM_REWIND,
+            timestamp(now),
+            json!({ "new_epoch": epoch, "superseded_after": Offset(first.saturating_sub(1)) }),
+        );
+        rewind.step = Some(step.to_string());
+        append(w, id, &[encode(&rewind)?], false, None)?;
+    }
+    w.conn()
+        .prepare_cached(
+            "INSERT INTO steps (task_id, name, epoch, lease_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (task_id, name) DO UPDATE SET epoch = ?3, lease_id = ?4",
+        )
+        .and_then(|mut s| s.execute(params![id.as_str(), step, epoch, lease]))
+        .map_err(storage)?;
+    Ok(StepStart {
+        epoch,
+        checkpoint: None,
+    })
+}
+
+/// Remembers where a step's first event is, for a later attempt's rewind.
+fn note_step_event(conn: &Connection, id: &TaskId, step: &str, pos: u64) -> Result<(), WorkError> {
+    conn.prepare_cached(
+        "UPDATE steps SET first_event_pos = ?3
+         WHERE task_id = ?1 AND name = ?2 AND first_event_pos IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![id.as_str(), step, pos as i64]))
+    .map_err(storage)?;
+    Ok(())
+}
+
+pub(super) fn complete_step(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    step: &str,
+    epoch: u32,
+    checkpoint: Value,
+    now: DateTime<Utc>,
+) -> Result<(), WorkError> {
+    leased(w, id, lease, now)?;
+    let row = step_row(w.conn(), id, step)?;
+    if row.as_ref().and_then(|r| r.completed_epoch) == Some(epoch) {
+        return Ok(());
+    }
+    lease::check_attempt(step, row.as_ref().map(|r| r.epoch), epoch)?;
+    let mut event = Event::new(kind::STEP_COMPLETED, timestamp(now), Value::Null);
+    event.step = Some(step.to_string());
+    event.attempt = Some(epoch);
+    let (next, _) = append(w, id, &[encode(&event)?], false, None)?;
+    note_step_event(w.conn(), id, step, next.0)?;
+    w.conn()
+        .prepare_cached(
+            "UPDATE steps SET completed_epoch = ?3, checkpoint = ?4 WHERE task_id = ?1 AND name = ?2",
+        )
+        .and_then(|mut s| s.execute(params![id.as_str(), step, epoch, checkpoint.to_string()]))
+        .map_err(storage)?;
+    Ok(())
+}
+
+pub(super) fn worker_events(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    mut events: Vec<Event>,
+    producer: Option<ProducerStamp>,
+    now: DateTime<Utc>,
+) -> Result<EventsAppended, WorkError> {
+    leased(w, id, lease, now)?;
+    // Every check before any write: one stale event refuses the whole batch.
+    for event in &mut events {
+        if let Some(step) = &event.step {
+            let current = step_row(w.conn(), id, step)?.map(|r| r.epoch);
+            let given = event.attempt.or(current).unwrap_or(1);
+            lease::check_attempt(step, current, given)?;
+            event.attempt = Some(given);
+        }
+    }
+    let encoded = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+    let (next, appended) = append(w, id, &encoded, false, producer)?;
+    if appended {
+        let first = next.0 - events.len() as u64;
+        for (i, event) in events.iter().enumerate() {
+            if let Some(step) = &event.step {
+                note_step_event(w.conn(), id, step, first + i as u64 + 1)?;
+            }
+        }
+    }
+    Ok(EventsAppended { next, appended })
+}
+
+pub(super) fn finish(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> Result<TaskRecord, WorkError> {
+    let row = lease_row(w.conn(), id)?;
+    let wanted = match &outcome {
+        Outcome::Completed { .. } => TaskState::Completed,
+        Outcome::Failed { .. } => TaskState::Failed,
+    };
+    // The same finish again, from the lease that finished it: the same answer, nothing new.
+    if row.task.state == wanted && row.lease_id.as_deref() == Some(lease) {
+        return Ok(row.task);
+    }
+    leased(w, id, lease, now)?;
+    let op = match outcome {
+        Outcome::Completed { result } => TaskOp::Complete { result },
+        Outcome::Failed { code, message } => TaskOp::Fail { code, message },
+    };
+    let change = decide(
+        Current {
+            state: row.task.state,
+            attempt: row.task.attempt,
+        },
+        &op,
+        timestamp(now),
+    )?;
+    apply(w, &row.task, &change, None, now)?;
+    rows::task(w.conn(), id)
+        .map_err(storage)?
+        .ok_or(WorkError::NotFound)
+}
+
+pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Expired>, WorkError> {
+    let ids: Vec<String> = w
+        .conn()
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE state IN ('RUNNING', 'FINALIZING') AND lease_expires_ms <= ?1
+             ORDER BY lease_expires_ms LIMIT 1000",
+        )
+        .and_then(|mut s| {
+            s.query_map([ms(now)], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+        })
+        .map_err(storage)?;
+    let mut out = Vec::new();
+    for id in ids {
+        let id: TaskId = id.parse().map_err(storage)?;
+        let row = lease_row(w.conn(), &id)?;
+        let op = if row.task.attempt < row.max_attempts {
+            TaskOp::Requeue {
+                reason: "lease expired without a heartbeat".into(),
+            }
+        } else {
+            TaskOp::TimeOut {
+                code: "LEASE_EXPIRED".into(),
+                message: format!(
+                    "the lease expired on attempt {} of {}",
+                    row.task.attempt, row.max_attempts
+                ),
+            }
+        };
+        let change = decide(
+            Current {
+                state: row.task.state,
+                attempt: row.task.attempt,
+            },
+            &op,
+            timestamp(now),
+        )?;
+        let state = change.state;
+        apply(w, &row.task, &change, None, now)?;
+        out.push(Expired { task: id, state });
+    }
+    Ok(out)
+}
+
+pub(super) fn create_nudge(
+    w: &mut Writer,
+    id: &TaskId,
+    nudge_id: &str,
+    message: &str,
+    now: DateTime<Utc>,
+    per_minute: u32,
+) -> Result<(), NudgeError> {
+    let st = |e: rusqlite::Error| NudgeError::Storage(e.to_string());
+    let task = rows::task(w.conn(), id)
+        .map_err(st)?
+        .ok_or(NudgeError::NotFound)?;
+    if task.state.is_terminal() {
+        return Err(NudgeError::Terminal(task.state));
+    }
+    let window_start = ms(now) - 60_000;
+    let (recent, oldest): (i64, Option<i64>) = w
+        .conn()
+        .prepare_cached(
+            "SELECT count(*), min(created_ms) FROM nudges WHERE task_id = ?1 AND created_ms > ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id.as_str(), window_start], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(st)?;
+    if recent >= i64::from(per_minute) {
+        let free_at = oldest.unwrap_or(window_start) + 60_000;
+        let wait = ((free_at - ms(now)).max(0) as u64).div_ceil(1000).max(1);
+        return Err(NudgeError::TooMany {
+            limit: per_minute,
+            retry_after_secs: wait,
+        });
+    }
+    w.conn()
+        .prepare_cached(
+            "INSERT INTO nudges (id, task_id, message, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![nudge_id, id.as_str(), message, ms(now)]))
+        .map_err(st)?;
+    Ok(())
+}
+
+pub(super) fn ack_nudge(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    nudge_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), WorkError> {
+    leased(w, id, lease, now)?;
+    let acked: Option<Option<i64>> = w
+        .conn()
+        .prepare_cached("SELECT acked_ms FROM nudges WHERE id = ?1 AND task_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![nudge_id, id.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(storage)?;
+    match acked {
+        None => Err(WorkError::NotFound),
+        Some(Some(_)) => Ok(()),
+        Some(None) => {
+            let event = Event::new(
+                kind::NUDGE_ACKNOWLEDGED,
+                timestamp(now),
+                json!({ "nudge_id": nudge_id }),
+            );
+            append(w, id, &[encode(&event)?], false, None)?;
+            w.conn()
+                .prepare_cached("UPDATE nudges SET acked_ms = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![nudge_id, ms(now)]))
+                .map_err(storage)?;
+            Ok(())
+        }
+    }
+}
+
+pub(super) fn running_by_owner(conn: &Connection) -> rusqlite::Result<Vec<(UserId, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner_id, count(*) FROM tasks WHERE state IN ('RUNNING', 'FINALIZING')
+         GROUP BY owner_id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}
