@@ -16,7 +16,7 @@ mod sender;
 mod stop;
 
 pub use api::ProducerStamp;
-pub use run::{Outcome, StepStart, TaskRun};
+pub use run::{check_step_name, Outcome, StepStart, TaskRun, MAX_STEP_CHARS};
 pub use runtime::{run_worker, WorkerConfig};
 pub use stop::Stop;
 

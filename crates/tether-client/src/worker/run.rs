@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tether_types::event::kind;
 use tether_types::task::Failure;
 use tether_types::worker::{Claimed, Nudge, StepComplete};
 use tether_types::Task;
@@ -98,8 +99,8 @@ impl TaskRun {
         &self.claimed.checkpoints
     }
 
-    /// Begins a step. Events queued before it are sent first, so the stream keeps the order
-    /// in which the runner did things.
+    /// Begins a step and queues its `step_started` event. Events queued before it are sent
+    /// first, so the stream keeps the order in which the runner did things.
     pub async fn begin(&self, step: &str) -> Result<StepStart, TaskError> {
         check_step_name(step).map_err(TaskError::Invalid)?;
         self.events.flush().await?;
@@ -115,6 +116,7 @@ impl TaskRun {
             });
         }
         self.lock_epochs().insert(step.to_string(), begun.epoch);
+        self.emit(serde_json::json!({"type": kind::STEP_STARTED, "step": step}));
         Ok(StepStart::Run { epoch: begun.epoch })
     }
 
