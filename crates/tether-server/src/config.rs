@@ -42,6 +42,14 @@ pub struct ServerConfig {
     pub sse_max_duration: Duration,
     /// Interval of SSE keep-alive comments while nothing happens.
     pub sse_keepalive: Duration,
+    /// How long a worker's lease lasts without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How often the reconciler looks for expired leases.
+    pub reconcile_interval: Duration,
+    /// Running tasks per user, unless the user's own limit says otherwise.
+    pub max_concurrent: u64,
+    /// Nudges accepted per task per minute.
+    pub nudges_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +63,10 @@ impl Default for ServerConfig {
             max_read_bytes: 4 << 20,
             sse_max_duration: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
+            lease_ttl: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(1),
+            max_concurrent: 10,
+            nudges_per_minute: 10,
         }
     }
 }
@@ -64,6 +76,11 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.long_poll_timeout.is_zero() {
             return Err("--long-poll-timeout must be greater than zero".into());
+        }
+        if self.lease_ttl < Duration::from_millis(100) || self.reconcile_interval.is_zero() {
+            return Err(
+                "--lease must be at least 100ms and --reconcile-interval above zero".into(),
+            );
         }
         if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
             return Err("size limits must be greater than zero".into());

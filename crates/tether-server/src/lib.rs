@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 mod cursor;
 mod error;
+mod jobs;
 mod metrics;
 mod middleware;
 mod openapi;
@@ -15,6 +16,7 @@ mod query;
 mod streams;
 pub(crate) mod tasks;
 mod users;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{AuthMode, ServerConfig};
-use tether_store::{ControlStore, Principal, SqliteStore, StreamStore};
+use tether_store::{ControlStore, Principal, SqliteStore, StreamStore, WorkStore};
 
 /// The backends a server runs on: the stream store and the control store, usually one
 /// database behind both traits.
@@ -33,6 +35,7 @@ use tether_store::{ControlStore, Principal, SqliteStore, StreamStore};
 pub struct Stores {
     pub streams: Arc<dyn StreamStore>,
     pub control: Arc<dyn ControlStore>,
+    pub work: Arc<dyn WorkStore>,
 }
 
 /// Shared by every handler; cloning it is one reference count.
@@ -42,6 +45,9 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub store: Arc<dyn StreamStore>,
     pub control: Arc<dyn ControlStore>,
+    pub work: Arc<dyn WorkStore>,
+    /// Woken when a claim might now succeed: a task was submitted or requeued, a slot freed.
+    pub work_ready: tokio::sync::Notify,
     pub config: ServerConfig,
     /// Who every request acts as when auth is off.
     pub local_admin: Principal,
@@ -66,6 +72,8 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             store: stores.streams,
             control: stores.control,
+            work: stores.work,
+            work_ready: tokio::sync::Notify::new(),
             config,
             local_admin,
             views: tasks::Views::default(),
@@ -90,6 +98,7 @@ pub fn router(state: AppState) -> Router {
     streams::routes(state.clone())
         .merge(tasks::routes().layer(limit))
         .merge(users::routes())
+        .merge(workers::routes())
         .merge(openapi::routes())
         .route("/healthz", axum::routing::get(healthz))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -122,7 +131,8 @@ pub fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
     let store = Arc::new(SqliteStore::open(&config.data_dir)?);
     Ok(Stores {
         streams: store.clone(),
-        control: store,
+        control: store.clone(),
+        work: store,
     })
 }
 
@@ -136,6 +146,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let store = stores.streams.clone();
     let state = AppState::build(stores, config, stop_rx).await?;
+    let reconciler = jobs::spawn_reconciler(state.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
@@ -163,6 +174,9 @@ pub async fn serve(
             .map_err(anyhow::Error::from)
             .and_then(|r| r.map_err(Into::into)),
     };
+    // Its store calls are on the writer, which finishes them; only the waiting stops here.
+    reconciler.abort();
+    let _ = reconciler.await;
     store.shutdown().await;
     tracing::info!("stopped");
     result

@@ -1,6 +1,8 @@
 //! The tasks, events, users and tokens API, black-box against a real server on a loopback
 //! port with auth on: every status code docs/api.md names.
 
+// Each test binary uses only part of the shared helpers.
+#[allow(dead_code)]
 mod support;
 
 use bytes::Bytes;

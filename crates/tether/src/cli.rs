@@ -58,6 +58,15 @@ struct ServeArgs {
     /// Roughly the most bytes one read returns.
     #[arg(long, env = "TETHER_MAX_READ_BYTES", default_value_t = 4 << 20)]
     max_read_bytes: usize,
+    /// How long a worker's lease lasts without a heartbeat, e.g. 30s or 2s.
+    #[arg(long = "lease", env = "TETHER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// How often the reconciler looks for expired leases.
+    #[arg(long, env = "TETHER_RECONCILE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    reconcile_interval: Duration,
+    /// Running tasks per user (admission), unless set per user.
+    #[arg(long, env = "TETHER_MAX_CONCURRENT", default_value_t = 10)]
+    max_concurrent: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -110,6 +119,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth: args.auth,
         max_append_bytes: args.max_append_bytes,
         max_read_bytes: args.max_read_bytes,
+        lease_ttl: args.lease_ttl,
+        reconcile_interval: args.reconcile_interval,
+        max_concurrent: args.max_concurrent,
         ..ServerConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;

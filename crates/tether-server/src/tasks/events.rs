@@ -264,7 +264,9 @@ struct Incoming {
     data: Value,
 }
 
-fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
+/// A producer's event checked and stamped: the envelope only, a known size, not one of the
+/// server's own lifecycle types, `ts` filled in.
+pub fn accept_event(index: usize, value: Value, now: &str) -> Result<Event, ApiError> {
     let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
     if size > MAX_EVENT_BYTES {
         return Err(ApiError::new(
@@ -290,13 +292,17 @@ fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
         chrono::DateTime::parse_from_rfc3339(ts)
             .map_err(|e| bad(format!("ts {ts:?} is not an RFC 3339 time: {e}")))?;
     }
-    let event = Event {
+    Ok(Event {
         kind: incoming.kind,
         ts: incoming.ts.unwrap_or_else(|| now.to_string()),
         step: incoming.step,
         attempt: incoming.attempt,
         data: incoming.data,
-    };
+    })
+}
+
+fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
+    let event = accept_event(index, value, now)?;
     serde_json::to_vec(&event)
         .map(Bytes::from)
         .map_err(|e| ApiError::storage(e.to_string()))

@@ -109,6 +109,7 @@ pub async fn create(
         .await?;
     if !out.replayed {
         state.metrics.transition(TaskState::Submitted);
+        state.work_ready.notify_waiters();
     }
     let location = format!("/v1/tasks/{}", out.task.id);
     let task = task_json(out.task, None);
@@ -281,6 +282,8 @@ pub async fn cancel(
     };
     let done = state.control.transition(&task.id, op, Utc::now()).await?;
     state.metrics.transition(done.task.state);
+    // A running task's slot is free now.
+    state.work_ready.notify_waiters();
     Ok(Json(task_json(done.task, None)).into_response())
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod handlers;
 mod live;
 pub mod log;
+pub(crate) mod nudges;
 
 pub use handlers::parse_json;
 
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/tasks/{id}/status/rebuild", post(handlers::rebuild))
         .route("/v1/tasks/{id}/export", get(export::export))
+        .route("/v1/tasks/{id}/nudges", post(nudges::create))
 }
 
 pub fn timestamp(now: DateTime<Utc>) -> String {

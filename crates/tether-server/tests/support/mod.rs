@@ -55,14 +55,20 @@ impl Reply {
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with settings changed by `tune` (short leases, low limits).
+    pub async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             long_poll_timeout: Duration::from_millis(500),
             auth: AuthMode::Token,
             ..ServerConfig::default()
         };
+        tune(&mut config);
         let stores = open_store(&config).unwrap();
         let control = stores.control.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,5 +209,25 @@ impl Server {
         if let Some(handle) = self.handle.take() {
             let _ = tokio::time::timeout(PATIENCE, handle).await;
         }
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most [`PATIENCE`]: for conditions that
+/// another process or a background job brings about.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

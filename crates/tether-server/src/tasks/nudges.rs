@@ -1,0 +1,78 @@
+//! `POST /v1/tasks/{id}/nudges`: a short message to a running agent, delivered with the
+//! worker's next heartbeat and acknowledged by a `nudge_acknowledged` event.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use chrono::Utc;
+use rand::Rng;
+use tether_store::NudgeError;
+use tether_types::worker::{NewNudge, NudgeCreated};
+use tether_types::Role;
+
+use super::{parse_json, visible_task};
+use crate::auth::Caller;
+use crate::error::{task_not_found, ApiError};
+use crate::AppState;
+
+/// Longest nudge, in characters, after trimming.
+pub const MAX_NUDGE_CHARS: usize = 2000;
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let task = visible_task(&state, &caller, &id).await?;
+    caller.require(&[Role::Admin, Role::User])?;
+    let nudge: NewNudge = parse_json(&body)?;
+    let message = nudge.message.trim();
+    if message.is_empty() {
+        return Err(ApiError::bad_request("message must not be empty"));
+    }
+    let chars = message.chars().count();
+    if chars > MAX_NUDGE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "message has {chars} characters; at most {MAX_NUDGE_CHARS} are allowed"
+        )));
+    }
+    let nudge_id = {
+        const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+        let mut rng = rand::thread_rng();
+        let tail: String = (0..20)
+            .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
+            .collect();
+        format!("ndg_{tail}")
+    };
+    state
+        .work
+        .create_nudge(
+            &task.id,
+            &nudge_id,
+            message,
+            Utc::now(),
+            state.config.nudges_per_minute,
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(NudgeCreated { id: nudge_id })).into_response())
+}
+
+impl From<NudgeError> for ApiError {
+    fn from(e: NudgeError) -> Self {
+        let msg = e.to_string();
+        match e {
+            NudgeError::NotFound => task_not_found(),
+            NudgeError::Terminal(_) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+            }
+            NudgeError::TooMany {
+                retry_after_secs, ..
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_NUDGES", msg)
+                .with_header(header::RETRY_AFTER, retry_after_secs),
+            NudgeError::Storage(m) => ApiError::storage(m),
+        }
+    }
+}

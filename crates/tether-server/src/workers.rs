@@ -1,0 +1,312 @@
+//! The worker protocol at `/v1/worker/*`: claim (long-poll), heartbeat, steps, fenced event
+//! batches, nudge acknowledgements and finish. Every rule lives in the store's transaction;
+//! these handlers parse, authorise and translate.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::Utc;
+use rand::Rng;
+use serde_json::{json, Value};
+use tether_store::{Claim, Outcome, WorkError};
+use tether_types::task::Failure;
+use tether_types::worker::{
+    ClaimRequest, Claimed, Heartbeat, Lease, LeaseRef, Nudge, StepBegun, StepComplete,
+    StepCompleted, WorkerEvents,
+};
+use tether_types::{event::Appended, Role, TaskId};
+
+use crate::auth::Caller;
+use crate::error::{task_not_found, ApiError};
+use crate::streams::write::producer_stamp;
+use crate::tasks::events::accept_event;
+use crate::tasks::{parse_json, stopped, task_json, timestamp};
+use crate::AppState;
+
+/// The longest a claim may wait.
+const MAX_CLAIM_WAIT_MS: u64 = 60_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/worker/claim", post(claim))
+        .route("/v1/worker/tasks/{id}/heartbeat", post(heartbeat))
+        .route("/v1/worker/tasks/{id}/steps/{step}/begin", post(begin_step))
+        .route(
+            "/v1/worker/tasks/{id}/steps/{step}/complete",
+            post(complete_step),
+        )
+        .route("/v1/worker/tasks/{id}/events", post(events))
+        .route("/v1/worker/tasks/{id}/nudges/{nudge}/ack", post(ack_nudge))
+        .route("/v1/worker/tasks/{id}/finish", post(finish))
+}
+
+fn worker(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(&[Role::Worker, Role::Admin])
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| task_not_found())
+}
+
+/// Step names: 1 to 64 of `[A-Za-z0-9_.-]`.
+fn step_name(raw: &str) -> Result<&str, ApiError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(raw)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{raw:?} is not a step name: use 1 to 64 letters, digits, '_', '-' or '.'"
+        )))
+    }
+}
+
+fn random(prefix: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
+        .collect();
+    format!("{prefix}{tail}")
+}
+
+async fn claim(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    worker(&caller)?;
+    let request: ClaimRequest = parse_json(&body)?;
+    if request.worker.trim().is_empty() || request.worker.len() > 128 {
+        return Err(ApiError::bad_request("worker must be 1 to 128 characters"));
+    }
+    let wait = request
+        .wait_ms
+        .unwrap_or(state.config.long_poll_timeout.as_millis() as u64)
+        .min(MAX_CLAIM_WAIT_MS);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        // Listen before looking, so work that appears in between wakes this claim.
+        let ready = state.work_ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        let claimed = state
+            .work
+            .claim(Claim {
+                worker: request.worker.clone(),
+                lease_id: random("lease_"),
+                now: Utc::now(),
+                lease_ttl: state.config.lease_ttl,
+                default_max_concurrent: state.config.max_concurrent,
+            })
+            .await?;
+        if let Some(c) = claimed {
+            state.metrics.transition(c.task.state);
+            let body = Claimed {
+                attempt: c.task.attempt,
+                task: task_json(c.task, None),
+                lease: Lease {
+                    id: c.lease.id,
+                    expires_at: c.lease.expires_at,
+                },
+                checkpoints: c.checkpoints.into_iter().collect(),
+            };
+            return Ok(Json(body).into_response());
+        }
+        tokio::select! {
+            _ = &mut ready => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = stopped(&mut shutdown) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Heartbeat>, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let lease: LeaseRef = parse_json(&body)?;
+    let beat = state
+        .work
+        .heartbeat(&id, &lease.lease, Utc::now(), state.config.lease_ttl)
+        .await?;
+    Ok(Json(Heartbeat {
+        expires_at: beat.expires_at,
+        cancel_requested: beat.cancel_requested,
+        nudges: beat
+            .nudges
+            .into_iter()
+            .map(|n| Nudge {
+                id: n.id,
+                message: n.message,
+                created_at: n.created_at,
+            })
+            .collect(),
+    }))
+}
+
+async fn begin_step(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<StepBegun>, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let step = step_name(&step)?;
+    let lease: LeaseRef = parse_json(&body)?;
+    let begun = state
+        .work
+        .begin_step(&id, &lease.lease, step, Utc::now())
+        .await?;
+    Ok(Json(StepBegun {
+        epoch: begun.epoch,
+        completed: begun.checkpoint.is_some(),
+        checkpoint: begun.checkpoint,
+    }))
+}
+
+async fn complete_step(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<StepCompleted>, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let step = step_name(&step)?;
+    let done: StepComplete = parse_json(&body)?;
+    state
+        .work
+        .complete_step(
+            &id,
+            &done.lease,
+            step,
+            done.epoch,
+            done.checkpoint,
+            Utc::now(),
+        )
+        .await?;
+    Ok(Json(StepCompleted { epoch: done.epoch }))
+}
+
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Appended>, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let batch: WorkerEvents = parse_json(&body)?;
+    if batch.events.is_empty() {
+        return Err(ApiError::bad_request("events must not be empty"));
+    }
+    let now = Utc::now();
+    let stamp = timestamp(now);
+    let events = batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| accept_event(i, v, &stamp))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = events.len();
+    let producer = producer_stamp(&headers)?;
+    let out = state
+        .work
+        .worker_events(&id, &batch.lease, events, producer, now)
+        .await?;
+    if out.appended {
+        state.metrics.task_events(count);
+    }
+    Ok(Json(Appended {
+        next_after: out.next,
+        appended: out.appended,
+    }))
+}
+
+async fn ack_nudge(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, nudge)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let lease: LeaseRef = parse_json(&body)?;
+    state
+        .work
+        .ack_nudge(&id, &lease.lease, &nudge, Utc::now())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn finish(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    worker(&caller)?;
+    let id = task_id(&id)?;
+    let finish: tether_types::worker::Finish = parse_json(&body)?;
+    let outcome = match finish.outcome {
+        tether_types::worker::Outcome::Completed => Outcome::Completed {
+            result: finish.result.unwrap_or(Value::Null),
+        },
+        tether_types::worker::Outcome::Failed => {
+            let Failure { code, message } = finish.error.unwrap_or(Failure {
+                code: "FAILED".into(),
+                message: String::new(),
+            });
+            Outcome::Failed { code, message }
+        }
+    };
+    let before = state.control.task(&id).await.map_err(ApiError::storage)?;
+    let task = state
+        .work
+        .finish(&id, &finish.lease, outcome, Utc::now())
+        .await?;
+    if before.is_some_and(|b| b.state != task.state) {
+        state.metrics.transition(task.state);
+        state.work_ready.notify_waiters();
+    }
+    Ok(Json(task_json(task, None)).into_response())
+}
+
+impl From<WorkError> for ApiError {
+    fn from(e: WorkError) -> Self {
+        use tether_core::lease::Fenced;
+        use tether_core::TransitionError;
+        let msg = e.to_string();
+        match e {
+            WorkError::NotFound => task_not_found(),
+            WorkError::Fenced(Fenced::LeaseLost) => {
+                ApiError::new(StatusCode::CONFLICT, "LEASE_LOST", msg)
+            }
+            WorkError::Fenced(Fenced::StaleAttempt { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "STALE_ATTEMPT", msg)
+            }
+            WorkError::Refused(TransitionError::AlreadyTerminal(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+            }
+            WorkError::Refused(TransitionError::NotAllowed { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
+            }
+            WorkError::Stream(inner) => ApiError::from(inner),
+            WorkError::Storage(m) => ApiError::storage(m),
+        }
+    }
+}

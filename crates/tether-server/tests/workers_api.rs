@@ -1,0 +1,443 @@
+//! The worker protocol against a real server: claims, steps, fencing, the reconciler,
+//! cancel and nudges through heartbeats.
+
+// Each test binary uses only part of the shared helpers.
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use support::{eventually, Server};
+
+fn kinds(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+struct Work {
+    id: String,
+    lease: String,
+}
+
+async fn claim(s: &Server, worker: &str) -> Option<Work> {
+    let r = s
+        .post(
+            "/v1/worker/claim",
+            worker,
+            json!({"worker": "w1", "wait_ms": 100}),
+        )
+        .await;
+    match r.status {
+        StatusCode::NO_CONTENT => None,
+        StatusCode::OK => {
+            let body = r.json();
+            Some(Work {
+                id: body["task"]["id"].as_str().unwrap().to_string(),
+                lease: body["lease"]["id"].as_str().unwrap().to_string(),
+            })
+        }
+        other => panic!("claim answered {other}: {r:?}"),
+    }
+}
+
+async fn call(s: &Server, worker: &str, w: &Work, what: &str, mut body: Value) -> support::Reply {
+    body["lease"] = json!(w.lease);
+    s.post(&format!("/v1/worker/tasks/{}/{what}", w.id), worker, body)
+        .await
+}
+
+#[tokio::test]
+async fn a_worker_claims_runs_steps_and_finishes_once() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    let w = claim(&s, &worker).await.expect("a task to claim");
+    assert_eq!(w.id, id);
+    assert_eq!(
+        s.get(&format!("/v1/tasks/{id}"), &ann).await.json()["state"],
+        "RUNNING"
+    );
+
+    let begun = call(&s, &worker, &w, "steps/clone/begin", json!({})).await;
+    assert_eq!(begun.json(), json!({"epoch": 1, "completed": false}));
+    let events = call(
+        &s,
+        &worker,
+        &w,
+        "events",
+        json!({"events": [
+            {"type": "agent_tool_call", "step": "clone", "data": {"tool_name": "git"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(events.status, StatusCode::OK, "{events:?}");
+    let done = call(
+        &s,
+        &worker,
+        &w,
+        "steps/clone/complete",
+        json!({"epoch": 1, "checkpoint": {"sha": "abc"}}),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK);
+    let finish = json!({"outcome": "completed", "result": {"pr": 7}});
+    let first = call(&s, &worker, &w, "finish", finish.clone()).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["state"], "COMPLETED");
+    let again = call(&s, &worker, &w, "finish", finish).await;
+    assert_eq!(
+        (again.status, again.json()["state"].clone()),
+        (StatusCode::OK, json!("COMPLETED"))
+    );
+
+    let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    assert_eq!(
+        kinds(&page),
+        [
+            "task_created",
+            "task_started",
+            "agent_tool_call",
+            "step_completed",
+            "task_completed"
+        ]
+    );
+    assert_eq!(
+        page["data"][2]["attempt"], 1,
+        "the step's epoch is stamped on its events"
+    );
+    assert_eq!(page["closed"], true);
+    let late = call(
+        &s,
+        &worker,
+        &w,
+        "events",
+        json!({"events": [{"type": "log"}]}),
+    )
+    .await;
+    assert_eq!(
+        (late.status, late.code().as_str()),
+        (StatusCode::CONFLICT, "LEASE_LOST")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_claim_waits_for_work_and_wakes_when_a_task_is_submitted() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    assert!(claim(&s, &worker).await.is_none(), "nothing to claim: 204");
+    let waiting = s.post(
+        "/v1/worker/claim",
+        &worker,
+        json!({"worker": "w1", "wait_ms": 20_000}),
+    );
+    let submit = async {
+        // Whether the claim is already waiting or not, it must get this task.
+        s.submit(&ann, "d").await
+    };
+    let (claimed, id) = tokio::join!(waiting, submit);
+    assert_eq!(claimed.status, StatusCode::OK);
+    assert_eq!(claimed.json()["task"]["id"], id.as_str());
+    assert_eq!(claimed.json()["attempt"], 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted() {
+    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+    let ann = s.user("ann", "user").await;
+    let bob = s.user("bob", "user").await;
+    let worker = s.user("runner", "worker").await;
+    s.submit(&ann, "a1").await;
+    let a2 = s.submit(&ann, "a2").await;
+    let b1 = s.submit(&bob, "b1").await;
+    let first = claim(&s, &worker).await.unwrap();
+    let second = claim(&s, &worker).await.unwrap();
+    assert_eq!(second.id, b1, "ann is at her limit; bob's task goes ahead");
+    assert!(claim(&s, &worker).await.is_none());
+    call(
+        &s,
+        &worker,
+        &first,
+        "finish",
+        json!({"outcome": "failed", "error": {"code": "X", "message": "y"}}),
+    )
+    .await;
+    assert_eq!(claim(&s, &worker).await.unwrap().id, a2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced() {
+    let s = Server::start_with(|c| {
+        c.lease_ttl = Duration::from_millis(400);
+        c.reconcile_interval = Duration::from_millis(50);
+    })
+    .await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    let old = claim(&s, &worker).await.unwrap();
+    call(&s, &worker, &old, "steps/clone/begin", json!({})).await;
+    call(
+        &s,
+        &worker,
+        &old,
+        "events",
+        json!({"events": [{"type": "log", "step": "clone"}]}),
+    )
+    .await;
+
+    // The worker goes silent; the reconciler requeues the task as attempt 2.
+    let path = format!("/v1/tasks/{id}");
+    eventually("the task to be requeued", || async {
+        let task = s.get(&path, &ann).await.json();
+        (task["state"] == "SUBMITTED" && task["attempt"] == 2).then_some(())
+    })
+    .await;
+    let zombie = call(
+        &s,
+        &worker,
+        &old,
+        "events",
+        json!({"events": [{"type": "log", "step": "clone"}]}),
+    )
+    .await;
+    assert_eq!(
+        (zombie.status, zombie.code().as_str()),
+        (StatusCode::CONFLICT, "LEASE_LOST")
+    );
+    let beat = call(&s, &worker, &old, "heartbeat", json!({})).await;
+    assert_eq!(beat.code(), "LEASE_LOST");
+
+    let new = claim(&s, &worker).await.unwrap();
+    let begun = call(&s, &worker, &new, "steps/clone/begin", json!({}))
+        .await
+        .json();
+    assert_eq!(begun["epoch"], 2);
+    let stale = call(
+        &s,
+        &worker,
+        &new,
+        "events",
+        json!({"events": [{"type": "log", "step": "clone", "attempt": 1}]}),
+    )
+    .await;
+    assert_eq!(
+        (stale.status, stale.code().as_str()),
+        (StatusCode::CONFLICT, "STALE_ATTEMPT")
+    );
+    call(
+        &s,
+        &worker,
+        &new,
+        "events",
+        json!({"events": [{"type": "log", "step": "clone"}]}),
+    )
+    .await;
+    call(&s, &worker, &new, "finish", json!({"outcome": "completed"})).await;
+
+    let raw = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    assert_eq!(
+        kinds(&raw),
+        [
+            "task_created",
+            "task_started",
+            "log",
+            "task_requeued",
+            "task_started",
+            "stream_rewind",
+            "log",
+            "task_completed"
+        ]
+    );
+    let timeline = s
+        .get(&format!("/v1/tasks/{id}/events?view=timeline"), &ann)
+        .await
+        .json();
+    assert_eq!(
+        kinds(&timeline),
+        [
+            "task_created",
+            "task_started",
+            "task_requeued",
+            "task_started",
+            "stream_rewind",
+            "log",
+            "task_completed"
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    let w = claim(&s, &worker).await.unwrap();
+    let beat = call(&s, &worker, &w, "heartbeat", json!({})).await.json();
+    assert_eq!(beat["cancel_requested"], false);
+    s.call(
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        Some(&ann),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let beat = call(&s, &worker, &w, "heartbeat", json!({})).await;
+    assert_eq!(
+        (beat.status, beat.json()["cancel_requested"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let late = call(
+        &s,
+        &worker,
+        &w,
+        "events",
+        json!({"events": [{"type": "log"}]}),
+    )
+    .await;
+    assert_eq!(late.code(), "LEASE_LOST");
+    let finish = call(&s, &worker, &w, "finish", json!({"outcome": "completed"})).await;
+    assert_eq!(finish.code(), "LEASE_LOST");
+    let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    assert_eq!(
+        kinds(&page),
+        ["task_created", "task_started", "task_cancelled"]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    let path = format!("/v1/tasks/{id}/nudges");
+    let w = claim(&s, &worker).await.unwrap();
+    let sent = s
+        .post(&path, &ann, json!({"message": "  also bump the version  "}))
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED);
+    let nudge_id = sent.json()["id"].as_str().unwrap().to_string();
+    for bad in [
+        json!({"message": "   "}),
+        json!({"message": "x".repeat(2001)}),
+        json!({}),
+    ] {
+        assert_eq!(
+            s.post(&path, &ann, bad).await.status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let beat = call(&s, &worker, &w, "heartbeat", json!({})).await.json();
+    assert_eq!(beat["nudges"][0]["message"], "also bump the version");
+    for _ in 0..2 {
+        let ack = call(
+            &s,
+            &worker,
+            &w,
+            &format!("nudges/{nudge_id}/ack"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(ack.status, StatusCode::OK);
+    }
+    for _ in 1..10 {
+        assert_eq!(
+            s.post(&path, &ann, json!({"message": "hi"})).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    let limited = s.post(&path, &ann, json!({"message": "hi"})).await;
+    assert_eq!(
+        (limited.status, limited.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_NUDGES")
+    );
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    assert_eq!(
+        kinds(&page)
+            .iter()
+            .filter(|k| *k == "nudge_acknowledged")
+            .count(),
+        1
+    );
+    s.call(
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        Some(&ann),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let ended = s.post(&path, &s.admin, json!({"message": "hi"})).await;
+    assert_eq!(ended.code(), "TASK_ALREADY_TERMINAL");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400() {
+    let s = Server::start().await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let r = s
+        .post("/v1/worker/claim", &ann, json!({"worker": "w"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = s
+        .post("/v1/worker/claim", &worker, json!({"worker": ""}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    s.submit(&ann, "d").await;
+    let w = claim(&s, &worker).await.unwrap();
+    let r = call(&s, &worker, &w, "steps/bad%20name/begin", json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(
+        &s,
+        &worker,
+        &w,
+        "events",
+        json!({"events": [{"type": "task_completed"}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let never_begun = call(
+        &s,
+        &worker,
+        &w,
+        "events",
+        json!({"events": [{"type": "log", "step": "ghost"}]}),
+    )
+    .await;
+    assert_eq!(never_begun.code(), "STALE_ATTEMPT");
+    let r = s
+        .post(
+            "/v1/worker/tasks/tsk_00000000000000000000/heartbeat",
+            &worker,
+            json!({"lease": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
