@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod up;
 mod worker;
 
 use clap::Parser;
