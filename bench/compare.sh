@@ -21,6 +21,7 @@ STREAMS="${STREAMS:-100}"
 SUBSCRIBERS="${SUBSCRIBERS:-1,100,1000}"
 FANOUT_MESSAGES="${FANOUT_MESSAGES:-200}"
 MESSAGES="${MESSAGES:-1000000}"
+LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 TETHER="$ROOT/target/release/tether"
 read -r -a BENCH <<<"${BENCH:-$TETHER bench}"
 
@@ -110,15 +111,16 @@ if [[ -z "$ELECTRIC" ]]; then
 fi
 
 CONTEXT=(
-    "load: ${STREAMS} streams, ${CONNECTIONS} connections for ${DURATION} after ${WARMUP} warm-up; SSE ${SUBSCRIBERS} subscribers x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} JSON messages; 256-byte messages; bench client on the same machine"
+    "load: ${STREAMS} streams, ${CONNECTIONS} connections for ${DURATION} after ${WARMUP} warm-up; SSE ${SUBSCRIBERS} subscribers x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} JSON messages; 256-byte messages; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client on the same machine"
 )
 
 LABELS=()
 declare -A URL PID LOG
 if start_server Tether "$WORK/tether.log" \
-    "$TETHER" serve --listen '127.0.0.1:$PORT' --data-dir "$WORK/tether-data" --auth off; then
+    "$TETHER" serve --listen '127.0.0.1:$PORT' --data-dir "$WORK/tether-data" --auth off \
+    --max-concurrent 100000; then
     LABELS+=(Tether)
-    CONTEXT+=("Tether: \`tether serve --auth off\` ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet'))")
+    CONTEXT+=("Tether: \`tether serve --auth off --max-concurrent 100000\` (the lifecycle workload's tasks all belong to one user) ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet'))")
     mkdir -p "$WORK/Tether"
     URL[Tether]="http://127.0.0.1:$STARTED_PORT"
     PID[Tether]="$STARTED_PID"
@@ -157,12 +159,15 @@ for round in $(seq "$ROUNDS"); do
             continue
         fi
         say "round $round of $ROUNDS: $label"
+        extra=()
+        [[ "$label" == Tether ]] && extra=(--with-lifecycle --workers "$LIFECYCLE_WORKERS")
         # The catch-up stream is preloaded in the first round and read again in later ones.
         if ! "${BENCH[@]}" --url "${URL[$label]}" --label "$label" --server-pid "$pid" \
             --workload all --streams "$STREAMS" --connections "$CONNECTIONS" \
             --duration "$DURATION" --warmup "$WARMUP" --subscribers "$SUBSCRIBERS" \
             --fanout-messages "$FANOUT_MESSAGES" --messages "$MESSAGES" \
-            --catchup-stream bench-catchup --json "$WORK/$label/round-$round.json"; then
+            --catchup-stream bench-catchup "${extra[@]}" \
+            --json "$WORK/$label/round-$round.json"; then
             say "round $round: $label had failures (listed above and in the report)"
         fi
     done

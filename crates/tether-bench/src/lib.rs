@@ -14,6 +14,7 @@
 mod appends;
 mod catchup;
 mod fanout;
+mod lifecycle;
 mod memory;
 mod report;
 mod sse;
@@ -39,6 +40,8 @@ pub enum Workload {
     Appends,
     Fanout,
     Catchup,
+    /// Tether's task lifecycle (submit, claim, events, finish); not part of `all`.
+    Lifecycle,
     All,
 }
 
@@ -104,6 +107,22 @@ pub struct BenchArgs {
     #[arg(long)]
     pub catchup_stream: Option<String>,
 
+    /// With `--workload all`, also run `lifecycle` (for Tether; other servers have no tasks).
+    #[arg(long)]
+    pub with_lifecycle: bool,
+
+    /// lifecycle: concurrent workers, each submitting and running tasks in a loop.
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
+
+    /// lifecycle: events each task appends.
+    #[arg(long, default_value_t = 20)]
+    pub events_per_task: usize,
+
+    /// lifecycle: events per append request.
+    #[arg(long, default_value_t = 5)]
+    pub events_per_batch: usize,
+
     /// Sample this process's resident memory (the server's, when it runs on this machine).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -154,6 +173,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     let wants = |w: Workload| args.workload == w || args.workload == Workload::All;
+
+    if args.workload == Workload::Lifecycle
+        || (args.workload == Workload::All && args.with_lifecycle)
+    {
+        let cfg = lifecycle::LifecycleConfig {
+            workers: args.workers,
+            events_per_task: args.events_per_task,
+            events_per_batch: args.events_per_batch,
+            warmup: args.warmup,
+            duration: args.duration,
+        };
+        match lifecycle::run(&target, &cfg).await {
+            Ok(r) => {
+                println!(
+                    "\ntask lifecycle ({} workers; submit, claim, {} events in batches of {}, finish)",
+                    r.workers, r.events_per_task, r.events_per_batch
+                );
+                print!("{}", report::lifecycle_table(&r));
+                report.lifecycle = Some(r);
+            }
+            Err(e) => fail(&mut report, "lifecycle".into(), e),
+        }
+    }
 
     if wants(Workload::Appends) {
         for &connections in &args.connections {

@@ -26,6 +26,8 @@ pub struct Report {
     pub fanout: Vec<FanoutResult>,
     #[serde(default)]
     pub catchup: Option<CatchupResult>,
+    #[serde(default)]
+    pub lifecycle: Option<crate::lifecycle::LifecycleResult>,
     /// Workloads that could not finish, with the reason.
     #[serde(default)]
     pub failures: Vec<Failure>,
@@ -187,6 +189,32 @@ pub fn fanout_table(results: &[FanoutResult]) -> String {
                 r.subscribers, r.malformed
             ));
         }
+    }
+    out
+}
+
+pub fn lifecycle_table(r: &crate::lifecycle::LifecycleResult) -> String {
+    let mut t = Table::new(&[
+        "workers",
+        "tasks",
+        "tasks/s",
+        "requests/task",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+    ]);
+    t.row(vec![
+        r.workers.to_string(),
+        r.tasks.to_string(),
+        thousands(r.tasks_per_s),
+        r.requests_per_task.to_string(),
+        format!("{:.2}", r.latency.p50_ms),
+        format!("{:.2}", r.latency.p99_ms),
+        r.errors.to_string(),
+    ]);
+    let mut out = t.render();
+    for (kind, n) in &r.error_kinds {
+        out.push_str(&format!("  {n} x {kind}\n"));
     }
     out
 }

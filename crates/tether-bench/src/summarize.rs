@@ -166,6 +166,20 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
         Box::new(|r| r.catchup.as_ref().map(|c| f64::from(u8::from(!c.verified)))),
     );
     add(
+        "task lifecycle, tasks/s (Tether only)".into(),
+        true,
+        Fold::Median,
+        thousands,
+        Box::new(|r| r.lifecycle.as_ref().map(|l| l.tasks_per_s)),
+    );
+    add(
+        "task lifecycle p99 ms, submit to finish".into(),
+        false,
+        Fold::Median,
+        |v| format!("{v:.1}"),
+        Box::new(|r| r.lifecycle.as_ref().map(|l| l.latency.p99_ms)),
+    );
+    add(
         "server RSS when idle, MB (first round)".into(),
         false,
         Fold::First,

@@ -29,6 +29,8 @@ pub struct Target {
     authority: String,
     /// Path prefix under which streams live, without a trailing slash (may be empty).
     prefix: String,
+    /// The URL's own path, without a trailing slash (may be empty).
+    base: String,
 }
 
 impl Target {
@@ -65,12 +67,18 @@ impl Target {
             addr,
             authority: authority.to_string(),
             prefix: prefix.trim_end_matches('/').to_string(),
+            base: base.trim_end_matches('/').to_string(),
         })
     }
 
     /// The request path of the stream called `name`.
     pub fn stream_path(&self, name: &str) -> String {
         format!("{}/{}", self.prefix, name)
+    }
+
+    /// The request path of a Tether API route such as `/v1/tasks`.
+    pub fn api_path(&self, route: &str) -> String {
+        format!("{}{route}", self.base)
     }
 
     /// Opens a new connection and spawns the task that drives it; the connection closes when

@@ -1,4 +1,5 @@
-//! `GET /openapi.json`: the tasks, events, users and tokens API as an OpenAPI 3 document.
+//! `GET /openapi.json`: the tasks, events, users and tokens API and the worker protocol as an
+//! OpenAPI 3 document.
 //!
 //! The document is generated from the handlers' `#[utoipa::path]` annotations and the wire
 //! types' `ToSchema` derives, so it moves with the code. A copy is checked in at
@@ -41,18 +42,30 @@ use crate::AppState;
         crate::tasks::events::get,
         crate::tasks::events::append,
         crate::tasks::export::export,
+        crate::tasks::nudges::create,
         crate::users::create_user,
         crate::users::create_token,
         crate::users::revoke_token,
         crate::users::whoami,
+        crate::workers::claim,
+        crate::workers::heartbeat,
+        crate::workers::begin_step,
+        crate::workers::complete_step,
+        crate::workers::events,
+        crate::workers::ack_nudge,
+        crate::workers::finish,
         crate::healthz,
         document,
     ),
     modifiers(&BearerAuth, &TaskWithSpec, &HeadersNotNull),
     tags(
-        (name = "tasks", description = "Submit, read, list and cancel tasks."),
+        (name = "tasks", description = "Submit, read, list, cancel and nudge tasks."),
         (name = "events", description = "Each task's event stream: pages, long-poll, SSE, appends."),
         (name = "users", description = "Users and tokens (admin), and `whoami`."),
+        (name = "workers", description = "The worker protocol (worker or admin tokens): claim a \
+            task, hold its lease with heartbeats, run steps, append events, finish. A call with a \
+            lease that expired or a task that moved on is 409 `LEASE_LOST`; a write for an older \
+            attempt of a step is 409 `STALE_ATTEMPT`. Neither is ever stored."),
         (name = "operations", description = "Health and this document; no token needed."),
     )
 )]

@@ -76,6 +76,27 @@ fn random(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/claim",
+    tag = "workers",
+    operation_id = "claim_task",
+    summary = "Wait for a task to run and take a lease on it",
+    description = "Long-polls for the oldest submitted task whose owner is under its \
+        `max_concurrent`, starts it and leases it to the caller.",
+    request_body = tether_types::worker::ClaimRequest,
+    responses(
+        (status = 200, description = "A task to run, its attempt, the lease, and the checkpoints \
+            of the steps an earlier attempt completed", body = tether_types::worker::Claimed),
+        (status = 204, description = "No task came within `wait_ms` (at most 60000), or the \
+            server is shutting down: ask again"),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body, or a `worker` name that \
+            is empty or over 128 characters", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn claim(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +149,26 @@ async fn claim(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/heartbeat",
+    tag = "workers",
+    operation_id = "heartbeat",
+    summary = "Extend the lease; learn of a cancel and of pending nudges",
+    request_body = tether_types::worker::LeaseRef,
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The lease's new expiry, whether to stop, and the nudges not \
+            yet acknowledged, oldest first", body = tether_types::worker::Heartbeat),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`: the lease expired, or the task was requeued \
+            or finished", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,6 +197,30 @@ async fn heartbeat(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/steps/{step}/begin",
+    tag = "workers",
+    operation_id = "begin_step",
+    summary = "Begin an attempt of a step, or learn that an earlier attempt completed it",
+    description = "Beginning a later attempt of a step whose earlier attempt wrote events \
+        appends `stream_rewind`. Asking again with the same lease returns the same epoch.",
+    request_body = tether_types::worker::LeaseRef,
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("step" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The step's name"),
+    ),
+    responses(
+        (status = 200, description = "The epoch to run the step as; or, with `completed`, the \
+            checkpoint of an earlier attempt: skip the step", body = tether_types::worker::StepBegun),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body or step name", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn begin_step(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,6 +242,29 @@ async fn begin_step(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/steps/{step}/complete",
+    tag = "workers",
+    operation_id = "complete_step",
+    summary = "Complete a step: store its checkpoint and append `step_completed`",
+    request_body = tether_types::worker::StepComplete,
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("step" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The step's name"),
+    ),
+    responses(
+        (status = 200, description = "Completed (or already completed with this epoch)",
+            body = tether_types::worker::StepCompleted),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body or step name", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: the epoch is not the step's \
+            newest, or the step was never begun", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn complete_step(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,6 +289,38 @@ async fn complete_step(
     Ok(Json(StepCompleted { epoch: done.epoch }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/events",
+    tag = "workers",
+    operation_id = "worker_events",
+    summary = "Append a batch of events under the lease",
+    description = "An event with a `step` gets that step's current epoch as its `attempt` \
+        unless it names one. One refused event refuses the whole batch.",
+    request_body = tether_types::worker::WorkerEvents,
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("Producer-Id" = Option<String>, Header,
+            description = "An idempotent producer's id, as in the Durable Streams protocol"),
+        ("Producer-Epoch" = Option<u64>, Header, description = "The producer's epoch"),
+        ("Producer-Seq" = Option<u64>, Header,
+            description = "The batch's sequence number: a retried batch is stored once"),
+    ),
+    responses(
+        (status = 200, description = "Stored (or, for a repeated producer batch, already stored)",
+            body = tether_types::event::Appended),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body, no events, a bad event, \
+            or a type the server reserves", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token; `STALE_PRODUCER_EPOCH`",
+            body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: an event for an older \
+            attempt of a step, or for a step never begun; `PRODUCER_SEQ_GAP`", body = tether_types::ErrorBody),
+        (status = 413, description = "`EVENT_TOO_LARGE`: an event over 1 MiB", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,6 +357,28 @@ async fn events(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/nudges/{nudge}/ack",
+    tag = "workers",
+    operation_id = "ack_nudge",
+    summary = "Acknowledge a nudge: append `nudge_acknowledged` once",
+    request_body = tether_types::worker::LeaseRef,
+    params(
+        ("id" = tether_types::TaskId, Path, description = "The task's id"),
+        ("nudge" = String, Path, description = "The nudge's id, from a heartbeat"),
+    ),
+    responses(
+        (status = 200, description = "Acknowledged (or already acknowledged): `{}`", body = Object),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`: no such task, or no such nudge on it",
+            body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn ack_nudge(
     State(state): State<AppState>,
     caller: Caller,
@@ -253,6 +395,27 @@ async fn ack_nudge(
     Ok(Json(json!({})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/worker/tasks/{id}/finish",
+    tag = "workers",
+    operation_id = "finish_task",
+    summary = "End the task as completed or failed, and give up the lease",
+    description = "Idempotent: repeating the same finish with the same lease answers the same \
+        and appends nothing.",
+    request_body = tether_types::worker::Finish,
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task, finished", body = tether_types::Task),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `TASK_ALREADY_TERMINAL`; \
+            `INVALID_TRANSITION`: the task's state does not allow this outcome", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn finish(
     State(state): State<AppState>,
     caller: Caller,

@@ -17,7 +17,7 @@ use support::Server;
 const REGENERATE: &str = "TETHER_UPDATE_OPENAPI=1 cargo test -p tether-server --test openapi";
 
 /// Every route in docs/api.md's tables and sections, as OpenAPI path and lowercase method.
-const DOCUMENTED_ROUTES: [(&str, &str); 15] = [
+const DOCUMENTED_ROUTES: [(&str, &str); 23] = [
     ("/v1/tasks", "post"),
     ("/v1/tasks/validate", "post"),
     ("/v1/tasks/{id}", "get"),
@@ -27,10 +27,18 @@ const DOCUMENTED_ROUTES: [(&str, &str); 15] = [
     ("/v1/tasks/{id}/status/rebuild", "post"),
     ("/v1/tasks/{id}/events", "get"),
     ("/v1/tasks/{id}/events", "post"),
+    ("/v1/tasks/{id}/nudges", "post"),
     ("/v1/users", "post"),
     ("/v1/tokens", "post"),
     ("/v1/tokens/{id}", "delete"),
     ("/v1/whoami", "get"),
+    ("/v1/worker/claim", "post"),
+    ("/v1/worker/tasks/{id}/heartbeat", "post"),
+    ("/v1/worker/tasks/{id}/steps/{step}/begin", "post"),
+    ("/v1/worker/tasks/{id}/steps/{step}/complete", "post"),
+    ("/v1/worker/tasks/{id}/events", "post"),
+    ("/v1/worker/tasks/{id}/nudges/{nudge}/ack", "post"),
+    ("/v1/worker/tasks/{id}/finish", "post"),
     ("/healthz", "get"),
     ("/openapi.json", "get"),
 ];
@@ -152,6 +160,11 @@ async fn the_document_is_openapi_3_with_bearer_auth_except_on_open_routes() {
         "ErrorBody",
         "Offset",
         "TaskId",
+        "Claimed",
+        "Heartbeat",
+        "WorkerEvents",
+        "Finish",
+        "NewNudge",
     ] {
         assert!(
             doc["components"]["schemas"][name].is_object(),

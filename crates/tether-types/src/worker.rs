@@ -111,7 +111,7 @@ pub struct StepCompleted {
     pub epoch: u32,
 }
 
-/// `POST /v1/worker/tasks/{id}/events` body. The answer is [`crate::event::Appended`].
+/// `POST /v1/worker/tasks/{id}/events` body. The answer is `Appended`, as for producers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -131,7 +131,7 @@ pub enum Outcome {
     Failed,
 }
 
-/// `POST /v1/worker/tasks/{id}/finish` body. The answer is the [`Task`].
+/// `POST /v1/worker/tasks/{id}/finish` body. The answer is the `Task`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -150,7 +150,7 @@ pub struct Finish {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewNudge {
-    /// At most [`MAX_NUDGE_CHARS`] characters after trimming; not empty.
+    /// Not empty, and at most 2000 characters (`MAX_NUDGE_CHARS`) after trimming.
     pub message: String,
 }
 

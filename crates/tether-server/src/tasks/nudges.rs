@@ -20,6 +20,32 @@ use crate::AppState;
 /// Longest nudge, in characters, after trimming.
 pub const MAX_NUDGE_CHARS: usize = 2000;
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/nudges",
+    tag = "tasks",
+    operation_id = "nudge_task",
+    summary = "Send a short message to a running task",
+    description = "The worker gets it with its next heartbeat; its acknowledgement appends \
+        `nudge_acknowledged` to the task's events.",
+    request_body = tether_types::worker::NewNudge,
+    params(("id" = tether_types::TaskId, Path, description = "The task's id")),
+    responses(
+        (status = 202, description = "Accepted: delivered with the worker's next heartbeat",
+            body = tether_types::worker::NudgeCreated),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body, or a message that is \
+            empty or over 2000 characters after trimming", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: a worker token", body = tether_types::ErrorBody),
+        (status = 404, description = "`TASK_NOT_FOUND`, also for another user's task",
+            body = tether_types::ErrorBody),
+        (status = 409, description = "`TASK_ALREADY_TERMINAL`", body = tether_types::ErrorBody),
+        (status = 429, description = "`TOO_MANY_NUDGES`: over the per-task limit a minute \
+            (`nudges_per_minute`, default 10)", body = tether_types::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until another nudge is accepted"))),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -106,6 +106,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE users ADD COLUMN max_concurrent INTEGER;
     CREATE INDEX tasks_by_lease_expiry ON tasks (lease_expires_ms)
         WHERE state IN ('RUNNING', 'FINALIZING');
+    -- Admission counts an owner's running tasks in every claim: without this it would walk
+    -- all of the owner's tasks, finished ones included.
+    CREATE INDEX tasks_running_by_owner ON tasks (owner_id, state)
+        WHERE state IN ('RUNNING', 'FINALIZING');
     CREATE TABLE steps (
         task_id         TEXT NOT NULL,
         name            TEXT NOT NULL,
