@@ -393,3 +393,33 @@ exit 9"#;
     let late = cli.run(&["nudge", &id, "too late"]).await;
     late.expect_code(2);
 }
+
+#[tokio::test]
+async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c() {
+    let data = tempfile::Builder::new()
+        .prefix("tether-up-")
+        .tempdir()
+        .expect("a data dir");
+    // `up` reads TETHER_DATA_DIR like `serve`; its URL is known only from its ready line.
+    let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
+    let mut up = launcher.spawn(&["up", "--listen", "127.0.0.1:0", "--speed", "100"]);
+    up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
+    let lines = up.stdout_lines();
+    let url = lines[0]
+        .strip_prefix("tether listening on ")
+        .unwrap_or_else(|| panic!("not a ready line: {lines:?}"))
+        .to_string();
+    assert!(
+        lines.iter().any(|l| l.contains("tether run \"")),
+        "up says how to submit and watch: {lines:?}"
+    );
+
+    let cli = CliEnv::new(&url, data.path());
+    let run = cli.run(&["run", "fix the flaky test"]).await;
+    run.expect_code(0);
+    assert!(run.stdout.contains("task_completed"), "{}", run.stdout);
+
+    up.interrupt().await;
+    let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
