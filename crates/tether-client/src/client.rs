@@ -113,9 +113,29 @@ pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T,
     serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
 }
 
+/// Percent-encodes everything but unreserved characters, so an id typed by a person cannot
+/// change the path.
+pub(crate) fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape_their_place() {
+        assert_eq!(encode_segment("tok_1"), "tok_1");
+        assert_eq!(encode_segment("../x?y"), "..%2Fx%3Fy");
+    }
 
     #[test]
     fn the_base_url_must_be_plain_http_and_loses_its_trailing_slash() {

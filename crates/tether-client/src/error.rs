@@ -51,6 +51,9 @@ const CALLER_CODES: [&str; 6] = [
     "TOKEN_NOT_FOUND",
 ];
 
+/// Codes that tell a worker its claim on a task is over.
+const FENCED_CODES: [&str; 3] = ["LEASE_LOST", "STALE_ATTEMPT", "TASK_ALREADY_TERMINAL"];
+
 impl Error {
     /// Worth trying again later: the network failed or the server had a problem of its own.
     pub fn is_retryable(&self) -> bool {
@@ -60,6 +63,12 @@ impl Error {
             Error::Stream { code, .. } => !CALLER_CODES.contains(&code.as_str()),
             Error::Decode(_) | Error::Usage(_) => false,
         }
+    }
+
+    /// The server refused a worker's write because its lease or step attempt was superseded,
+    /// or the task ended: the work must stop at once, and retrying cannot help (G6).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Api { status: 409, code, .. } if FENCED_CODES.contains(&code.as_str()))
     }
 
     /// The HTTP status of an API error.
@@ -198,5 +207,19 @@ mod tests {
         };
         assert!(stream("INTERNAL").is_retryable());
         assert!(!stream("TASK_NOT_FOUND").is_retryable());
+    }
+
+    #[test]
+    fn only_a_409_with_a_fencing_code_fences_a_worker() {
+        let conflict = |code: &str| {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+            Error::from_response(409, None, body.as_bytes())
+        };
+        assert!(conflict("LEASE_LOST").is_fenced());
+        assert!(conflict("STALE_ATTEMPT").is_fenced());
+        assert!(conflict("TASK_ALREADY_TERMINAL").is_fenced());
+        assert!(!conflict("USER_EXISTS").is_fenced());
+        assert!(!conflict("LEASE_LOST").is_retryable());
+        assert!(!Error::from_response(503, None, b"").is_fenced());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`Client`] makes the plain calls; [`Client::subscribe`] follows a task's events live and
 //! survives network failures and server restarts without showing an event twice or skipping
-//! one (DESIGN.md G2, G3); [`Timeline`] applies the rewind rule to what a live stream delivers.
+//! one (DESIGN.md G2, G3); [`Timeline`] applies the rewind rule to what a live stream delivers;
+//! [`worker`] claims and runs tasks over the worker protocol.
 
 mod client;
 mod error;
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod sse;
 pub mod subscribe;
 pub mod timeline;
+pub mod worker;
 
 pub use client::Client;
 pub use error::Error;

@@ -1,10 +1,11 @@
-//! Tasks: submit, read, list, cancel, export.
+//! Tasks: submit, read, list, cancel, nudge, export.
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use tether_types::task::{TaskList, Validation};
+use tether_types::worker::{NewNudge, NudgeCreated};
 use tether_types::{Task, TaskId, TaskSpec, TaskState};
 
 use crate::client::decode;
@@ -70,6 +71,18 @@ impl Client {
     pub async fn cancel(&self, id: &TaskId) -> Result<Task, Error> {
         self.call(self.request(Method::DELETE, &format!("/v1/tasks/{id}")))
             .await
+    }
+
+    /// Sends a message to the task's running agent; the worker gets it at its next heartbeat.
+    pub async fn nudge(&self, id: &TaskId, message: &str) -> Result<NudgeCreated, Error> {
+        let body = NewNudge {
+            message: message.to_string(),
+        };
+        self.call(
+            self.request(Method::POST, &format!("/v1/tasks/{id}/nudges"))
+                .json(&body),
+        )
+        .await
     }
 
     /// The task and its whole stream as JSON lines, streamed as it arrives: a long task's

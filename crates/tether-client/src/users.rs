@@ -4,6 +4,7 @@ use reqwest::Method;
 use tether_types::api::{IssuedToken, NewToken, NewUser, User, WhoAmI};
 use tether_types::Role;
 
+use crate::client::encode_segment;
 use crate::{Client, Error};
 
 impl Client {
@@ -37,28 +38,5 @@ impl Client {
 
     pub async fn whoami(&self) -> Result<WhoAmI, Error> {
         self.call(self.request(Method::GET, "/v1/whoami")).await
-    }
-}
-
-/// Percent-encodes everything but unreserved characters, so an id typed by a person cannot
-/// change the path.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn path_segments_cannot_escape_their_place() {
-        assert_eq!(super::encode_segment("tok_1"), "tok_1");
-        assert_eq!(super::encode_segment("../x?y"), "..%2Fx%3Fy");
     }
 }

@@ -32,6 +32,8 @@ enum LogFormat {
 enum Command {
     /// Run the server (Durable Streams protocol at /v1/stream/*).
     Serve(ServeArgs),
+    /// Run the server with a built-in demo worker: the quickest way to see Tether work.
+    Up(UpArgs),
     /// Measure a Durable Streams server (Tether or any other) over HTTP.
     Bench(Box<tether_bench::BenchArgs>),
     #[command(flatten)]
@@ -39,7 +41,7 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:4437")]
     listen: SocketAddr,
@@ -67,6 +69,19 @@ struct ServeArgs {
     /// Running tasks per user (admission), unless set per user.
     #[arg(long, env = "TETHER_MAX_CONCURRENT", default_value_t = 10)]
     max_concurrent: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Demo pacing: 1 is realistic, 100 finishes a task in well under a second.
+    #[arg(long, default_value = "1", value_parser = crate::worker::demo::parse_speed)]
+    speed: f64,
+    /// Most tasks the demo worker runs at once.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -97,6 +112,10 @@ impl Cli {
         let result = runtime.block_on(async {
             match self.command {
                 Command::Serve(args) => serve(args).await,
+                Command::Up(args) => {
+                    let config = server_config(args.serve);
+                    crate::up::run(config, args.speed, usize::from(args.concurrency)).await
+                }
                 Command::Bench(args) => tether_bench::run(*args).await,
                 Command::Client(command) => crate::commands::run(command).await,
             }
@@ -111,8 +130,8 @@ impl Cli {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = ServerConfig {
+fn server_config(args: ServeArgs) -> ServerConfig {
+    ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         long_poll_timeout: args.long_poll_timeout,
@@ -123,7 +142,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reconcile_interval: args.reconcile_interval,
         max_concurrent: args.max_concurrent,
         ..ServerConfig::default()
-    };
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = server_config(args);
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -136,7 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,7 +1,9 @@
-//! `tether`: the server, the CLI, and (later) the workers, in one binary.
+//! `tether`: the server, the CLI, and the workers, in one binary.
 
 mod cli;
 mod commands;
+mod up;
+mod worker;
 
 use clap::Parser;
 

@@ -9,6 +9,7 @@ mod exit;
 mod export;
 mod interrupt;
 mod list;
+mod nudge;
 mod printer;
 mod render;
 mod status;
@@ -20,12 +21,17 @@ use std::io::Write;
 
 use clap::Subcommand;
 
+pub use connect::ConnectArgs;
 pub use exit::Exit;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Submit a task; prints its id (the whole task with --output json).
     Submit(submit::SubmitArgs),
+    /// Submit a task and follow it until it ends (`submit --watch`).
+    ///
+    /// Exit code 0 when the task completed; 1 when it failed, was cancelled or timed out.
+    Run(submit::SubmitArgs),
     /// Follow a task's events live until it ends.
     ///
     /// Exit code 0 when the task completed; 1 when it failed, was cancelled or timed out;
@@ -39,6 +45,10 @@ pub enum ClientCommand {
     List(list::ListArgs),
     /// Cancel a task.
     Cancel(cancel::CancelArgs),
+    /// Send a short message to a running task's agent; prints the nudge's id.
+    Nudge(nudge::NudgeArgs),
+    /// Run tasks: claim them from the server and run a command (or the demo) for each.
+    Worker(Box<crate::worker::WorkerArgs>),
     /// Write a task and all its events as JSON lines.
     Export(export::ExportArgs),
     /// Manage users (admin).
@@ -76,11 +86,17 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
 async fn execute(command: ClientCommand) -> anyhow::Result<Exit> {
     match command {
         ClientCommand::Submit(args) => submit::run(args).await,
+        ClientCommand::Run(mut args) => {
+            args.watch = true;
+            submit::run(args).await
+        }
         ClientCommand::Watch(args) => watch::run(args).await,
         ClientCommand::Status(args) => status::run(args).await,
         ClientCommand::Events(args) => events::run(args).await,
         ClientCommand::List(args) => list::run(args).await,
         ClientCommand::Cancel(args) => cancel::run(args).await,
+        ClientCommand::Nudge(args) => nudge::run(args).await,
+        ClientCommand::Worker(args) => crate::worker::run(*args).await,
         ClientCommand::Export(args) => export::run(args).await,
         ClientCommand::User(command) => users::user(command).await,
         ClientCommand::Token(command) => users::token(command).await,

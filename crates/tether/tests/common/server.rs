@@ -93,6 +93,12 @@ impl ServerHome {
     /// Starts `tether serve` on `listen` (a fixed port lets a restarted server be found where
     /// its clients left it) with the given authentication.
     pub async fn start_at(&mut self, listen: &str, auth: Auth) -> TestServer {
+        self.start_with(listen, auth, &[]).await
+    }
+
+    /// Starts `tether serve` as [`ServerHome::start_at`] does, with more flags (short leases
+    /// for worker tests, say).
+    pub async fn start_with(&mut self, listen: &str, auth: Auth, extra: &[&str]) -> TestServer {
         self.starts += 1;
         let log_path = self.root().join(format!("server-{}.log", self.starts));
         let log = std::fs::File::create(&log_path).expect("create the server log file");
@@ -107,6 +113,7 @@ impl ServerHome {
             .arg("500ms")
             .arg("--auth")
             .arg(auth.flag())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -1,0 +1,157 @@
+//! `tether up`: the server and a demo worker in one process, the first command to try.
+//!
+//! The worker talks HTTP to the server's own address, exactly as a remote worker would, with
+//! a worker token minted for it at start and revoked when it stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tether_client::worker::{run_worker, WorkerConfig};
+use tether_client::Client;
+use tether_server::auth::{self, ADMIN_USER};
+use tether_server::{AuthMode, ServerConfig};
+use tether_store::{ControlStore, NewToken};
+use tether_types::Role;
+use tokio::sync::watch;
+
+use crate::worker::demo::DemoRunner;
+
+/// The address the CLI uses when none is configured.
+const CLI_DEFAULT_URL: &str = "http://127.0.0.1:4437";
+const CLI_DEFAULT_DATA_DIR: &str = "./tether-data";
+
+pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let stores = tether_server::open_store(&config)?;
+    auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
+    let control = stores.control.clone();
+    let token = match config.auth {
+        AuthMode::Token => Some(worker_token(control.as_ref()).await?),
+        AuthMode::Off => None,
+    };
+    let url = format!("http://{addr}");
+    // Scripts and tests wait for this line; keep its shape (the same as `tether serve`).
+    println!("tether listening on {url}");
+    println!(
+        "{}",
+        guide(&url, &config.data_dir.display().to_string(), speed)
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let data_dir = config.data_dir.clone();
+    let mut server = tokio::spawn(tether_server::serve(
+        config,
+        listener,
+        stores,
+        stopped(stop_rx.clone()),
+    ));
+    let client = Client::new(&url, token.as_ref().map(|t| t.1.as_str()))?;
+    let worker_config = WorkerConfig {
+        name: "up-demo".into(),
+        concurrency,
+        claim_wait: Duration::from_secs(20),
+        drain: Duration::ZERO,
+    };
+    let runner = Arc::new(DemoRunner {
+        speed,
+        crash_at: None,
+        fail_at: None,
+    });
+    let mut worker = tokio::spawn(run_worker(client, worker_config, runner, stopped(stop_rx)));
+
+    let early = tokio::select! {
+        _ = crate::cli::shutdown_signal() => None,
+        joined = &mut server => Some(joined),
+        joined = &mut worker => {
+            let _ = stop_tx.send(true);
+            if let Ok(Err(error)) = joined {
+                tracing::error!(%error, "the demo worker stopped");
+            }
+            None
+        }
+    };
+    if let Some(joined) = early {
+        // The server ended on its own: that is an error, whatever it says.
+        let _ = stop_tx.send(true);
+        return joined?.and_then(|()| Err(anyhow::anyhow!("the server stopped unexpectedly")));
+    }
+    let _ = stop_tx.send(true);
+    if !worker.is_finished() {
+        let _ = worker.await;
+    }
+    if let Some((id, _)) = token {
+        if let Err(error) = control.revoke_token(&id, Utc::now()).await {
+            tracing::warn!(%error, data_dir = %data_dir.display(), "could not revoke the demo worker's token");
+        }
+    }
+    server.await?
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A worker token for the built-in worker: its id (to revoke it) and its secret.
+async fn worker_token(control: &dyn ControlStore) -> anyhow::Result<(String, String)> {
+    let minted = auth::mint();
+    control
+        .create_token(NewToken {
+            id: minted.id.clone(),
+            user: ADMIN_USER.to_string(),
+            role: Role::Worker,
+            hash: auth::hash(&minted.secret),
+            now: Utc::now(),
+        })
+        .await?;
+    Ok((minted.id, minted.secret))
+}
+
+/// What to do next, with the settings the CLI needs when they are not its defaults.
+fn guide(url: &str, data_dir: &str, speed: f64) -> String {
+    let mut env = Vec::new();
+    if url != CLI_DEFAULT_URL {
+        env.push(format!("TETHER_URL={url}"));
+    }
+    let dir = data_dir.trim_end_matches('/');
+    if dir != CLI_DEFAULT_DATA_DIR && dir != "tether-data" {
+        env.push(format!("TETHER_DATA_DIR={data_dir}"));
+    }
+    let export = if env.is_empty() {
+        String::new()
+    } else {
+        format!("  export {}\n", env.join(" "))
+    };
+    format!(
+        "a demo worker is running tasks here (speed {speed}). In another terminal:\n\
+         {export}  \
+         tether run \"fix the flaky test\" --repo org/app    # submit, then watch it live\n  \
+         tether submit \"...\"; tether watch tsk_...         # the same in two steps\n\
+         Ctrl-C stops the server and the worker."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guide_names_only_the_settings_that_differ_from_the_cli_defaults() {
+        let plain = guide(CLI_DEFAULT_URL, "./tether-data", 1.0);
+        assert!(
+            plain.contains("\n  tether run \"fix the flaky test\""),
+            "{plain}"
+        );
+        assert!(!plain.contains("TETHER_"), "{plain}");
+        let other = guide("http://127.0.0.1:5000", "/tmp/t", 100.0);
+        assert!(
+            other.contains(
+                "\n  export TETHER_URL=http://127.0.0.1:5000 TETHER_DATA_DIR=/tmp/t\n  tether run"
+            ),
+            "{other}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The workers that ship with Tether: `--exec` runs a command per task, `--demo` a scripted
+//! coding agent. Both run on the worker runtime of `tether-client`.
+
+pub mod demo;
+pub mod exec;
+pub mod lines;
+pub mod script;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tether_client::worker::{run_worker, Runner, WorkerConfig};
+
+use crate::commands::{ConnectArgs, Exit};
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("kind").required(true).args(["exec", "demo"]))]
+pub struct WorkerArgs {
+    /// Run this shell command for each task (through `sh -c`).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Run a scripted coding-agent simulation instead of a command.
+    #[arg(long)]
+    pub demo: bool,
+    /// Most tasks run at once.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// On cancel, how long a command has between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// On Ctrl-C or SIGTERM, how long running tasks may go on before they are stopped (their
+    /// leases then expire and the tasks are retried).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// How long one claim waits on the server for a task.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// The worker's name in the server's records [default: worker-<pid>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Demo pacing: 1 is realistic, 100 finishes a task in well under a second.
+    #[arg(long, conflicts_with = "exec", default_value = "1", value_parser = demo::parse_speed)]
+    pub speed: f64,
+    /// Demo fault: end the worker process in the middle of STEP (in task attempt ATTEMPT
+    /// only, when given).
+    #[arg(long, conflicts_with = "exec", value_name = "STEP[:ATTEMPT]")]
+    pub crash_at: Option<demo::CrashAt>,
+    /// Demo fault: fail the task with DEMO_FAILURE in STEP.
+    #[arg(long, conflicts_with = "exec", value_name = "STEP", value_parser = demo::parse_fail_at)]
+    pub fail_at: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl WorkerArgs {
+    fn runner(&self) -> Arc<dyn Runner> {
+        match &self.exec {
+            Some(command) => Arc::new(exec::ExecRunner {
+                command: command.clone(),
+                grace: self.grace,
+            }),
+            None => Arc::new(demo::DemoRunner {
+                speed: self.speed,
+                crash_at: self.crash_at.clone(),
+                fail_at: self.fail_at.clone(),
+            }),
+        }
+    }
+
+    fn config(&self) -> WorkerConfig {
+        let mut config = WorkerConfig {
+            concurrency: usize::from(self.concurrency),
+            claim_wait: self.poll,
+            drain: self.drain,
+            ..WorkerConfig::default()
+        };
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        config
+    }
+}
+
+/// Runs the worker until Ctrl-C or SIGTERM.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<Exit> {
+    let client = args.connect.client()?;
+    let config = args.config();
+    eprintln!(
+        "tether worker {} on {} ({} at a time); Ctrl-C to stop",
+        config.name,
+        client.base_url(),
+        config.concurrency
+    );
+    run_worker(client, config, args.runner(), crate::cli::shutdown_signal()).await?;
+    Ok(Exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        Wrapper::try_parse_from(std::iter::once("worker").chain(args.iter().copied()))
+            .map(|w| w.args)
+    }
+
+    #[test]
+    fn a_worker_runs_either_a_command_or_the_demo() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--exec", "true", "--demo"]).is_err());
+        let exec = parse(&[
+            "--exec",
+            "./agent.sh",
+            "--concurrency",
+            "4",
+            "--grace",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(exec.exec.as_deref(), Some("./agent.sh"));
+        assert_eq!(exec.config().concurrency, 4);
+        assert_eq!(exec.grace, Duration::from_secs(2));
+        let demo = parse(&["--demo", "--speed", "100", "--crash-at", "clone:1"]).unwrap();
+        assert_eq!(demo.speed, 100.0);
+        assert_eq!(demo.crash_at.unwrap().attempt, Some(1));
+    }
+
+    #[test]
+    fn demo_faults_need_the_demo_and_a_known_step() {
+        assert!(parse(&["--exec", "x", "--crash-at", "clone"]).is_err());
+        assert!(parse(&["--demo", "--fail-at", "deploy"]).is_err());
+        assert!(parse(&["--demo", "--concurrency", "0"]).is_err());
+        assert!(parse(&["--demo", "--fail-at", "test"]).is_ok());
+    }
+}

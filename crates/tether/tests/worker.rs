@@ -1,0 +1,425 @@
+//! The workers that ship with Tether, as real processes against a real `tether serve`:
+//! the demo worker runs a task end to end, survives a crash of its own process through the
+//! lease and the rewind, and the exec worker turns a command's output, exit status, nudges
+//! and cancel into the protocol.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use tether_types::event::kind;
+use tether_types::{EventAt, Task, TaskState};
+
+use common::cli::{CliEnv, Running};
+use common::server::{Auth, ServerHome, TestServer};
+
+/// Bound for anything a worker does to a task; only a hang comes near it.
+const TASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Short leases, so a crashed worker's task is requeued within seconds.
+const SHORT_LEASES: [&str; 4] = ["--lease", "2s", "--reconcile-interval", "200ms"];
+
+async fn start(extra: &[&str]) -> (ServerHome, TestServer, CliEnv) {
+    let mut home = ServerHome::new();
+    let server = home.start_with("127.0.0.1:0", Auth::Token, extra).await;
+    let cli = CliEnv::new(server.base_url(), &home.data_dir());
+    (home, server, cli)
+}
+
+async fn submit(cli: &CliEnv, args: &[&str]) -> String {
+    let mut all = vec!["submit"];
+    all.extend_from_slice(args);
+    let run = cli.run(&all).await;
+    run.expect_code(0);
+    let id = run.stdout.trim().to_string();
+    assert!(id.starts_with("tsk_"), "submit printed {:?}", run.stdout);
+    id
+}
+
+/// The task's whole raw log, or its timeline view.
+async fn events(cli: &CliEnv, id: &str, timeline: bool) -> Vec<EventAt> {
+    let mut args = vec!["events", id];
+    if timeline {
+        args.push("--timeline");
+    }
+    let run = cli.run(&args).await;
+    run.expect_code(0);
+    run.stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+async fn task(cli: &CliEnv, id: &str) -> Task {
+    let run = cli.run(&["status", id, "--output", "json"]).await;
+    run.expect_code(0);
+    serde_json::from_str(run.stdout.trim()).expect("status prints the task as JSON")
+}
+
+/// `watch` to the end of the task; returns its exit code and stdout.
+async fn watch(cli: &CliEnv, id: &str) -> (Option<i32>, String) {
+    let run = cli.run(&["watch", id]).await;
+    (run.code(), run.stdout)
+}
+
+fn of_kind<'a>(events: &'a [EventAt], wanted: &str) -> Vec<&'a EventAt> {
+    events.iter().filter(|e| e.event.kind == wanted).collect()
+}
+
+fn in_step<'a>(events: &'a [EventAt], wanted: &str, step: &str) -> Vec<&'a EventAt> {
+    events
+        .iter()
+        .filter(|e| e.event.kind == wanted && e.event.step.as_deref() == Some(step))
+        .collect()
+}
+
+/// Every task has exactly one terminal event, and it is the last.
+fn assert_one_terminal_event_last(events: &[EventAt]) {
+    let terminal: Vec<_> = events
+        .iter()
+        .filter(|e| kind::is_terminal(&e.event.kind))
+        .collect();
+    assert_eq!(terminal.len(), 1, "terminal events: {terminal:?}");
+    assert!(kind::is_terminal(&events.last().unwrap().event.kind));
+}
+
+async fn demo_worker(cli: &CliEnv, extra: &[&str]) -> Running {
+    let mut args = vec!["worker", "--demo", "--speed", "100", "--poll", "1s"];
+    args.extend_from_slice(extra);
+    cli.spawn(&args)
+}
+
+#[tokio::test]
+async fn a_demo_worker_runs_a_task_to_completion_and_run_exits_0() {
+    let (_home, _server, cli) = start(&[]).await;
+    let _worker = demo_worker(&cli, &["--concurrency", "2"]).await;
+
+    let run = cli
+        .run(&["run", "fix the flaky test", "--repo", "org/app"])
+        .await;
+    run.expect_code(0);
+    assert!(run.stdout.contains("step agent started"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("pull request opened: https://github.com/org/app/pull/"),
+        "{}",
+        run.stdout
+    );
+    let id = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted "))
+        .expect("run says which task it submitted")
+        .trim()
+        .to_string();
+
+    let log = events(&cli, &id, false).await;
+    assert_one_terminal_event_last(&log);
+    assert_eq!(log.last().unwrap().event.kind, kind::TASK_COMPLETED);
+    for step in ["hydrate", "clone", "agent", "test", "open_pr"] {
+        assert_eq!(in_step(&log, kind::STEP_STARTED, step).len(), 1, "{step}");
+        assert_eq!(in_step(&log, kind::STEP_COMPLETED, step).len(), 1, "{step}");
+    }
+    assert!(!of_kind(&log, kind::AGENT_TOOL_CALL).is_empty());
+    assert!(!of_kind(&log, kind::AGENT_COST_UPDATE).is_empty());
+    let status = task(&cli, &id)
+        .await
+        .status
+        .expect("a single task has a status");
+    assert!(status.turns >= 1 && status.cost_usd > 0.0, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_worker_that_crashes_mid_step_has_its_task_retried_with_the_step_rewound() {
+    let (_home, _server, cli) = start(&SHORT_LEASES).await;
+    let crashing = demo_worker(&cli, &["--crash-at", "clone:1"]).await;
+    let id = submit(&cli, &["crash in clone", "--repo", "org/app"]).await;
+
+    // The worker process ends by itself, abruptly, in the middle of step clone.
+    let (status, _, stderr) = crashing.finish(TASK_TIMEOUT).await;
+    assert!(
+        !status.success(),
+        "the crashing worker exited with {status}"
+    );
+    assert!(
+        stderr.iter().any(|l| l.contains("crashing in step clone")),
+        "{stderr:?}"
+    );
+
+    // A healthy worker picks the task up once its lease has expired.
+    let _healthy = demo_worker(&cli, &[]).await;
+    let (code, shown) = watch(&cli, &id).await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("step clone retried (attempt 2)"),
+        "watch shows the rewind:\n{shown}"
+    );
+
+    let log = events(&cli, &id, false).await;
+    assert_one_terminal_event_last(&log);
+    assert_eq!(of_kind(&log, kind::TASK_REQUEUED).len(), 1);
+    let rewinds = of_kind(&log, kind::STREAM_REWIND);
+    assert_eq!(rewinds.len(), 1, "{rewinds:?}");
+    assert_eq!(rewinds[0].event.step.as_deref(), Some("clone"));
+    assert_eq!(rewinds[0].event.rewind_epoch(), Some(2));
+    // The raw log keeps the first attempt's output of clone; hydrate completed in attempt 1
+    // and was skipped by attempt 2 through its checkpoint.
+    let clone_starts = in_step(&log, kind::STEP_STARTED, "clone");
+    let attempts: Vec<_> = clone_starts.iter().map(|e| e.event.attempt).collect();
+    assert_eq!(attempts, [Some(1), Some(2)]);
+    assert_eq!(in_step(&log, kind::STEP_STARTED, "hydrate").len(), 1);
+    assert_eq!(task(&cli, &id).await.attempt, 2);
+
+    // The timeline leaves the superseded attempt out: each step once.
+    let timeline = events(&cli, &id, true).await;
+    for step in ["hydrate", "clone", "agent", "test", "open_pr"] {
+        assert_eq!(
+            in_step(&timeline, kind::STEP_STARTED, step).len(),
+            1,
+            "{step}"
+        );
+        assert_eq!(
+            in_step(&timeline, kind::STEP_COMPLETED, step).len(),
+            1,
+            "{step}"
+        );
+    }
+    assert!(timeline
+        .iter()
+        .filter(|e| e.event.step.as_deref() == Some("clone") && e.event.kind != kind::STREAM_REWIND)
+        .all(|e| e.event.attempt == Some(2)));
+}
+
+#[tokio::test]
+async fn a_demo_worker_fails_the_task_at_the_step_asked() {
+    let (_home, _server, cli) = start(&[]).await;
+    let _worker = demo_worker(&cli, &["--fail-at", "test"]).await;
+    let id = submit(&cli, &["fail in test"]).await;
+    let (code, shown) = watch(&cli, &id).await;
+    assert_eq!(code, Some(1), "{shown}");
+    let task = task(&cli, &id).await;
+    assert_eq!(task.state, TaskState::Failed);
+    let failure = task.status.and_then(|s| s.failure).expect("a failure");
+    assert_eq!(failure.code, "DEMO_FAILURE");
+    let log = events(&cli, &id, false).await;
+    assert!(in_step(&log, kind::STEP_COMPLETED, "test").is_empty());
+    assert_eq!(in_step(&log, kind::STEP_COMPLETED, "agent").len(), 1);
+}
+
+/// A command that reports what it was given, declares a step, prints JSON events, plain
+/// lines and stderr, and exits with the status the description asks for.
+const REPORTING_COMMAND: &str = r#"
+read -r task
+printf '{"type":"task_seen","data":%s}\n' "$task"
+echo "env id=$TETHER_TASK_ID attempt=$TETHER_TASK_ATTEMPT repo=$TETHER_TASK_REPOSITORY type=$TETHER_TASK_TYPE"
+echo '{"type":"step_started","step":"build"}'
+echo 'compiling 3 crates'
+echo 'warning: unused variable' >&2
+echo '{"type":"agent_milestone","step":"build","data":{"milestone":"built"},"ignored":true}'
+echo '{"type":"step_completed","step":"build","data":{"artifact":"a.out"}}'
+case "$TETHER_TASK_DESCRIPTION" in
+  fail*) exit 3 ;;
+esac
+"#;
+
+#[tokio::test]
+async fn an_exec_worker_turns_output_into_events_and_its_exit_status_into_the_outcome() {
+    let (_home, _server, cli) = start(&[]).await;
+    let _worker = cli.spawn(&["worker", "--exec", REPORTING_COMMAND, "--poll", "1s"]);
+
+    let ok = submit(
+        &cli,
+        &["succeed please", "--repo", "org/app", "--type", "fix"],
+    )
+    .await;
+    assert_eq!(watch(&cli, &ok).await.0, Some(0));
+    let log = events(&cli, &ok, false).await;
+    assert_one_terminal_event_last(&log);
+
+    let seen = of_kind(&log, "task_seen");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].event.data["id"],
+        ok.as_str(),
+        "the task JSON on stdin"
+    );
+    assert_eq!(seen[0].event.data["description"], "succeed please");
+
+    let lines: Vec<(&str, Option<&str>, Option<&str>)> = of_kind(&log, kind::LOG)
+        .iter()
+        .map(|e| {
+            (
+                e.event.data_str("line").unwrap_or_default(),
+                e.event.data_str("stream"),
+                e.event.step.as_deref(),
+            )
+        })
+        .collect();
+    let env_line = format!("env id={ok} attempt=1 repo=org/app type=fix");
+    assert!(
+        lines.contains(&(env_line.as_str(), None, None)),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("compiling 3 crates", None, Some("build"))),
+        "{lines:?}"
+    );
+    // stdout and stderr are separate pipes, so which step a stderr line lands in is a race;
+    // that it arrives, marked as stderr, is not.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.0 == "warning: unused variable" && l.1 == Some("stderr")),
+        "{lines:?}"
+    );
+
+    let started = in_step(&log, kind::STEP_STARTED, "build");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].event.attempt, Some(1));
+    let milestone = in_step(&log, kind::AGENT_MILESTONE, "build");
+    assert_eq!(milestone.len(), 1);
+    assert_eq!(
+        milestone[0].event.data,
+        serde_json::json!({"milestone": "built"})
+    );
+    assert_eq!(milestone[0].event.attempt, Some(1));
+    assert_eq!(in_step(&log, kind::STEP_COMPLETED, "build").len(), 1);
+    // The step's events come before its completion.
+    let position = |e: &EventAt| log.iter().position(|x| x.offset == e.offset).unwrap();
+    assert!(position(milestone[0]) < position(in_step(&log, kind::STEP_COMPLETED, "build")[0]));
+
+    let failing = submit(&cli, &["fail with 3"]).await;
+    assert_eq!(watch(&cli, &failing).await.0, Some(1));
+    let task = task(&cli, &failing).await;
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(
+        task.status.and_then(|s| s.failure).map(|f| f.code),
+        Some("EXIT_3".to_string())
+    );
+}
+
+/// Waits, with a deadline, for a file a command writes.
+async fn wait_for_file(path: &Path, within: Duration) -> String {
+    let found = tokio::time::timeout(within, async {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if text.ends_with('\n') {
+                    return text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{} did not appear within {within:?}", path.display()))
+}
+
+/// Waits until the task's log has an event of `wanted`.
+async fn wait_for_event(cli: &CliEnv, id: &str, wanted: &str) {
+    let found = tokio::time::timeout(TASK_TIMEOUT, async {
+        loop {
+            if events(cli, id, false)
+                .await
+                .iter()
+                .any(|e| e.event.kind == wanted)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {wanted} event within {TASK_TIMEOUT:?}");
+}
+
+#[tokio::test]
+async fn cancel_reaches_an_exec_worker_as_sigterm_and_watch_exits_1() {
+    let (home, _server, cli) = start(&SHORT_LEASES).await;
+    let marker = home.data_dir().join("sigterm.txt");
+    let command = format!(
+        r#"trap 'echo "got SIGTERM" > {marker}; exit 143' TERM
+echo '{{"type":"step_started","step":"work"}}'
+while true; do sleep 0.05; done"#,
+        marker = marker.display()
+    );
+    let _worker = cli.spawn(&[
+        "worker", "--exec", &command, "--grace", "5s", "--poll", "1s",
+    ]);
+    let id = submit(&cli, &["run until cancelled"]).await;
+    wait_for_event(&cli, &id, kind::STEP_STARTED).await;
+
+    let watching = cli.spawn(&["watch", &id]);
+    cli.run(&["cancel", &id]).await.expect_code(0);
+    let (status, shown, _) = watching.finish(TASK_TIMEOUT).await;
+    assert_eq!(status.code(), Some(1), "{shown:?}");
+
+    // The next heartbeat tells the worker, which sends SIGTERM to the command.
+    assert_eq!(wait_for_file(&marker, TASK_TIMEOUT).await, "got SIGTERM\n");
+    let log = events(&cli, &id, false).await;
+    assert_eq!(of_kind(&log, kind::TASK_CANCELLED).len(), 1);
+    assert_one_terminal_event_last(&log);
+}
+
+#[tokio::test]
+async fn a_nudge_reaches_an_exec_command_on_stdin_and_is_acknowledged_once() {
+    let (_home, _server, cli) = start(&SHORT_LEASES).await;
+    // Reports the first nudge it reads as an event, then ends the task.
+    let command = r#"read -r task
+echo '{"type":"step_started","step":"listen"}'
+while read -r line; do
+  case "$line" in
+    *'"type":"nudge"'*) printf '{"type":"nudge_seen","data":%s}\n' "$line"; exit 0 ;;
+  esac
+done
+exit 9"#;
+    let _worker = cli.spawn(&["worker", "--exec", command, "--poll", "1s"]);
+    let id = submit(&cli, &["listen for a nudge"]).await;
+    wait_for_event(&cli, &id, kind::STEP_STARTED).await;
+
+    let nudged = cli.run(&["nudge", &id, "  try rg instead of grep  "]).await;
+    nudged.expect_code(0);
+    let nudge_id = nudged.stdout.trim().to_string();
+    assert_eq!(watch(&cli, &id).await.0, Some(0));
+
+    let log = events(&cli, &id, false).await;
+    let seen = of_kind(&log, "nudge_seen");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].event.data["id"], nudge_id.as_str());
+    assert_eq!(seen[0].event.data["message"], "try rg instead of grep");
+    assert_eq!(of_kind(&log, kind::NUDGE_ACKNOWLEDGED).len(), 1);
+    assert_one_terminal_event_last(&log);
+    // Nothing is sent to a task that ended.
+    let late = cli.run(&["nudge", &id, "too late"]).await;
+    late.expect_code(2);
+}
+
+#[tokio::test]
+async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c() {
+    let data = tempfile::Builder::new()
+        .prefix("tether-up-")
+        .tempdir()
+        .expect("a data dir");
+    // `up` reads TETHER_DATA_DIR like `serve`; its URL is known only from its ready line.
+    let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
+    let mut up = launcher.spawn(&["up", "--listen", "127.0.0.1:0", "--speed", "100"]);
+    up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
+    let lines = up.stdout_lines();
+    let url = lines[0]
+        .strip_prefix("tether listening on ")
+        .unwrap_or_else(|| panic!("not a ready line: {lines:?}"))
+        .to_string();
+    assert!(
+        lines.iter().any(|l| l.contains("tether run \"")),
+        "up says how to submit and watch: {lines:?}"
+    );
+
+    let cli = CliEnv::new(&url, data.path());
+    let run = cli.run(&["run", "fix the flaky test"]).await;
+    run.expect_code(0);
+    assert!(run.stdout.contains("task_completed"), "{}", run.stdout);
+
+    up.interrupt().await;
+    let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
