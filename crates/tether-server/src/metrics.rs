@@ -48,6 +48,7 @@ pub struct Metrics {
     appends: AtomicU64,
     append_bytes: AtomicU64,
     task_events: AtomicU64,
+    fenced: AtomicU64,
     live: Arc<AtomicI64>,
     transitions: [AtomicU64; TaskState::ALL.len()],
     http: RwLock<Routes>,
@@ -70,6 +71,14 @@ impl Metrics {
 
     pub fn task_events(&self, n: usize) {
         self.task_events.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a worker write refused by fencing (G6), passing the error on.
+    pub fn fenced(&self, e: tether_store::WorkError) -> tether_store::WorkError {
+        if matches!(e, tether_store::WorkError::Fenced(_)) {
+            self.fenced.fetch_add(1, Ordering::Relaxed);
+        }
+        e
     }
 
     /// A task entered `state`.
@@ -141,6 +150,12 @@ impl Metrics {
             "tether_task_events_total",
             "Events producers appended to tasks.",
             self.task_events.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tether_fenced_writes_total",
+            "Worker calls refused because their lease or step attempt was superseded.",
+            self.fenced.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -181,7 +181,8 @@ async fn heartbeat(
     let beat = state
         .work
         .heartbeat(&id, &lease.lease, Utc::now(), state.config.lease_ttl)
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(Heartbeat {
         expires_at: beat.expires_at,
         cancel_requested: beat.cancel_requested,
@@ -234,7 +235,8 @@ async fn begin_step(
     let begun = state
         .work
         .begin_step(&id, &lease.lease, step, Utc::now())
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(StepBegun {
         epoch: begun.epoch,
         completed: begun.checkpoint.is_some(),
@@ -285,7 +287,8 @@ async fn complete_step(
             done.checkpoint,
             Utc::now(),
         )
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(StepCompleted { epoch: done.epoch }))
 }
 
@@ -347,7 +350,8 @@ async fn events(
     let out = state
         .work
         .worker_events(&id, &batch.lease, events, producer, now)
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     if out.appended {
         state.metrics.task_events(count);
     }
@@ -391,7 +395,8 @@ async fn ack_nudge(
     state
         .work
         .ack_nudge(&id, &lease.lease, &nudge, Utc::now())
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(json!({})))
 }
 
@@ -441,7 +446,8 @@ async fn finish(
     let task = state
         .work
         .finish(&id, &finish.lease, outcome, Utc::now())
-        .await?;
+        .await
+        .map_err(|e| state.metrics.fenced(e))?;
     if before.is_some_and(|b| b.state != task.state) {
         state.metrics.transition(task.state);
         state.work_ready.notify_waiters();

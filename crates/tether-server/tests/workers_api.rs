@@ -218,6 +218,9 @@ async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombi
     );
     let beat = call(&s, &worker, &old, "heartbeat", json!({})).await;
     assert_eq!(beat.code(), "LEASE_LOST");
+    let metrics = s.call("GET", "/metrics", None, &[], Bytes::new()).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(text.lines().any(|l| l == "tether_fenced_writes_total 2"), "{text}");
 
     let new = claim(&s, &worker).await.unwrap();
     let begun = call(&s, &worker, &new, "steps/clone/begin", json!({}))
@@ -452,26 +455,53 @@ async fn an_admin_sets_a_users_limit_and_a_task_its_attempts() {
         let body = body.to_string();
         let s = &s;
         async move {
-            s.call("PATCH", "/v1/users/ann", Some(&token), &[("content-type", "application/json")], body)
-                .await
+            s.call(
+                "PATCH",
+                "/v1/users/ann",
+                Some(&token),
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
         }
     };
-    assert_eq!(patch(json!({"max_concurrent": 2}), &ann).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(patch(json!({"max_concurrent": 0}), &s.admin).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        patch(json!({"max_concurrent": 2}), &ann).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        patch(json!({"max_concurrent": 0}), &s.admin).await.status,
+        StatusCode::BAD_REQUEST
+    );
     let ok = patch(json!({"max_concurrent": 2}), &s.admin).await;
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
     let missing = s
-        .call("PATCH", "/v1/users/nobody", Some(&s.admin), &[], json!({"max_concurrent": 2}).to_string())
+        .call(
+            "PATCH",
+            "/v1/users/nobody",
+            Some(&s.admin),
+            &[],
+            json!({"max_concurrent": 2}).to_string(),
+        )
         .await;
     assert_eq!(missing.code(), "USER_NOT_FOUND");
     for _ in 0..3 {
         s.submit(&ann, "d").await;
     }
     assert!(claim(&s, &worker).await.is_some());
-    assert!(claim(&s, &worker).await.is_some(), "ann's own limit of 2 applies");
+    assert!(
+        claim(&s, &worker).await.is_some(),
+        "ann's own limit of 2 applies"
+    );
     assert!(claim(&s, &worker).await.is_none());
 
-    let bad = s.post("/v1/tasks", &ann, json!({"description": "d", "max_attempts": 11})).await;
+    let bad = s
+        .post(
+            "/v1/tasks",
+            &ann,
+            json!({"description": "d", "max_attempts": 11}),
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     s.stop().await;
 }
