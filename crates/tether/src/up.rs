@@ -40,13 +40,15 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
         guide(&url, &config.data_dir.display().to_string(), speed)
     );
 
+    // The worker stops first, then its token is revoked, then the server (and its store).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let data_dir = config.data_dir.clone();
     let mut server = tokio::spawn(tether_server::serve(
         config,
         listener,
         stores,
-        stopped(stop_rx.clone()),
+        stopped(stop_server_rx),
     ));
     let client = Client::new(&url, token.as_ref().map(|t| t.1.as_str()))?;
     let worker_config = WorkerConfig {
@@ -76,6 +78,7 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
     if let Some(joined) = early {
         // The server ended on its own: that is an error, whatever it says.
         let _ = stop_tx.send(true);
+        let _ = stop_server_tx.send(true);
         return joined?.and_then(|()| Err(anyhow::anyhow!("the server stopped unexpectedly")));
     }
     let _ = stop_tx.send(true);
@@ -87,6 +90,7 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
             tracing::warn!(%error, data_dir = %data_dir.display(), "could not revoke the demo worker's token");
         }
     }
+    let _ = stop_server_tx.send(true);
     server.await?
 }
 
