@@ -44,6 +44,7 @@ use crate::AppState;
         crate::tasks::export::export,
         crate::tasks::nudges::create,
         crate::users::create_user,
+        crate::users::update_user,
         crate::users::create_token,
         crate::users::revoke_token,
         crate::users::whoami,

@@ -57,13 +57,32 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// `PATCH /v1/users/{name}` body: the user's own admission limit (`null`: the server's).
-#[derive(serde::Deserialize)]
+/// `PATCH /v1/users/{name}` body and answer: the user's own admission limit (`null`: the
+/// server's `--max-concurrent`).
+#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserLimits {
+pub(crate) struct UserLimits {
+    #[schema(minimum = 1)]
     max_concurrent: Option<u64>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{name}",
+    tag = "users",
+    operation_id = "update_user",
+    summary = "Set a user's admission limit (admin)",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = UserLimits,
+    responses(
+        (status = 200, description = "The user's name and limit", body = serde_json::Value),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad body, or a limit of 0", body = tether_types::ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
