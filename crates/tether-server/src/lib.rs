@@ -48,6 +48,8 @@ pub struct Shared {
     pub work: Arc<dyn WorkStore>,
     /// Woken when a claim might now succeed: a task was submitted or requeued, a slot freed.
     pub work_ready: tokio::sync::Notify,
+    /// When a worker last claimed or heartbeat (ms since the epoch; 0: never), for validate.
+    pub worker_seen_ms: std::sync::atomic::AtomicI64,
     pub config: ServerConfig,
     /// Who every request acts as when auth is off.
     pub local_admin: Principal,
@@ -74,6 +76,7 @@ impl AppState {
             control: stores.control,
             work: stores.work,
             work_ready: tokio::sync::Notify::new(),
+            worker_seen_ms: std::sync::atomic::AtomicI64::new(0),
             config,
             local_admin,
             views: tasks::Views::default(),

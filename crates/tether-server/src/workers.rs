@@ -47,6 +47,14 @@ fn worker(caller: &Caller) -> Result<(), ApiError> {
     caller.require(&[Role::Worker, Role::Admin])
 }
 
+/// Notes that a worker is connected (for `POST /v1/tasks/validate`).
+fn seen(state: &AppState) {
+    state.worker_seen_ms.store(
+        Utc::now().timestamp_millis(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| task_not_found())
 }
@@ -103,6 +111,7 @@ async fn claim(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     worker(&caller)?;
+    seen(&state);
     let request: ClaimRequest = parse_json(&body)?;
     if request.worker.trim().is_empty() || request.worker.len() > 128 {
         return Err(ApiError::bad_request("worker must be 1 to 128 characters"));
@@ -176,6 +185,7 @@ async fn heartbeat(
     body: Bytes,
 ) -> Result<Json<Heartbeat>, ApiError> {
     worker(&caller)?;
+    seen(&state);
     let id = task_id(&id)?;
     let lease: LeaseRef = parse_json(&body)?;
     let beat = state

@@ -508,3 +508,33 @@ async fn an_admin_sets_a_users_limit_and_a_task_its_attempts() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn validate_says_whether_a_worker_is_connected_and_admission_would_wait() {
+    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let warnings = |v: Value| {
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let body = json!({"description": "d", "max_turns": 5});
+    let before = s
+        .post("/v1/tasks/validate", &ann, body.clone())
+        .await
+        .json();
+    assert!(warnings(before).iter().any(|w| w.contains("no worker")));
+    s.submit(&ann, "d").await;
+    claim(&s, &worker).await.unwrap();
+    let after = warnings(s.post("/v1/tasks/validate", &ann, body).await.json());
+    assert!(!after.iter().any(|w| w.contains("no worker")), "{after:?}");
+    assert!(
+        after.iter().any(|w| w.contains("would wait")),
+        "ann is at her limit: {after:?}"
+    );
+    s.stop().await;
+}

@@ -125,6 +125,8 @@ pub struct UserRecord {
     pub id: UserId,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// The user's own admission limit; `None` means the server's default.
+    pub max_concurrent: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -24,6 +24,8 @@ use crate::error::ApiError;
 use crate::AppState;
 
 const DEFAULT_PAGE: usize = 20;
+/// A worker seen this recently counts as connected for `validate`.
+const WORKER_SEEN_WITHIN_MS: i64 = 60_000;
 const MAX_PAGE: usize = 100;
 
 /// A JSON body, or a 400 that says what is wrong with it.
@@ -141,7 +143,11 @@ pub async fn create(
     ),
     security(("bearer" = []))
 )]
-pub async fn validate(caller: Caller, body: Bytes) -> Result<Json<Validation>, ApiError> {
+pub async fn validate(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Validation>, ApiError> {
     caller.require(&[Role::Admin, Role::User])?;
     let value: serde_json::Value = parse_json(&body)?;
     let (errors, spec) = match serde_json::from_value::<TaskSpec>(value) {
@@ -154,9 +160,36 @@ pub async fn validate(caller: Caller, body: Bytes) -> Result<Json<Validation>, A
             None,
         ),
     };
-    let mut warnings = vec![
-        "no worker has connected to this server yet; the task would wait in SUBMITTED".to_string(),
-    ];
+    let mut warnings = Vec::new();
+    let seen = state
+        .worker_seen_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if Utc::now().timestamp_millis() - seen > WORKER_SEEN_WITHIN_MS {
+        warnings.push(
+            "no worker has claimed or heartbeat in the last minute; the task would wait in SUBMITTED"
+                .to_string(),
+        );
+    }
+    let running = state
+        .work
+        .running_by_owner()
+        .await
+        .map_err(ApiError::storage)?
+        .into_iter()
+        .find(|(owner, _)| *owner == caller.0.user_id)
+        .map_or(0, |(_, n)| n);
+    let limit = state
+        .control
+        .user(&caller.0.user)
+        .await
+        .map_err(ApiError::storage)?
+        .and_then(|u| u.max_concurrent)
+        .unwrap_or(state.config.max_concurrent);
+    if !tether_core::lease::admits(running, limit) {
+        warnings.push(format!(
+            "you have {running} running tasks, your limit: the task would wait until one ends"
+        ));
+    }
     if spec.is_some_and(|s| s.max_turns.is_none() && s.max_budget_usd.is_none()) {
         warnings.push("neither max_turns nor max_budget_usd is set: the task has no limit".into());
     }

@@ -32,19 +32,23 @@ pub(super) fn create_user(
         id: conn.last_insert_rowid(),
         name: name.to_string(),
         created_at: time(now.timestamp_millis()),
+        max_concurrent: None,
     })
 }
 
 pub(super) fn user(conn: &Connection, name: &str) -> rusqlite::Result<Option<UserRecord>> {
-    conn.prepare_cached("SELECT id, name, created_at_ms FROM users WHERE name = ?1")?
-        .query_row([name], |r| {
-            Ok(UserRecord {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created_at: time(r.get(2)?),
-            })
+    conn.prepare_cached(
+        "SELECT id, name, created_at_ms, max_concurrent FROM users WHERE name = ?1",
+    )?
+    .query_row([name], |r| {
+        Ok(UserRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: time(r.get(2)?),
+            max_concurrent: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as u64),
         })
-        .optional()
+    })
+    .optional()
 }
 
 pub(super) fn set_max_concurrent(
