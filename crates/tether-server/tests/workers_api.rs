@@ -220,7 +220,10 @@ async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombi
     assert_eq!(beat.code(), "LEASE_LOST");
     let metrics = s.call("GET", "/metrics", None, &[], Bytes::new()).await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
-    assert!(text.lines().any(|l| l == "tether_fenced_writes_total 2"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "tether_fenced_writes_total 2"),
+        "{text}"
+    );
 
     let new = claim(&s, &worker).await.unwrap();
     let begun = call(&s, &worker, &new, "steps/clone/begin", json!({}))

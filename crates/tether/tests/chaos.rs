@@ -386,9 +386,12 @@ fn check_task_log(
     assert_eq!(raw[0].event.kind, kind::TASK_CREATED, "{}", show());
 
     // One claim at a time: a start only after the creation or a requeue, a requeue only
-    // after a start.
+    // after a start. Outside a claim nothing but the server's lifecycle events is written
+    // (a worker whose claim ended is fenced), and within one claim each step runs as one
+    // attempt (a write from an earlier claim would show up as a second attempt).
     let mut running = false;
     let mut figures = LogFigures::default();
+    let mut claim_attempts: HashMap<&str, u32> = HashMap::new();
     for e in raw {
         match e.event.kind.as_str() {
             kind::TASK_STARTED => {
@@ -398,13 +401,35 @@ fn check_task_log(
                     show()
                 );
                 running = true;
+                claim_attempts.clear();
             }
             kind::TASK_REQUEUED => {
                 assert!(running, "task_requeued without a start; {}", show());
                 running = false;
                 figures.requeues += 1;
             }
-            _ => {}
+            kind::TASK_CREATED => {}
+            other if kind::is_terminal(other) => {}
+            other => {
+                assert!(
+                    running,
+                    "{other} at {} written while no worker held the task; {}",
+                    e.offset.position(),
+                    show()
+                );
+                if let (Some(step), false) = (e.event.step.as_deref(), other == kind::STREAM_REWIND)
+                {
+                    let attempt = e.event.attempt.unwrap_or(1);
+                    let first = *claim_attempts.entry(step).or_insert(attempt);
+                    assert_eq!(
+                        attempt,
+                        first,
+                        "step {step} written as two attempts within one claim (at {}); {}",
+                        e.offset.position(),
+                        show()
+                    );
+                }
+            }
         }
     }
 
@@ -834,6 +859,12 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let in_flight = unfinished(&api.metrics().await);
+    let running_at_kill: HashSet<String> = api
+        .tasks_in(&admin, "RUNNING")
+        .await
+        .into_iter()
+        .map(|t| t.id.as_str().to_string())
+        .collect();
     assert!(in_flight > 0, "every task ended before the kill");
     server.kill().await;
     let server = home.start_with(&listen, Auth::Token, &flags).await;
@@ -864,12 +895,17 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
 
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
     let mut requeues = 0;
+    let mut leases_kept = 0;
     for id in &ids {
         let task = api.task(&admin, id).await;
         *states.entry(task.state.to_string()).or_default() += 1;
         let (raw, raw_closed) = api.events(&admin, id, false).await;
         let (timeline, timeline_closed) = api.events(&admin, id, true).await;
-        requeues += check_task_log(id, &raw, raw_closed, &timeline, timeline_closed).requeues;
+        let figures = check_task_log(id, &raw, raw_closed, &timeline, timeline_closed);
+        requeues += figures.requeues;
+        if running_at_kill.contains(id) && figures.requeues == 0 {
+            leases_kept += 1;
+        }
     }
     // The workers came back to the restarted server: tasks they ran after it completed.
     assert!(
@@ -877,8 +913,11 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
         "final states {states:?}"
     );
     println!(
-        "restart summary: tasks {}, unfinished at the kill {in_flight}, requeues {requeues}, final states {states:?}",
-        ids.len()
+        "restart summary: tasks {}, unfinished at the kill {in_flight}, running at the kill {} \
+         (lease kept through the restart: {leases_kept}), requeues {requeues}, final states \
+         {states:?}",
+        ids.len(),
+        running_at_kill.len()
     );
     for worker in workers {
         worker.kill().await;
