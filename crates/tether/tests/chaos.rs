@@ -509,10 +509,16 @@ fn check_task_log(
 // ---------------------------------------------------------------------------------------------
 // The per-user limit, sampled while the chaos runs.
 
-/// Samples the running tasks every ~100 ms until `stop`; returns the number of samples and
-/// every sample in which a user had more than [`MAX_CONCURRENT`] tasks running.
-async fn sample_admission(api: Api, admin: String, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+/// Samples the running tasks every ~100 ms until `stop`; returns the number of samples, the
+/// most tasks one user had running in a sample, and every sample in which a user had more
+/// than [`MAX_CONCURRENT`] tasks running.
+async fn sample_admission(
+    api: Api,
+    admin: String,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize, Vec<String>) {
     let mut samples = 0;
+    let mut most = 0;
     let mut violations = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut ids = HashSet::new();
@@ -525,12 +531,13 @@ async fn sample_admission(api: Api, admin: String, stop: Arc<AtomicBool>) -> (us
             }
         }
         samples += 1;
+        most = most.max(per_user.values().copied().max().unwrap_or(0));
         if per_user.values().any(|&n| n > MAX_CONCURRENT) {
             violations.push(format!("{per_user:?}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (samples, violations)
+    (samples, most, violations)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,8 +762,11 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
     }
     let chaos_time = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let (samples, violations) = sampler.await.expect("the sampler ran");
-    assert!(samples > 0);
+    let (samples, most_running, violations) = sampler.await.expect("the sampler ran");
+    assert!(
+        samples > 0 && most_running > 0,
+        "the sampler never saw a running task"
+    );
     assert!(
         violations.is_empty(),
         "a user had more than {MAX_CONCURRENT} tasks running: {violations:?}"
@@ -803,7 +813,7 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
     println!(
         "chaos summary: seed {seed}, tasks {}, kills {kills}, self-crashes {crashes}, workers \
          started {}, requeues {requeues}, rewinds {rewinds}, fenced writes {fenced}, final \
-         states {states:?}, admission samples {samples}, chaos phase {:.1}s, total {:.1}s",
+         states {states:?}, admission samples {samples} (most running for one user: {most_running}), chaos phase {:.1}s, total {:.1}s",
         ids.len(),
         fleet.started,
         chaos_time.as_secs_f64(),
