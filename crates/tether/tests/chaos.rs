@@ -646,6 +646,7 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
 
     let mut kills = 0usize;
     let mut crashes = 0usize;
+    let mut zombie_fenced = false;
     let mut next_kill = Instant::now() + Duration::from_millis(rng.gen_range(200..1000));
     let mut zombie = Zombie::Later(Instant::now() + Duration::from_secs(2));
     let deadline = Instant::now() + CHAOS_DEADLINE;
@@ -726,7 +727,10 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
                 since,
             } => {
                 let fenced = metric(&metrics, "tether_fenced_writes_total");
-                if fenced > fenced_before || since.elapsed() > Duration::from_secs(20) {
+                if fenced > fenced_before {
+                    zombie_fenced = true;
+                    Zombie::Done
+                } else if since.elapsed() > Duration::from_secs(20) {
                     Zombie::Done
                 } else {
                     Zombie::Thawed {
@@ -807,7 +811,10 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
     assert_eq!(metric(&metrics, "tether_tasks{state=\"RUNNING\"}"), 0);
     assert_eq!(metric(&metrics, "tether_tasks{state=\"FINALIZING\"}"), 0);
     let fenced = metric(&metrics, "tether_fenced_writes_total");
-    assert!(fenced > 0, "no zombie write was fenced");
+    assert!(
+        zombie_fenced && fenced > 0,
+        "the thawed worker's writes were not fenced within 20s"
+    );
     assert!(requeues > 0 && rewinds > 0, "the chaos caused no retry");
 
     println!(
