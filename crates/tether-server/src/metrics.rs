@@ -40,6 +40,9 @@ impl Histogram {
     }
 }
 
+/// The route label of every Durable Streams request.
+pub const STREAM_ROUTE: &str = "/v1/stream/{*path}";
+
 /// Per route pattern: one histogram per (method, status).
 type Routes = HashMap<String, Vec<(Method, u16, Arc<Histogram>)>>;
 
@@ -94,7 +97,7 @@ impl Metrics {
     }
 
     /// Records one request; allocates only the first time a series is seen.
-    fn observe(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+    pub fn observe(&self, method: &Method, route: &str, status: u16, seconds: f64) {
         let find = |routes: &Routes| {
             routes.get(route).and_then(|series| {
                 series

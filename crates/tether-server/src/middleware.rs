@@ -1,11 +1,13 @@
 //! Headers every response carries, whatever produced it (handlers, extractor rejections,
 //! 404s of the router): a request id, browser security headers (protocol 12.7) and CORS.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
+
+use crate::AppState;
 
 /// A per-request id, echoed in `X-Request-Id` and in error bodies.
 #[derive(Clone, Debug)]
@@ -25,7 +27,17 @@ const ALLOWED_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Last-
     Stream-TTL, Stream-Expires-At, Stream-Seq, Stream-Closed, Stream-Forked-From, \
     Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq";
 
-pub async fn common_headers(mut req: Request, next: Next) -> Response {
+pub async fn common_headers(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let stream_method = req
+        .uri()
+        .path()
+        .starts_with(crate::streams::PREFIX)
+        .then(|| req.method().clone());
     let id = format!("{:016x}", rand::thread_rng().gen::<u64>());
     req.extensions_mut().insert(RequestId(id.clone()));
     let preflight = req.method() == Method::OPTIONS;
@@ -35,6 +47,13 @@ pub async fn common_headers(mut req: Request, next: Next) -> Response {
     } else {
         CURRENT_REQUEST.scope(id.clone(), next.run(req)).await
     };
+    if let Some(method) = stream_method {
+        let seconds = started.elapsed().as_secs_f64();
+        let status = response.status().as_u16();
+        state
+            .metrics
+            .observe(&method, crate::metrics::STREAM_ROUTE, status, seconds);
+    }
     let headers = response.headers_mut();
     set(headers, "x-request-id", &id);
     let fixed = [

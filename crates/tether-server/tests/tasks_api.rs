@@ -905,6 +905,10 @@ async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
     )
     .await;
     s.submit(&ann, "e").await;
+    let read = s
+        .get(&format!("/v1/stream/tasks/{id}?offset=-1"), &ann)
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
     let health = s.call("GET", "/healthz", None, &[], Bytes::new()).await;
     assert_eq!(
         (health.status, health.json()),
@@ -926,6 +930,9 @@ async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
     }
     assert!(text.contains(
         "tether_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/tasks\",status=\"201\"} 2"
+    ), "{text}");
+    assert!(text.contains(
+        "tether_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/stream/{*path}\",status=\"200\"} 1"
     ), "{text}");
     s.stop().await;
 }

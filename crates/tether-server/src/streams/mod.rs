@@ -7,10 +7,8 @@ mod response;
 mod sse;
 pub(crate) mod write;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use tether_types::task::TASK_STREAM_PREFIX;
@@ -23,47 +21,41 @@ pub use frames::FrameShare;
 /// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
 pub const PREFIX: &str = "/v1/stream/";
 
-pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/stream/{*path}",
-            get(read::get)
-                .head(read::head)
-                .put(write::put)
-                .post(write::post)
-                .delete(write::delete)
-                .layer(DefaultBodyLimit::max(state.config.max_append_bytes)),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(state, guard))
+pub fn routes(state: &AppState) -> Router<AppState> {
+    Router::new().route(
+        "/v1/stream/{*path}",
+        get(read::get)
+            .head(read::head)
+            .put(write::put)
+            .post(write::post)
+            .delete(write::delete)
+            .layer(DefaultBodyLimit::max(state.config.max_append_bytes)),
+    )
 }
 
 /// Streams need a token when auth is on. Task streams are readable by whoever may see the
 /// task and writable by no one: their events go through the tasks API, which keeps the
 /// lifecycle rules (one terminal event, last).
-async fn guard(
-    State(state): State<AppState>,
-    Path(path): Path<String>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let caller = match auth::authenticate(&state, request.headers()).await {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(),
-    };
+pub(crate) async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    method: &Method,
+) -> Result<(), ApiError> {
+    // A plain call at the top of each handler rather than a middleware layer: this is the
+    // append path, and a layer costs a boxed clone of the route on every request.
+    let caller = auth::authenticate(state, headers).await?;
     if let Some(task_id) = path.strip_prefix(TASK_STREAM_PREFIX) {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            return ApiError::new(
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "READ_ONLY_STREAM",
                 "task streams are written by Tether itself; producers use POST /v1/tasks/{id}/events",
-            )
-            .into_response();
+            ));
         }
-        if let Err(e) = tasks::visible_task(&state, &caller, task_id).await {
-            return e.into_response();
-        }
+        tasks::visible_task(state, &caller, task_id).await?;
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// The stream path inside a `Stream-Forked-From` value, which names the source by its URL path.

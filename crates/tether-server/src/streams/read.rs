@@ -3,6 +3,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -76,6 +77,9 @@ pub async fn get(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(e) = super::admit(&state, &headers, &path, &Method::GET).await {
+        return e.for_request(&rid).into_response();
+    }
     let result = match parse_query(raw.as_deref()) {
         Ok(q) => match q.live {
             Live::No => catch_up(&state, &path, &q, &headers).await,
@@ -194,7 +198,11 @@ pub async fn head(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Path(path): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(e) = super::admit(&state, &headers, &path, &Method::HEAD).await {
+        return e.for_request(&rid).into_response();
+    }
     match state.store.head(&path).await {
         Ok(info) => {
             let mut out = ResponseHeaders::new();

@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, HOST, LOCATION};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -26,6 +27,9 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = super::admit(&state, &headers, &path, &Method::PUT).await {
+        return e.for_request(&rid).into_response();
+    }
     create(state, &path, &headers, body)
         .await
         .unwrap_or_else(|e| e.for_request(&rid).into_response())
@@ -108,6 +112,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = super::admit(&state, &headers, &path, &Method::POST).await {
+        return e.for_request(&rid).into_response();
+    }
     append(state, &path, &headers, body)
         .await
         .unwrap_or_else(|e| e.for_request(&rid).into_response())
@@ -184,7 +191,11 @@ pub async fn delete(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Path(path): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(e) = super::admit(&state, &headers, &path, &Method::DELETE).await {
+        return e.for_request(&rid).into_response();
+    }
     match state.store.delete(&path).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => ApiError::from(e).for_request(&rid).into_response(),
