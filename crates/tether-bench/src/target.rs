@@ -169,18 +169,8 @@ pub async fn create_stream(
     Ok(resp)
 }
 
-/// Percent-encodes a query value (offsets are opaque strings chosen by the server).
-pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Offsets are opaque strings chosen by the server: encode them as query values.
+pub use tether_types::percent_encode as encode_query_value;
 
 #[cfg(test)]
 mod tests {

@@ -113,19 +113,7 @@ pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T,
     serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
 }
 
-/// Percent-encodes everything but unreserved characters, so an id typed by a person cannot
-/// change the path.
-pub(crate) fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use tether_types::percent_encode as encode_segment;
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! Tokens are random, shown once, and stored only as a SHA-256 hash. A token looks like
 //! `tether_<id>_<secret>`: the id names it (to revoke it) and is not secret.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -25,7 +25,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
-fn random_text(len: usize) -> String {
+/// `len` random characters of lowercase base 32 (ids of tokens, leases, nudges).
+pub(crate) fn random_text(len: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..len)
         .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
@@ -137,11 +138,7 @@ pub async fn authenticate(
 /// On a fresh data dir: creates the admin user and an admin token, written to
 /// `<data-dir>/admin.token` (mode 0600) so the CLI on this machine finds it. Returns the
 /// admin principal every request acts as when auth is off.
-pub async fn bootstrap(
-    control: &dyn ControlStore,
-    data_dir: &Path,
-) -> anyhow::Result<(Principal, Option<PathBuf>)> {
-    let mut written = None;
+pub async fn bootstrap(control: &dyn ControlStore, data_dir: &Path) -> anyhow::Result<Principal> {
     if control.user_count().await.map_err(anyhow::Error::msg)? == 0 {
         let user = control.create_user(ADMIN_USER, Utc::now()).await?;
         let minted = mint();
@@ -157,7 +154,6 @@ pub async fn bootstrap(
         let path = data_dir.join(ADMIN_TOKEN_FILE);
         write_private(&path, &format!("{}\n", minted.secret))?;
         tracing::info!(path = %path.display(), "created the first admin token");
-        written = Some(path);
     }
     let admin = control
         .user(ADMIN_USER)
@@ -170,7 +166,7 @@ pub async fn bootstrap(
         role: Role::Admin,
         token_id: String::new(),
     };
-    Ok((principal, written))
+    Ok(principal)
 }
 
 /// Writes a file only its owner can read, atomically: a reader sees the whole token or no

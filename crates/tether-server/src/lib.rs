@@ -29,13 +29,15 @@ use tokio::sync::watch;
 pub use config::{AuthMode, ServerConfig};
 use tether_store::{ControlStore, Principal, SqliteStore, StreamStore, WorkStore};
 
-/// The backends a server runs on: the stream store and the control store, usually one
-/// database behind both traits.
+/// The backends a server runs on (the stream, control and execution stores, usually one
+/// database behind the three traits), opened and ready: the first admin exists.
 #[derive(Clone)]
 pub struct Stores {
     pub streams: Arc<dyn StreamStore>,
     pub control: Arc<dyn ControlStore>,
     pub work: Arc<dyn WorkStore>,
+    /// The first admin, whom every request acts as when auth is off.
+    pub admin: Principal,
 }
 
 /// Shared by every handler; cloning it is one reference count.
@@ -63,27 +65,20 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Prepares the server's state; on a fresh data dir this creates the first admin and
-    /// its token file.
-    pub async fn build(
-        stores: Stores,
-        config: ServerConfig,
-        shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<Self> {
-        let (local_admin, _) = auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
-        Ok(AppState(Arc::new(Shared {
+    pub fn new(stores: Stores, config: ServerConfig, shutdown: watch::Receiver<bool>) -> Self {
+        AppState(Arc::new(Shared {
             store: stores.streams,
             control: stores.control,
             work: stores.work,
             work_ready: tokio::sync::Notify::new(),
             worker_seen_ms: std::sync::atomic::AtomicI64::new(0),
             config,
-            local_admin,
+            local_admin: stores.admin,
             views: tasks::Views::default(),
             metrics: metrics::Metrics::default(),
             shutdown,
             frames: streams::FrameShare::default(),
-        })))
+        }))
     }
 }
 
@@ -136,13 +131,16 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names (the embedded SQLite store in the data dir),
-/// applying migrations and recovering from an unclean stop.
-pub fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
+/// applying migrations and recovering from an unclean stop. On a fresh data dir it creates
+/// the first admin and writes its token file, so the file exists before the server is ready.
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
     let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let admin = auth::bootstrap(store.as_ref(), &config.data_dir).await?;
     Ok(Stores {
         streams: store.clone(),
         control: store.clone(),
         work: store,
+        admin,
     })
 }
 
@@ -155,7 +153,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let store = stores.streams.clone();
-    let state = AppState::build(stores, config, stop_rx).await?;
+    let state = AppState::new(stores, config, stop_rx);
     let reconciler = jobs::spawn_reconciler(state.clone());
     let app = router(state);
     let addr = listener.local_addr()?;

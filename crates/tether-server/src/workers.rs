@@ -9,22 +9,29 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
-use rand::Rng;
 use serde_json::{json, Value};
 use tether_store::{Claim, Outcome, WorkError};
 use tether_types::task::Failure;
 use tether_types::worker::{
     ClaimRequest, Claimed, Heartbeat, Lease, LeaseRef, Nudge, StepBegun, StepComplete,
-    StepCompleted, WorkerEvents,
+    StepCompleted,
 };
 use tether_types::{event::Appended, Role, TaskId};
 
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
 use crate::streams::write::producer_stamp;
-use crate::tasks::events::accept_event;
+use crate::tasks::events::accept_batch;
 use crate::tasks::{parse_json, stopped, task_json, timestamp};
 use crate::AppState;
+
+/// [`tether_types::worker::WorkerEvents`] as it arrives: events kept raw, to be checked by [`accept_batch`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkerBatch {
+    lease: String,
+    events: Vec<Box<serde_json::value::RawValue>>,
+}
 
 /// The longest a claim may wait.
 const MAX_CLAIM_WAIT_MS: u64 = 60_000;
@@ -75,15 +82,6 @@ fn step_name(raw: &str) -> Result<&str, ApiError> {
     }
 }
 
-fn random(prefix: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let mut rng = rand::thread_rng();
-    let tail: String = (0..20)
-        .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
-        .collect();
-    format!("{prefix}{tail}")
-}
-
 #[utoipa::path(
     post,
     path = "/v1/worker/claim",
@@ -131,7 +129,7 @@ async fn claim(
             .work
             .claim(Claim {
                 worker: request.worker.clone(),
-                lease_id: random("lease_"),
+                lease_id: format!("lease_{}", crate::auth::random_text(20)),
                 now: Utc::now(),
                 lease_ttl: state.config.lease_ttl,
                 default_max_concurrent: state.config.max_concurrent,
@@ -343,18 +341,9 @@ async fn events(
 ) -> Result<Json<Appended>, ApiError> {
     worker(&caller)?;
     let id = task_id(&id)?;
-    let batch: WorkerEvents = parse_json(&body)?;
-    if batch.events.is_empty() {
-        return Err(ApiError::bad_request("events must not be empty"));
-    }
+    let batch: RawWorkerBatch = parse_json(&body)?;
     let now = Utc::now();
-    let stamp = timestamp(now);
-    let events = batch
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| accept_event(i, v, &stamp))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = accept_batch(&batch.events, &timestamp(now))?;
     let count = events.len();
     let producer = producer_stamp(&headers)?;
     let out = state
@@ -452,17 +441,16 @@ async fn finish(
             Outcome::Failed { code, message }
         }
     };
-    let before = state.control.task(&id).await.map_err(ApiError::storage)?;
-    let task = state
+    let finished = state
         .work
         .finish(&id, &finish.lease, outcome, Utc::now())
         .await
         .map_err(|e| state.metrics.fenced(e))?;
-    if before.is_some_and(|b| b.state != task.state) {
-        state.metrics.transition(task.state);
+    if finished.changed {
+        state.metrics.transition(finished.task.state);
         state.work_ready.notify_waiters();
     }
-    Ok(Json(task_json(task, None)).into_response())
+    Ok(Json(task_json(finished.task, None)).into_response())
 }
 
 impl From<WorkError> for ApiError {

@@ -30,10 +30,10 @@ impl App {
             auth: AuthMode::Off,
             ..config
         };
-        let store = open_store(&config).unwrap();
+        let store = open_store(&config).await.unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         App {
-            state: AppState::build(store, config, shutdown).await.unwrap(),
+            state: AppState::new(store, config, shutdown),
             _dir: dir,
             _stop: stop,
         }
@@ -443,7 +443,7 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
         auth: AuthMode::Off,
         ..ServerConfig::default()
     };
-    let store = open_store(&config).unwrap();
+    let store = open_store(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -484,7 +484,7 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
         data_dir: dir.path().to_path_buf(),
         ..ServerConfig::default()
     };
-    let store = open_store(&config).unwrap();
+    let store = open_store(&config).await.unwrap();
     let info = store.streams.head("live").await.unwrap();
     assert_eq!(info.next.0, 2);
 }

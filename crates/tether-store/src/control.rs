@@ -37,6 +37,16 @@ pub struct TaskRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TaskRecord {
+    /// What the state machine looks at.
+    pub fn current(&self) -> tether_core::Current {
+        tether_core::Current {
+            state: self.state,
+            attempt: self.attempt,
+        }
+    }
+}
+
 /// Creating a task.
 #[derive(Clone, Debug)]
 pub struct NewTask {
@@ -268,6 +278,14 @@ pub struct StepStart {
     pub checkpoint: Option<serde_json::Value>,
 }
 
+/// What a finish did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub task: TaskRecord,
+    /// False when it repeated an earlier finish: nothing was written.
+    pub changed: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Completed { result: serde_json::Value },
@@ -345,7 +363,7 @@ pub trait WorkStore: Send + Sync + 'static {
         lease: &str,
         outcome: Outcome,
         now: DateTime<Utc>,
-    ) -> Result<TaskRecord, WorkError>;
+    ) -> Result<Finished, WorkError>;
 
     /// Requeues (or times out, when attempts are used up) every task whose lease expired.
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String>;
@@ -368,6 +386,33 @@ pub trait WorkStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), WorkError>;
 
-    /// RUNNING or FINALIZING tasks per owner (for tests and metrics).
-    async fn running_by_owner(&self) -> Result<Vec<(UserId, u64)>, String>;
+    /// RUNNING or FINALIZING tasks per owner, or of one owner.
+    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String>;
+}
+
+/// The control store's operations share execution's helpers; their errors narrow back here.
+impl From<WorkError> for TransitionFailed {
+    fn from(e: WorkError) -> Self {
+        match e {
+            WorkError::NotFound => TransitionFailed::NotFound,
+            WorkError::Refused(r) => TransitionFailed::Refused(r),
+            // A state change writes one event without a producer or a lease: a refusal from
+            // the stream or a fence would mean the row and its stream disagree.
+            other @ (WorkError::Fenced(_) | WorkError::Stream(_) | WorkError::Storage(_)) => {
+                TransitionFailed::Storage(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<WorkError> for AppendEventsError {
+    fn from(e: WorkError) -> Self {
+        match e {
+            WorkError::NotFound => AppendEventsError::NotFound,
+            WorkError::Stream(s) => AppendEventsError::Stream(s),
+            other @ (WorkError::Fenced(_) | WorkError::Refused(_) | WorkError::Storage(_)) => {
+                AppendEventsError::Storage(other.to_string())
+            }
+        }
+    }
 }

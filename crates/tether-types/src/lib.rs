@@ -17,3 +17,17 @@ pub use api::{ErrorBody, ErrorDetail, Role};
 pub use event::{Event, EventAt, EventPage};
 pub use offset::{Offset, OffsetError, ReadFrom};
 pub use task::{Task, TaskId, TaskSpec, TaskState, TaskStatus};
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment or a
+/// query value: an id typed by a person, or an opaque offset, cannot change the URL's shape.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

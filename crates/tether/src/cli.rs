@@ -150,9 +150,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let stores = tether_server::open_store(&config)?;
-    // Before the ready line, so a CLI started right after it finds the first admin token.
-    tether_server::auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
+    // Opening creates the first admin token, so it exists before the ready line.
+    let stores = tether_server::open_store(&config).await?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await

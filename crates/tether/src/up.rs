@@ -25,8 +25,7 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let stores = tether_server::open_store(&config)?;
-    auth::bootstrap(stores.control.as_ref(), &config.data_dir).await?;
+    let stores = tether_server::open_store(&config).await?;
     let control = stores.control.clone();
     let token = match config.auth {
         AuthMode::Token => Some(worker_token(control.as_ref()).await?),

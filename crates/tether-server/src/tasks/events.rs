@@ -9,9 +9,10 @@ use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tether_store::{EventAppend, StreamStore};
-use tether_types::event::{kind, Appended, EventBatch, MAX_EVENT_BYTES};
+use tether_types::event::{kind, Appended, MAX_EVENT_BYTES};
 use tether_types::{Event, EventPage, Offset, Role, TaskId};
 
 use super::handlers::parse_json;
@@ -264,10 +265,30 @@ struct Incoming {
     data: Value,
 }
 
-/// A producer's event checked and stamped: the envelope only, a known size, not one of the
-/// server's own lifecycle types, `ts` filled in.
-pub fn accept_event(index: usize, value: Value, now: &str) -> Result<Event, ApiError> {
-    let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+/// A batch of events as it arrives: each event kept as its raw JSON, so its size is its
+/// length as sent and it is parsed once, into the envelope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    events: Vec<Box<RawValue>>,
+}
+
+/// A batch's events checked and stamped, in order: each the envelope only, of a known size,
+/// not one of the server's own lifecycle types, with `ts` filled in. One bad event refuses
+/// the whole batch.
+pub fn accept_batch(events: &[Box<RawValue>], now: &str) -> Result<Vec<Event>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::bad_request("events must not be empty"));
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| accept_event(index, raw, now))
+        .collect()
+}
+
+fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiError> {
+    let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -276,7 +297,7 @@ pub fn accept_event(index: usize, value: Value, now: &str) -> Result<Event, ApiE
         ));
     }
     let bad = |msg: String| ApiError::bad_request(format!("event {index}: {msg}"));
-    let incoming: Incoming = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    let incoming: Incoming = serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
     if incoming.kind.is_empty() || incoming.kind.chars().count() > MAX_TYPE_CHARS {
         return Err(bad(format!(
             "type must be 1 to {MAX_TYPE_CHARS} characters"
@@ -299,13 +320,6 @@ pub fn accept_event(index: usize, value: Value, now: &str) -> Result<Event, ApiE
         attempt: incoming.attempt,
         data: incoming.data,
     })
-}
-
-fn accept(index: usize, value: Value, now: &str) -> Result<Bytes, ApiError> {
-    let event = accept_event(index, value, now)?;
-    serde_json::to_vec(&event)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::storage(e.to_string()))
 }
 
 #[utoipa::path(
@@ -347,17 +361,12 @@ pub async fn append(
 ) -> Result<Response, ApiError> {
     let task = visible_task(&state, &caller, &id).await?;
     caller.require(&[Role::Admin, Role::Worker])?;
-    let batch: EventBatch = parse_json(&body)?;
-    if batch.events.is_empty() {
-        return Err(ApiError::bad_request("events must not be empty"));
-    }
-    let now = timestamp(Utc::now());
-    let events = batch
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| accept(i, v, &now))
-        .collect::<Result<Vec<_>, _>>()?;
+    let batch: RawBatch = parse_json(&body)?;
+    let events = accept_batch(&batch.events, &timestamp(Utc::now()))?
+        .iter()
+        .map(|e| serde_json::to_vec(e).map(Bytes::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::storage(e.to_string()))?;
     let producer = producer_stamp(&headers)?;
     let count = events.len();
     let out = state

@@ -172,12 +172,11 @@ pub async fn validate(
     }
     let running = state
         .work
-        .running_by_owner()
+        .running_by_owner(Some(caller.0.user_id))
         .await
         .map_err(ApiError::storage)?
-        .into_iter()
-        .find(|(owner, _)| *owner == caller.0.user_id)
-        .map_or(0, |(_, n)| n);
+        .first()
+        .map_or(0, |(_, n)| *n);
     let limit = state
         .control
         .user(&caller.0.user)

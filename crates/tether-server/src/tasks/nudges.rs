@@ -7,18 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
-use rand::Rng;
 use tether_store::NudgeError;
-use tether_types::worker::{NewNudge, NudgeCreated};
+use tether_types::worker::{NewNudge, NudgeCreated, MAX_NUDGE_CHARS};
 use tether_types::Role;
 
 use super::{parse_json, visible_task};
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
 use crate::AppState;
-
-/// Longest nudge, in characters, after trimming.
-pub const MAX_NUDGE_CHARS: usize = 2000;
 
 #[utoipa::path(
     post,
@@ -65,14 +61,7 @@ pub async fn create(
             "message has {chars} characters; at most {MAX_NUDGE_CHARS} are allowed"
         )));
     }
-    let nudge_id = {
-        const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-        let mut rng = rand::thread_rng();
-        let tail: String = (0..20)
-            .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
-            .collect();
-        format!("ndg_{tail}")
-    };
+    let nudge_id = format!("ndg_{}", crate::auth::random_text(20));
     state
         .work
         .create_nudge(

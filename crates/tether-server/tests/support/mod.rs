@@ -69,7 +69,7 @@ impl Server {
             ..ServerConfig::default()
         };
         tune(&mut config);
-        let stores = open_store(&config).unwrap();
+        let stores = open_store(&config).await.unwrap();
         let control = stores.control.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

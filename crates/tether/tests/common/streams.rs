@@ -22,19 +22,8 @@ pub fn stream_url(base_url: &str, path: &str) -> String {
     format!("{base_url}{}", stream_route(path))
 }
 
-/// Percent-encodes a query value. Offsets are opaque, so the tests never assume they are
-/// URL-safe.
-pub fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Offsets are opaque, so the tests never assume they are URL-safe.
+pub use tether_types::percent_encode as encode_query;
 
 /// Creates a JSON-mode stream; fails unless the server answers 201 (or 200 for an identical
 /// existing stream).

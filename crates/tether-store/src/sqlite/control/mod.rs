@@ -212,7 +212,7 @@ impl WorkStore for SqliteStore {
         lease: &str,
         outcome: Outcome,
         now: DateTime<Utc>,
-    ) -> Result<TaskRecord, WorkError> {
+    ) -> Result<Finished, WorkError> {
         let (id, lease) = (id.clone(), lease.to_string());
         self.on_writer(move |w| work::finish(w, &id, &lease, outcome, now))
             .await
@@ -249,7 +249,8 @@ impl WorkStore for SqliteStore {
             .await
     }
 
-    async fn running_by_owner(&self) -> Result<Vec<(UserId, u64)>, String> {
-        self.read(work::running_by_owner).await
+    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String> {
+        self.read(move |conn| work::running_by_owner(conn, owner))
+            .await
     }
 }

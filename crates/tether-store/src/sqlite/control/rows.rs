@@ -10,8 +10,16 @@ use crate::control::{TaskFilter, TaskRecord};
 
 const SELECT_TASK: &str =
     "SELECT t.seq, t.id, t.owner_id, coalesce(u.name, ''), t.state, t.attempt,
-        t.spec, t.created_at_ms, t.updated_at_ms
+        t.spec, t.created_at_ms, t.updated_at_ms, t.lease_id, t.lease_expires_ms, t.max_attempts
     FROM tasks t LEFT JOIN users u ON u.id = t.owner_id";
+
+/// A task with the columns execution checks: its lease and how many attempts it may have.
+pub(super) struct Leased {
+    pub task: TaskRecord,
+    pub lease_id: Option<String>,
+    pub expires_ms: Option<i64>,
+    pub max_attempts: u32,
+}
 
 pub(super) fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -39,8 +47,20 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
 }
 
 pub(super) fn task(conn: &Connection, id: &TaskId) -> rusqlite::Result<Option<TaskRecord>> {
+    Ok(leased(conn, id)?.map(|l| l.task))
+}
+
+/// The task and its lease columns, in one query.
+pub(super) fn leased(conn: &Connection, id: &TaskId) -> rusqlite::Result<Option<Leased>> {
     conn.prepare_cached(&format!("{SELECT_TASK} WHERE t.id = ?1"))?
-        .query_row([id.as_str()], task_row)
+        .query_row([id.as_str()], |r| {
+            Ok(Leased {
+                task: task_row(r)?,
+                lease_id: r.get(9)?,
+                expires_ms: r.get(10)?,
+                max_attempts: r.get(11)?,
+            })
+        })
         .optional()
 }
 

@@ -4,12 +4,12 @@
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
-use tether_core::{decide, Current, TaskOp};
-use tether_types::{Event, TaskId};
+use tether_core::{decide, TaskOp, Transition};
+use tether_types::{Event, Offset, TaskId};
 
 use super::rows;
 use crate::control::*;
-use crate::model::{Append, AppendError, AppendStatus, CreateStream};
+use crate::model::{Append, AppendError, AppendStatus, CreateStream, ProducerStamp};
 use crate::sqlite::writer::{PreparedAppend, StoredBody, Writer};
 
 const JSON: &str = "application/json";
@@ -37,11 +37,7 @@ fn stored(messages: &[Bytes]) -> StoredBody {
     }
 }
 
-pub(super) fn prepared(
-    messages: &[Bytes],
-    close: bool,
-    producer: Option<ProducerStamp>,
-) -> PreparedAppend {
+fn prepared(messages: &[Bytes], close: bool, producer: Option<ProducerStamp>) -> PreparedAppend {
     let body = stored(messages);
     PreparedAppend {
         request: Append {
@@ -54,8 +50,6 @@ pub(super) fn prepared(
         body: Ok(Some(body)),
     }
 }
-
-use crate::model::ProducerStamp;
 
 pub(super) fn create(
     w: &mut Writer,
@@ -143,55 +137,12 @@ pub(super) fn transition(
     op: TaskOp,
     now: DateTime<Utc>,
 ) -> Result<Transitioned, TransitionFailed> {
-    let task = rows::task(w.conn(), id)
+    let mut task = rows::task(w.conn(), id)
         .map_err(storage::<TransitionFailed>)?
         .ok_or(TransitionFailed::NotFound)?;
-    let current = Current {
-        state: task.state,
-        attempt: task.attempt,
-    };
-    let change = decide(current, &op, timestamp(now))?;
-    let stream = w
-        .stream(&id.stream_path())
-        .map_err(storage::<TransitionFailed>)?
-        .ok_or_else(|| TransitionFailed::Storage(format!("task {id} has no stream")))?;
-    let event =
-        Bytes::from(serde_json::to_vec(&change.event).map_err(storage::<TransitionFailed>)?);
-    // Compare-and-set: the row must still be what `decide` saw.
-    let changed = w
-        .conn()
-        .prepare_cached(
-            "UPDATE tasks SET state = ?3, attempt = ?4, updated_at_ms = ?5
-             WHERE id = ?1 AND state = ?2 AND attempt = ?6",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id.as_str(),
-                current.state.as_str(),
-                change.state.as_str(),
-                change.attempt,
-                now.timestamp_millis(),
-                current.attempt
-            ])
-        })
-        .map_err(storage::<TransitionFailed>)?;
-    if changed != 1 {
-        return Err(TransitionFailed::Storage(format!(
-            "task {id} changed under its writer"
-        )));
-    }
-    let appended = w
-        .append_to(&stream, prepared(&[event], change.is_terminal(), None))
-        .map_err(|e| {
-            TransitionFailed::Storage(format!("task {id} stream refused its event: {e}"))
-        })?;
-    let task = rows::task(w.conn(), id)
-        .map_err(storage::<TransitionFailed>)?
-        .ok_or(TransitionFailed::NotFound)?;
-    Ok(Transitioned {
-        task,
-        offset: appended.next,
-    })
+    let change = decide(task.current(), &op, timestamp(now))?;
+    let offset = apply(w, &mut task, &change, None, now)?;
+    Ok(Transitioned { task, offset })
 }
 
 pub(super) fn append_events(
@@ -205,16 +156,79 @@ pub(super) fn append_events(
     if task.state.is_terminal() {
         return Err(AppendEventsError::Terminal(task.state));
     }
+    let (next, appended) = append(w, id, &batch.events, false, batch.producer)?;
+    Ok(EventsAppended { next, appended })
+}
+
+/// Appends events (already serialized) to the task's stream: the offset after them, and
+/// whether they were new (an idempotent producer's repeat is not).
+pub(super) fn append(
+    w: &mut Writer,
+    id: &TaskId,
+    events: &[Bytes],
+    close: bool,
+    producer: Option<ProducerStamp>,
+) -> Result<(Offset, bool), WorkError> {
     let stream = w
         .stream(&id.stream_path())
-        .map_err(storage::<AppendEventsError>)?
-        .ok_or_else(|| AppendEventsError::Storage(format!("task {id} has no stream")))?;
-    match w.append_to(&stream, prepared(&batch.events, false, batch.producer)) {
-        Ok(a) => Ok(EventsAppended {
-            next: a.next,
-            appended: a.status == AppendStatus::Appended,
-        }),
-        Err(AppendError::Storage(m)) => Err(AppendEventsError::Storage(m)),
-        Err(e) => Err(AppendEventsError::Stream(e)),
+        .map_err(storage::<WorkError>)?
+        .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
+    match w.append_to(&stream, prepared(events, close, producer)) {
+        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
+        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
+        Err(e) => Err(WorkError::Stream(e)),
     }
+}
+
+pub(super) fn encode(event: &Event) -> Result<Bytes, WorkError> {
+    serde_json::to_vec(event)
+        .map(Bytes::from)
+        .map_err(storage::<WorkError>)
+}
+
+/// Writes a decided state change: compare-and-sets the row (and, for a claim, its lease:
+/// id, expiry, worker), appends the change's event (closing the stream after a terminal
+/// one), and brings `task` up to date. Returns the offset after the event.
+pub(super) fn apply(
+    w: &mut Writer,
+    task: &mut TaskRecord,
+    change: &Transition,
+    lease: Option<(&str, i64, &str)>,
+    now: DateTime<Utc>,
+) -> Result<Offset, WorkError> {
+    let now_ms = now.timestamp_millis();
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE tasks SET state = ?3, attempt = ?4, updated_at_ms = ?5,
+                 lease_id = coalesce(?7, lease_id), lease_expires_ms = coalesce(?8, lease_expires_ms),
+                 worker = coalesce(?9, worker)
+             WHERE id = ?1 AND state = ?2 AND attempt = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                task.id.as_str(),
+                task.state.as_str(),
+                change.state.as_str(),
+                change.attempt,
+                now_ms,
+                task.attempt,
+                lease.map(|l| l.0),
+                lease.map(|l| l.1),
+                lease.map(|l| l.2),
+            ])
+        })
+        .map_err(storage::<WorkError>)?;
+    if changed != 1 {
+        return Err(WorkError::Storage(format!(
+            "task {} changed under its writer",
+            task.id
+        )));
+    }
+    let event = encode(&change.event)?;
+    let (offset, _) = append(w, &task.id, &[event], change.is_terminal(), None)?;
+    task.state = change.state;
+    task.attempt = change.attempt;
+    task.updated_at = rows::time(now_ms);
+    Ok(offset)
 }

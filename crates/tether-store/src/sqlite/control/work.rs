@@ -2,21 +2,21 @@
 //! finishing and lease expiry. Each call is one job: every check happens in the transaction
 //! that writes, so a check cannot go stale before the write lands (G5, G6, G7).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tether_core::lease::{self, Held};
-use tether_core::{decide, Current, TaskOp, Transition};
+use tether_core::{decide, TaskOp};
 use tether_types::event::kind;
 use tether_types::{Event, Offset, TaskId, TaskState};
 
-use super::rows;
-use super::tasks::{prepared, timestamp};
+use super::rows::{self, Leased};
+use super::tasks::{append, apply, encode, timestamp};
 use crate::control::*;
-use crate::model::{AppendError, AppendStatus, ProducerStamp};
+use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
 
 fn storage(e: impl std::fmt::Display) -> WorkError {
@@ -27,102 +27,27 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// The lease columns of a task.
-struct LeaseRow {
-    task: TaskRecord,
-    lease_id: Option<String>,
-    expires_ms: Option<i64>,
-    max_attempts: u32,
-}
-
-fn lease_row(conn: &Connection, id: &TaskId) -> Result<LeaseRow, WorkError> {
-    let task = rows::task(conn, id)
+fn lease_row(conn: &Connection, id: &TaskId) -> Result<Leased, WorkError> {
+    rows::leased(conn, id)
         .map_err(storage)?
-        .ok_or(WorkError::NotFound)?;
-    let (lease_id, expires_ms, max_attempts) = conn
-        .prepare_cached("SELECT lease_id, lease_expires_ms, max_attempts FROM tasks WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-        .map_err(storage)?;
-    Ok(LeaseRow {
-        task,
-        lease_id,
-        expires_ms,
-        max_attempts,
-    })
+        .ok_or(WorkError::NotFound)
 }
 
-/// The task, if `lease` is its live lease now.
-fn leased(w: &Writer, id: &TaskId, lease: &str, now: DateTime<Utc>) -> Result<LeaseRow, WorkError> {
-    let row = lease_row(w.conn(), id)?;
+/// Whether `lease` is the live lease of the task in `row` at `now`.
+fn check_lease(row: &Leased, lease: &str, now: DateTime<Utc>) -> Result<(), WorkError> {
     let held = Held {
         state: row.task.state,
         lease_id: row.lease_id.as_deref(),
         expires_ms: row.expires_ms,
     };
-    lease::check(&held, lease, ms(now))?;
+    Ok(lease::check(&held, lease, ms(now))?)
+}
+
+/// The task, if `lease` is its live lease now.
+fn leased(w: &Writer, id: &TaskId, lease: &str, now: DateTime<Utc>) -> Result<Leased, WorkError> {
+    let row = lease_row(w.conn(), id)?;
+    check_lease(&row, lease, now)?;
     Ok(row)
-}
-
-/// Appends events (already serialized) to the task's stream; returns the offset after them.
-fn append(
-    w: &mut Writer,
-    id: &TaskId,
-    events: &[Bytes],
-    close: bool,
-    producer: Option<ProducerStamp>,
-) -> Result<(Offset, bool), WorkError> {
-    let stream = w
-        .stream(&id.stream_path())
-        .map_err(storage)?
-        .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
-    match w.append_to(&stream, prepared(events, close, producer)) {
-        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
-        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
-        Err(e) => Err(WorkError::Stream(e)),
-    }
-}
-
-fn encode(event: &Event) -> Result<Bytes, WorkError> {
-    serde_json::to_vec(event).map(Bytes::from).map_err(storage)
-}
-
-/// Writes a decided state change: the row (with `lease` columns) and its event.
-fn apply(
-    w: &mut Writer,
-    task: &TaskRecord,
-    change: &Transition,
-    lease: Option<(&str, i64, &str)>,
-    now: DateTime<Utc>,
-) -> Result<Offset, WorkError> {
-    let changed = w
-        .conn()
-        .prepare_cached(
-            "UPDATE tasks SET state = ?3, attempt = ?4, updated_at_ms = ?5,
-                 lease_id = coalesce(?6, lease_id), lease_expires_ms = ?7,
-                 worker = coalesce(?8, worker)
-             WHERE id = ?1 AND state = ?2",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                task.id.as_str(),
-                task.state.as_str(),
-                change.state.as_str(),
-                change.attempt,
-                ms(now),
-                lease.map(|l| l.0),
-                lease.map(|l| l.1),
-                lease.map(|l| l.2),
-            ])
-        })
-        .map_err(storage)?;
-    if changed != 1 {
-        return Err(WorkError::Storage(format!(
-            "task {} changed under its writer",
-            task.id
-        )));
-    }
-    let event = encode(&change.event)?;
-    Ok(append(w, &task.id, &[event], change.is_terminal(), None)?.0)
 }
 
 pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, WorkError> {
@@ -147,14 +72,11 @@ pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, Wor
         return Ok(None);
     };
     let id: TaskId = id.parse().map_err(storage)?;
-    let task = rows::task(w.conn(), &id)
+    let mut task = rows::task(w.conn(), &id)
         .map_err(storage)?
         .ok_or(WorkError::NotFound)?;
     let change = decide(
-        Current {
-            state: task.state,
-            attempt: task.attempt,
-        },
+        task.current(),
         &TaskOp::Start {
             worker: Some(claim.worker.clone()),
         },
@@ -164,14 +86,11 @@ pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, Wor
         + chrono::Duration::from_std(claim.lease_ttl).unwrap_or(chrono::Duration::seconds(30));
     apply(
         w,
-        &task,
+        &mut task,
         &change,
         Some((&claim.lease_id, ms(expires), &claim.worker)),
         claim.now,
     )?;
-    let task = rows::task(w.conn(), &id)
-        .map_err(storage)?
-        .ok_or(WorkError::NotFound)?;
     let mut stmt = w
         .conn()
         .prepare_cached(
@@ -211,7 +130,6 @@ pub(super) fn heartbeat(
     ttl: Duration,
 ) -> Result<Beat, WorkError> {
     let row = lease_row(w.conn(), id)?;
-    let nudges = pending_nudges(w.conn(), id)?;
     // A cancelled task's worker learns it here, once, with its own lease.
     if row.task.state == TaskState::Cancelled && row.lease_id.as_deref() == Some(lease) {
         return Ok(Beat {
@@ -220,7 +138,8 @@ pub(super) fn heartbeat(
             nudges: Vec::new(),
         });
     }
-    leased(w, id, lease, now)?;
+    check_lease(&row, lease, now)?;
+    let nudges = pending_nudges(w.conn(), id)?;
     let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
     w.conn()
         .prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")
@@ -381,10 +300,19 @@ pub(super) fn worker_events(
     now: DateTime<Utc>,
 ) -> Result<EventsAppended, WorkError> {
     leased(w, id, lease, now)?;
-    // Every check before any write: one stale event refuses the whole batch.
+    // Every check before any write: one stale event refuses the whole batch. Each step's
+    // current epoch is looked up once per batch.
+    let mut epochs: HashMap<String, Option<u32>> = HashMap::new();
     for event in &mut events {
         if let Some(step) = &event.step {
-            let current = step_row(w.conn(), id, step)?.map(|r| r.epoch);
+            let current = match epochs.get(step) {
+                Some(current) => *current,
+                None => {
+                    let current = step_row(w.conn(), id, step)?.map(|r| r.epoch);
+                    epochs.insert(step.clone(), current);
+                    current
+                }
+            };
             let given = event.attempt.or(current).unwrap_or(1);
             lease::check_attempt(step, current, given)?;
             event.attempt = Some(given);
@@ -393,10 +321,13 @@ pub(super) fn worker_events(
     let encoded = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let (next, appended) = append(w, id, &encoded, false, producer)?;
     if appended {
+        // Only each step's first event in the batch can be its first event ever.
         let first = next.0 - events.len() as u64;
         for (i, event) in events.iter().enumerate() {
             if let Some(step) = &event.step {
-                note_step_event(w.conn(), id, step, first + i as u64 + 1)?;
+                if epochs.remove(step).is_some() {
+                    note_step_event(w.conn(), id, step, first + i as u64 + 1)?;
+                }
             }
         }
     }
@@ -409,33 +340,30 @@ pub(super) fn finish(
     lease: &str,
     outcome: Outcome,
     now: DateTime<Utc>,
-) -> Result<TaskRecord, WorkError> {
-    let row = lease_row(w.conn(), id)?;
+) -> Result<Finished, WorkError> {
+    let mut row = lease_row(w.conn(), id)?;
     let wanted = match &outcome {
         Outcome::Completed { .. } => TaskState::Completed,
         Outcome::Failed { .. } => TaskState::Failed,
     };
     // The same finish again, from the lease that finished it: the same answer, nothing new.
     if row.task.state == wanted && row.lease_id.as_deref() == Some(lease) {
-        return Ok(row.task);
+        return Ok(Finished {
+            task: row.task,
+            changed: false,
+        });
     }
-    leased(w, id, lease, now)?;
+    check_lease(&row, lease, now)?;
     let op = match outcome {
         Outcome::Completed { result } => TaskOp::Complete { result },
         Outcome::Failed { code, message } => TaskOp::Fail { code, message },
     };
-    let change = decide(
-        Current {
-            state: row.task.state,
-            attempt: row.task.attempt,
-        },
-        &op,
-        timestamp(now),
-    )?;
-    apply(w, &row.task, &change, None, now)?;
-    rows::task(w.conn(), id)
-        .map_err(storage)?
-        .ok_or(WorkError::NotFound)
+    let change = decide(row.task.current(), &op, timestamp(now))?;
+    apply(w, &mut row.task, &change, None, now)?;
+    Ok(Finished {
+        task: row.task,
+        changed: true,
+    })
 }
 
 pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Expired>, WorkError> {
@@ -453,7 +381,7 @@ pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Ex
     let mut out = Vec::new();
     for id in ids {
         let id: TaskId = id.parse().map_err(storage)?;
-        let row = lease_row(w.conn(), &id)?;
+        let mut row = lease_row(w.conn(), &id)?;
         let op = if row.task.attempt < row.max_attempts {
             TaskOp::Requeue {
                 reason: "lease expired without a heartbeat".into(),
@@ -467,16 +395,9 @@ pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Ex
                 ),
             }
         };
-        let change = decide(
-            Current {
-                state: row.task.state,
-                attempt: row.task.attempt,
-            },
-            &op,
-            timestamp(now),
-        )?;
+        let change = decide(row.task.current(), &op, timestamp(now))?;
         let state = change.state;
-        apply(w, &row.task, &change, None, now)?;
+        apply(w, &mut row.task, &change, None, now)?;
         out.push(Expired { task: id, state });
     }
     Ok(out)
@@ -561,11 +482,15 @@ pub(super) fn ack_nudge(
     }
 }
 
-pub(super) fn running_by_owner(conn: &Connection) -> rusqlite::Result<Vec<(UserId, u64)>> {
+pub(super) fn running_by_owner(
+    conn: &Connection,
+    owner: Option<UserId>,
+) -> rusqlite::Result<Vec<(UserId, u64)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT owner_id, count(*) FROM tasks WHERE state IN ('RUNNING', 'FINALIZING')
+        "SELECT owner_id, count(*) FROM tasks
+         WHERE state IN ('RUNNING', 'FINALIZING') AND (?1 IS NULL OR owner_id = ?1)
          GROUP BY owner_id",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let rows = stmt.query_map([owner], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     rows.collect()
 }
