@@ -2,12 +2,14 @@
 //!
 //! [`StreamStore`] is the one interface the server uses. It speaks in the terms of the Durable
 //! Streams protocol (create, append, read, delete, watch the tail) so that each backend can
-//! enforce the protocol's rules inside its own transaction: the embedded SQLite store here does
-//! it in its single writer thread, a PostgreSQL store would do it under a row lock. Callers
+//! enforce the protocol's rules inside its own transaction: the embedded SQLite store does it in
+//! its single writer thread, the PostgreSQL store under the stream's row lock. Callers
 //! never see which.
 
 pub mod control;
 pub mod model;
+pub mod pg;
+mod rules;
 pub mod sqlite;
 pub mod tail;
 
@@ -15,6 +17,7 @@ use async_trait::async_trait;
 
 pub use control::*;
 pub use model::*;
+pub use pg::{PgOptions, PgStore};
 pub use sqlite::{SqliteStore, SweepPolicy};
 pub use tail::{Tail, TailWatch};
 

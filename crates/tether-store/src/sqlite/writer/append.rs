@@ -1,4 +1,4 @@
-//! Appends and closes: every protocol rule checked against the writer's state.
+//! Appends and closes, checked by the protocol's rules against the writer's state.
 
 use std::sync::Arc;
 
@@ -6,8 +6,8 @@ use rusqlite::params;
 
 use super::{storage, Effect, PreparedAppend, Writer};
 use crate::model::*;
+use crate::rules::{check_append, AppendCheck, Verdict};
 use crate::sqlite::entry::Entry;
-use tether_types::headers::same_media_type;
 use tether_types::Offset;
 
 impl Writer {
@@ -25,84 +25,22 @@ impl Writer {
         if state.soft_deleted {
             return Err(AppendError::Gone);
         }
-        let body_empty = request.body.is_empty();
-
-        if state.closed {
-            let same_closer =
-                matches!((&request.producer, &state.closed_by), (Some(p), Some(c)) if p == c);
-            if same_closer || (body_empty && request.close && request.producer.is_none()) {
-                let producer = request.producer.as_ref().map(|p| (p.epoch, p.seq));
-                return Ok(Appended {
-                    status: if same_closer {
-                        AppendStatus::Duplicate
-                    } else {
-                        AppendStatus::AlreadyClosed
-                    },
-                    next: Offset(state.tail),
-                    closed: true,
-                    producer,
-                });
-            }
-            return Err(AppendError::Closed {
-                next: Offset(state.tail),
-            });
-        }
-        if !body_empty {
-            let matches = request
-                .content_type
-                .as_deref()
-                .is_some_and(|ct| same_media_type(ct, &entry.config.content_type));
-            if !matches {
-                return Err(AppendError::ContentTypeMismatch);
-            }
-        }
-        if body_empty && !request.close {
-            return Err(AppendError::EmptyBody);
+        let check = AppendCheck {
+            content_type: &entry.config.content_type,
+            tail: state.tail,
+            closed: state.closed,
+            closed_by: state.closed_by.as_ref(),
+            last_stream_seq: state.last_stream_seq.as_deref(),
+            producer: request
+                .producer
+                .as_ref()
+                .and_then(|p| state.producers.get(&p.id).copied()),
+        };
+        match check_append(&check, &request, body.as_ref().map(|_| ()))? {
+            Verdict::Answer(answer) => return Ok(answer),
+            Verdict::Write => {}
         }
         let body = body?;
-
-        // Idempotent producer: fencing, de-duplication, gap detection (protocol 5.2.1).
-        if let Some(p) = &request.producer {
-            match state.producers.get(&p.id).copied() {
-                Some((epoch, _)) if p.epoch < epoch => {
-                    return Err(AppendError::StaleEpoch { current: epoch });
-                }
-                Some((epoch, last)) if p.epoch == epoch => {
-                    if p.seq <= last {
-                        return Ok(Appended {
-                            status: AppendStatus::Duplicate,
-                            next: Offset(state.tail),
-                            closed: state.closed,
-                            producer: Some((epoch, last)),
-                        });
-                    }
-                    if p.seq > last + 1 {
-                        return Err(AppendError::SeqGap {
-                            expected: last + 1,
-                            received: p.seq,
-                        });
-                    }
-                }
-                // A new epoch, or a producer this stream has not seen: must start at 0.
-                Some(_) if p.seq != 0 => return Err(AppendError::EpochNeedsSeqZero),
-                None if p.seq != 0 => {
-                    return Err(AppendError::SeqGap {
-                        expected: 0,
-                        received: p.seq,
-                    })
-                }
-                _ => {}
-            }
-        }
-        if let Some(seq) = &request.stream_seq {
-            if state
-                .last_stream_seq
-                .as_ref()
-                .is_some_and(|last| seq.as_bytes() <= last.as_bytes())
-            {
-                return Err(AppendError::SeqConflict);
-            }
-        }
 
         // Accepted: write.
         let first = state.tail;
