@@ -47,7 +47,8 @@ pub enum Workload {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Base URL of the Durable Streams server under test (plain http).
+    /// Base URL of the Durable Streams server under test (plain http); several URLs separated
+    /// by commas are the nodes of one deployment, and connections are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:4437")]
     pub url: String,
 
@@ -164,8 +165,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
         ..Default::default()
     };
+    let nodes = match target.nodes() {
+        1 => String::new(),
+        n => format!(" ({n} nodes)"),
+    };
     println!(
-        "tether bench: {}{} (run {run_id})",
+        "tether bench: {}{nodes}{} (run {run_id})",
         args.url,
         args.label
             .as_deref()

@@ -5,6 +5,8 @@
 //! connections under load, and then "64 connections" would not mean 64 connections.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -22,10 +24,14 @@ pub type Conn = SendRequest<Full<Bytes>>;
 /// How long a TCP connect may take before the workload gives up on it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The server under test: one node, or several nodes of one deployment (a comma-separated
+/// `--url`), over which new connections are spread in turn.
 #[derive(Debug, Clone)]
 pub struct Target {
-    addr: SocketAddr,
-    /// `host:port`, sent as the `Host` header.
+    addrs: Vec<SocketAddr>,
+    /// Which node the next connection goes to.
+    next: Arc<AtomicUsize>,
+    /// `host:port` of the first node, sent as the `Host` header.
     authority: String,
     /// Path prefix under which streams live, without a trailing slash (may be empty).
     prefix: String,
@@ -34,8 +40,28 @@ pub struct Target {
 }
 
 impl Target {
-    /// `url` is `http://host[:port][/base]`; `stream_prefix` is appended to any base path.
-    pub fn new(url: &str, stream_prefix: &str) -> anyhow::Result<Self> {
+    /// `urls` is `http://host[:port][/base]`, or several such URLs separated by commas (the
+    /// nodes of one deployment, with the same base path); `stream_prefix` is appended to the
+    /// base path.
+    pub fn new(urls: &str, stream_prefix: &str) -> anyhow::Result<Self> {
+        let mut nodes = urls.split(',').map(|url| Self::one(url.trim(), stream_prefix));
+        let mut target = nodes.next().context("no URL")??;
+        for node in nodes {
+            let node = node?;
+            if node.base != target.base {
+                bail!("the nodes' URLs must share one base path: {urls:?}");
+            }
+            target.addrs.extend(node.addrs);
+        }
+        Ok(target)
+    }
+
+    /// How many nodes connections are spread over.
+    pub fn nodes(&self) -> usize {
+        self.addrs.len()
+    }
+
+    fn one(url: &str, stream_prefix: &str) -> anyhow::Result<Self> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("only plain http:// URLs are supported, got {url:?}");
         };
@@ -64,7 +90,8 @@ impl Target {
             stream_prefix.trim_matches('/')
         );
         Ok(Self {
-            addr,
+            addrs: vec![addr],
+            next: Arc::new(AtomicUsize::new(0)),
             authority: authority.to_string(),
             prefix: prefix.trim_end_matches('/').to_string(),
             base: base.trim_end_matches('/').to_string(),
@@ -81,13 +108,14 @@ impl Target {
         format!("{}{route}", self.base)
     }
 
-    /// Opens a new connection and spawns the task that drives it; the connection closes when
-    /// the returned sender is dropped.
+    /// Opens a new connection (to the next node in turn) and spawns the task that drives it;
+    /// the connection closes when the returned sender is dropped.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+        let addr = self.addrs[self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len()];
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
-            .with_context(|| format!("connecting to {} timed out", self.addr))?
-            .with_context(|| format!("connecting to {}", self.addr))?;
+            .with_context(|| format!("connecting to {addr} timed out"))?
+            .with_context(|| format!("connecting to {addr}"))?;
         tcp.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -187,7 +215,15 @@ mod tests {
         assert_eq!(t.stream_path("a"), "/base/a");
         let t = Target::new("http://127.0.0.1", "/").unwrap();
         assert_eq!(t.stream_path("a"), "/a");
-        assert_eq!(t.addr.port(), 80);
+        assert_eq!(t.addrs[0].port(), 80);
+    }
+
+    #[test]
+    fn several_urls_are_the_nodes_of_one_target() {
+        let t = Target::new("http://127.0.0.1:1,http://127.0.0.1:2", "/v1/stream").unwrap();
+        assert_eq!(t.nodes(), 2);
+        assert_eq!(t.stream_path("a"), "/v1/stream/a");
+        assert!(Target::new("http://127.0.0.1:1/x,http://127.0.0.1:2/y", "").is_err());
     }
 
     #[test]
