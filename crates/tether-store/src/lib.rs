@@ -6,7 +6,10 @@
 //! its single writer thread, the PostgreSQL store under the stream's row lock. Callers
 //! never see which.
 
+mod body;
+mod chunk;
 pub mod control;
+mod lifecycle;
 pub mod model;
 pub mod pg;
 mod rules;
