@@ -176,8 +176,9 @@ impl PgStore {
         &self.streams.shared.work
     }
 
-    /// How many times this node's tail listener has connected and started listening (for
-    /// metrics and tests).
+    /// How many times this node's tail listener has connected, started listening and caught
+    /// up with what it may have missed (for metrics and tests): once this counts up, every
+    /// later commit reaches this node's watchers.
     pub fn listener_connects(&self) -> u64 {
         self.streams
             .shared

@@ -168,14 +168,15 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
     if let Err(e) = client.batch_execute(&listen).await {
         return (false, e.to_string());
     }
-    shared
-        .listener_connects
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = resync(&client, shared).await {
         return (true, e);
     }
     // Work announced while disconnected was lost too: let waiters look again.
     shared.work.notify_waiters();
+    // Counted once caught up: from here on, every commit reaches this node's watchers.
+    shared
+        .listener_connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     while let Some(n) = rx.recv().await {
         match n.channel() {
             TAIL_CHANNEL => match decode(n.payload()) {
