@@ -6,19 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tether_store::pg::scratch::ScratchDatabase;
-use tether_store::{Append, AppendError, CreateStream, PgOptions, PgStore, ReadFrom, StreamStore};
+use tether_store::{AppendError, PgOptions, PgStore, ReadFrom, StreamStore};
 
-const PATIENCE: Duration = Duration::from_secs(10);
-
-fn bytes(body: &str) -> Append {
-    Append {
-        content_type: Some("application/octet-stream".into()),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        ..Append::default()
-    }
-}
+#[allow(dead_code)] // The conformance suite's helpers; this file needs a few.
+mod common;
+use common::{bytes, bytes_stream, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_fails_every_caller_in_it_and_stores_none_of_it() {
@@ -30,15 +23,7 @@ async fn a_failed_batch_fails_every_caller_in_it_and_stores_none_of_it() {
     let store = PgStore::connect(db.url(), PgOptions { pool_size: 2 })
         .await
         .expect("connect");
-    let create = CreateStream {
-        content_type: Some("application/octet-stream".into()),
-        ttl_secs: None,
-        expires_at: None,
-        closed: false,
-        fork: None,
-        body: Bytes::new(),
-    };
-    store.create("s", create).await.unwrap();
+    store.create("s", bytes_stream()).await.unwrap();
 
     let (mut admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
         .await
@@ -87,7 +72,7 @@ async fn a_failed_batch_fails_every_caller_in_it_and_stores_none_of_it() {
     let bodies = ["a;", "b;", "poison;", "c;"];
     let mut queued: Vec<_> = bodies
         .iter()
-        .map(|body| Box::pin(store.append("s", bytes(body))))
+        .map(|body| Box::pin(store.append("s", bytes(*body))))
         .collect();
     for append in &mut queued {
         assert!(futures::poll!(append).is_pending(), "queued");

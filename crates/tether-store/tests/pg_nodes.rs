@@ -8,18 +8,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tether_store::pg::scratch::ScratchDatabase;
 use tether_store::tail::Wake;
 use tether_store::{
-    Append, AppendStatus, CreateStream, PgOptions, PgStore, ReadFrom, StreamStore,
-    LISTENER_APPLICATION_NAME,
+    AppendStatus, PgOptions, PgStore, ReadFrom, StreamStore, LISTENER_APPLICATION_NAME,
 };
 use tether_types::Offset;
 use tokio::task::JoinSet;
 
-/// How long a wait that should succeed may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(10);
+#[allow(dead_code)] // The conformance suite's helpers; this file needs a few.
+mod common;
+use common::{bytes, bytes_stream, close_only, PATIENCE};
 
 async fn node(db: &ScratchDatabase) -> Arc<PgStore> {
     Arc::new(
@@ -27,25 +26,6 @@ async fn node(db: &ScratchDatabase) -> Arc<PgStore> {
             .await
             .expect("connect a node"),
     )
-}
-
-fn bytes_stream() -> CreateStream {
-    CreateStream {
-        content_type: Some("application/octet-stream".into()),
-        ttl_secs: None,
-        expires_at: None,
-        closed: false,
-        fork: None,
-        body: Bytes::new(),
-    }
-}
-
-fn bytes(body: impl Into<Bytes>) -> Append {
-    Append {
-        content_type: Some("application/octet-stream".into()),
-        body: body.into(),
-        ..Append::default()
-    }
 }
 
 async fn read_all(store: &PgStore, path: &str) -> Vec<u8> {
@@ -95,15 +75,7 @@ async fn a_watcher_on_one_node_wakes_when_another_node_appends_closes_or_deletes
     }
     assert_eq!(read_all(&a, "s").await, b"hello", "A reads what B wrote");
 
-    b.append(
-        "s",
-        Append {
-            close: true,
-            ..Append::default()
-        },
-    )
-    .await
-    .unwrap();
+    b.append("s", close_only()).await.unwrap();
     match watch.wait_past(5, PATIENCE).await {
         Wake::Changed(tail) => assert!(tail.closed && tail.next == 5, "{tail:?}"),
         Wake::TimedOut(tail) => panic!("A's watcher never heard of B's close: {tail:?}"),
