@@ -77,7 +77,7 @@ impl Streams {
             listener_connects: AtomicU64::new(0),
         });
         let listener = tokio::spawn(tails::listen(config.clone(), shared.clone()));
-        // Half the pool for append batches leaves the rest for reads and the control plane.
+        // Half the pool for append lanes leaves the rest for reads and the control plane.
         let batcher = Batcher::start(pool.clone(), shared.clone(), options.pool_size / 2);
         Streams {
             shared,
@@ -108,11 +108,17 @@ async fn fetch_chunks(
     pos: u64,
     hi: u64,
 ) -> Result<Vec<Chunk>, String> {
-    let rows = client
-        .query(
+    let statement = client
+        .prepare_cached(
             "SELECT pos, end_pos, data FROM chunks
              WHERE stream_id = $1 AND end_pos > $2 AND pos < $3
              ORDER BY end_pos LIMIT $4",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            &statement,
             &[&id, &stored(pos)?, &stored(hi)?, &CHUNKS_PER_QUERY],
         )
         .await
@@ -194,11 +200,13 @@ impl PgStore {
     /// removed on the way (and not found). `access`: counts for the sliding TTL.
     async fn live(&self, path: &str, access: bool) -> Result<(Object, StreamRow), LookupError> {
         let client = self.client().await.map_err(LookupError::Storage)?;
+        let storage = |e: tokio_postgres::Error| LookupError::Storage(e.to_string());
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1");
+        let statement = client.prepare_cached(&sql).await.map_err(storage)?;
         let row = client
-            .query_opt(&sql, &[&path])
+            .query_opt(&statement, &[&path])
             .await
-            .map_err(|e| LookupError::Storage(e.to_string()))?;
+            .map_err(storage)?;
         let Some(row) = row else {
             return Err(LookupError::NotFound);
         };
@@ -218,14 +226,17 @@ impl PgStore {
         }
         // Only streams with a sliding TTL pay for a write per access.
         if access && row.config.ttl_secs.is_some() {
-            client
-                .execute(
+            let statement = client
+                .prepare_cached(
                     "UPDATE streams SET last_access_ms = GREATEST(last_access_ms, $2)
                      WHERE id = $1",
-                    &[&row.id, &now],
                 )
                 .await
-                .map_err(|e| LookupError::Storage(e.to_string()))?;
+                .map_err(storage)?;
+            client
+                .execute(&statement, &[&row.id, &now])
+                .await
+                .map_err(storage)?;
         }
         Ok((client, row))
     }
