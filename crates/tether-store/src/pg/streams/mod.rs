@@ -12,6 +12,7 @@
 //! or the bridged watch.
 
 mod batch;
+mod recent;
 mod row;
 mod tails;
 pub(crate) mod tx;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     /// Woken for every `tether_work` notification, and after the listener reconnects.
     pub work: Notify,
     pub listener_connects: AtomicU64,
+    /// Chunk reads that went to the database rather than the recent-chunks cache.
+    pub log_reads: AtomicU64,
 }
 
 /// The stream store's part of a [`PgStore`].
@@ -75,6 +78,7 @@ impl Streams {
             tails: Tails::default(),
             work: Notify::new(),
             listener_connects: AtomicU64::new(0),
+            log_reads: AtomicU64::new(0),
         });
         let listener = tokio::spawn(tails::listen(config.clone(), shared.clone()));
         // Half the pool for append lanes leaves the rest for reads and the control plane.
@@ -190,6 +194,12 @@ impl PgStore {
             .shared
             .listener_connects
             .load(Ordering::Relaxed)
+    }
+
+    /// How many chunk reads went to the database instead of the recent-chunks cache (for
+    /// metrics and tests).
+    pub fn log_reads(&self) -> u64 {
+        self.streams.shared.log_reads.load(Ordering::Relaxed)
     }
 
     pub(crate) fn tails(&self) -> &Tails {
@@ -383,7 +393,22 @@ impl StreamStore for PgStore {
         let identity = self.identity(&client, &row).await?;
         let fetch = |stream: Arc<Identity>, pos, hi, _budget| {
             let client = &client;
-            async move { fetch_chunks(client, stream.id, pos, hi).await }
+            async move {
+                let recent = self.tails().recent(stream.id);
+                if let Some(chunks) = recent.as_ref().and_then(|r| r.lock().read(pos, hi)) {
+                    return Ok(chunks);
+                }
+                self.streams
+                    .shared
+                    .log_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                let chunks = fetch_chunks(client, stream.id, pos, hi).await?;
+                if let Some(recent) = recent {
+                    let mut run = recent.lock();
+                    chunks.iter().for_each(|c| run.record(c.clone()));
+                }
+                Ok::<_, String>(chunks)
+            }
         };
         let read = chunk::read_view(&identity, start, end, max_bytes, fetch).await?;
         Ok(chunk::read_chunk(row.info(), start, end, read))

@@ -22,6 +22,7 @@ use tokio_postgres::Transaction;
 use super::row::{position, stored, StreamRow, COLUMNS};
 use super::tails::{self, gone, Tails};
 use crate::body::{stored_body, PreparedAppend};
+use crate::chunk::Chunk;
 use crate::lifecycle::{self, Shape};
 use crate::model::*;
 use crate::pg::PgStore;
@@ -49,6 +50,8 @@ pub(crate) struct StreamWrites {
     streams: HashMap<StreamId, Locked>,
     /// New chunks: (stream, pos, end, data).
     chunks: Vec<(StreamId, u64, u64, Bytes)>,
+    /// Chunks written by `flush`, for the recent-chunks cache once committed.
+    written: Vec<(StreamId, u64, u64, Bytes)>,
     /// Streams deleted (or soft-deleted) in this transaction.
     deleted: Vec<StreamId>,
     /// Tails to announce, computed by `flush`.
@@ -70,6 +73,7 @@ impl StreamWrites {
         StreamWrites {
             streams: HashMap::new(),
             chunks: Vec::new(),
+            written: Vec::new(),
             deleted: Vec::new(),
             notices: Vec::new(),
             retryable: false,
@@ -631,7 +635,7 @@ impl StreamWrites {
             .await;
         drop(data);
         result.map_err(|e| self.db(e))?;
-        self.chunks.clear();
+        self.written = std::mem::take(&mut self.chunks);
         Ok(())
     }
 
@@ -749,6 +753,12 @@ impl StreamWrites {
     }
 
     pub(super) fn publish_to(self, tails: &Tails) {
+        // Chunks first: the readers the new tails wake find them in memory.
+        for (id, pos, end, data) in self.written {
+            if let Some(recent) = tails.recent(id) {
+                recent.lock().record(Chunk { pos, end, data });
+            }
+        }
         for (id, tail) in self.notices {
             tails.merge(id, tail);
         }
