@@ -429,28 +429,13 @@ impl StreamStore for PgStore {
         let watch = self.tails().subscribe(row.id, known);
         // Registered: every later commit reaches this watch. One more read of the tail
         // covers any commit between the lookup and the registration.
-        let again = client
-            .query_opt(
-                "SELECT tail, closed, soft_deleted FROM streams WHERE id = $1",
-                &[&row.id],
-            )
-            .await
-            .map_err(|e| LookupError::Storage(e.to_string()))?;
-        let tail = match again {
-            Some(r) => crate::tail::Tail {
-                next: position(
-                    r.try_get(0)
-                        .map_err(|e| LookupError::Storage(e.to_string()))?,
-                    "tail",
-                )
-                .map_err(LookupError::Storage)?,
-                closed: r
-                    .try_get(1)
-                    .map_err(|e| LookupError::Storage(e.to_string()))?,
-                deleted: r
-                    .try_get(2)
-                    .map_err(|e| LookupError::Storage(e.to_string()))?,
-            },
+        let sql = format!("SELECT {} FROM streams WHERE id = $1", tails::TAIL_COLUMNS);
+        let again = match client.prepare_cached(&sql).await {
+            Ok(statement) => client.query_opt(&statement, &[&row.id]).await,
+            Err(e) => Err(e),
+        };
+        let tail = match again.map_err(|e| LookupError::Storage(e.to_string()))? {
+            Some(r) => tails::parse_tail(&r).map_err(LookupError::Storage)?.1,
             None => tails::gone(),
         };
         self.tails().merge(row.id, tail);

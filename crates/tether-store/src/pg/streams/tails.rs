@@ -215,22 +215,14 @@ async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), 
     if ids.is_empty() {
         return Ok(());
     }
+    let sql = format!("SELECT {TAIL_COLUMNS} FROM streams WHERE id = ANY($1)");
     let rows = client
-        .query(
-            "SELECT id, tail, closed, soft_deleted FROM streams WHERE id = ANY($1)",
-            &[&ids],
-        )
+        .query(&sql, &[&ids])
         .await
         .map_err(|e| e.to_string())?;
     let mut found = std::collections::HashSet::new();
     for row in rows {
-        let id: StreamId = row.try_get(0).map_err(|e| e.to_string())?;
-        let next: i64 = row.try_get(1).map_err(|e| e.to_string())?;
-        let tail = Tail {
-            next: super::row::position(next, "tail")?,
-            closed: row.try_get(2).map_err(|e| e.to_string())?,
-            deleted: row.try_get(3).map_err(|e| e.to_string())?,
-        };
+        let (id, tail) = parse_tail(&row)?;
         found.insert(id);
         shared.tails.merge(id, tail);
     }
@@ -238,6 +230,21 @@ async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), 
         shared.tails.merge(id, gone());
     }
     Ok(())
+}
+
+/// The columns [`parse_tail`] reads.
+pub(super) const TAIL_COLUMNS: &str = "id, tail, closed, soft_deleted";
+
+/// A stream's committed tail, from a row of [`TAIL_COLUMNS`].
+pub(super) fn parse_tail(row: &tokio_postgres::Row) -> Result<(StreamId, Tail), String> {
+    let get = |e: tokio_postgres::Error| e.to_string();
+    let next: i64 = row.try_get(1).map_err(get)?;
+    let tail = Tail {
+        next: super::row::position(next, "tail")?,
+        closed: row.try_get(2).map_err(get)?,
+        deleted: row.try_get(3).map_err(get)?,
+    };
+    Ok((row.try_get(0).map_err(get)?, tail))
 }
 
 /// The tail of a stream that no longer exists (merging keeps the last known position).
