@@ -585,128 +585,142 @@ impl StreamWrites {
 
     /// Writes what is buffered (chunks, producer rows, stream rows) and queues the
     /// cross-node tail notifications (pg_notify inside the transaction). Once, before commit.
+    ///
+    /// The (at most four) statements are sent together, pipelined on the connection, so the
+    /// flush costs one round trip rather than four.
     pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        self.flush_chunks(tx).await?;
-        self.flush_producers(tx).await?;
-        self.flush_streams(tx).await?;
-        let mut payloads = Vec::with_capacity(self.notices.len());
-        for (id, tail) in &self.notices {
-            payloads.push(tails::encode(*id, *tail));
-        }
-        if !payloads.is_empty() {
-            tx.execute_typed(
-                "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
-                &[
-                    (&tails::TAIL_CHANNEL, Type::TEXT),
-                    (&payloads, Type::TEXT_ARRAY),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        Ok(())
-    }
-
-    async fn flush_chunks(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        if self.chunks.is_empty() {
-            return Ok(());
-        }
-        let mut ids = Vec::with_capacity(self.chunks.len());
-        let mut ends = Vec::with_capacity(self.chunks.len());
-        let mut starts = Vec::with_capacity(self.chunks.len());
-        let mut data: Vec<&[u8]> = Vec::with_capacity(self.chunks.len());
-        for (id, pos, end, bytes) in &self.chunks {
-            ids.push(*id);
-            starts.push(stored(*pos)?);
-            ends.push(stored(*end)?);
-            data.push(bytes.as_ref());
-        }
-        let result = tx
-            .execute_typed(
-                "INSERT INTO chunks (stream_id, end_pos, pos, data)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bytea[])",
-                &[
-                    (&ids, Type::INT8_ARRAY),
-                    (&ends, Type::INT8_ARRAY),
-                    (&starts, Type::INT8_ARRAY),
-                    (&data, Type::BYTEA_ARRAY),
-                ],
-            )
-            .await;
+        let chunks = ChunkRows::of(&self.chunks)?;
+        let producers = self.producer_rows()?;
+        let streams = self.stream_rows()?;
+        let payloads: Vec<String> = self
+            .notices
+            .iter()
+            .map(|(id, tail)| tails::encode(*id, *tail))
+            .collect();
+        let data: Vec<&[u8]> = chunks.data.iter().map(|d| d.as_ref()).collect();
+        let (chunks_written, producers_written, streams_written, notified) = tokio::join!(
+            async {
+                if chunks.ids.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute_typed(
+                    "INSERT INTO chunks (stream_id, end_pos, pos, data)
+                     SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bytea[])",
+                    &[
+                        (&chunks.ids, Type::INT8_ARRAY),
+                        (&chunks.ends, Type::INT8_ARRAY),
+                        (&chunks.starts, Type::INT8_ARRAY),
+                        (&data, Type::BYTEA_ARRAY),
+                    ],
+                )
+                .await
+            },
+            async {
+                if producers.ids.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute_typed(
+                    "INSERT INTO producers (stream_id, producer_id, epoch, last_seq)
+                     SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[])
+                     ON CONFLICT (stream_id, producer_id)
+                     DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq",
+                    &[
+                        (&producers.ids, Type::INT8_ARRAY),
+                        (&producers.producers, Type::TEXT_ARRAY),
+                        (&producers.epochs, Type::INT8_ARRAY),
+                        (&producers.seqs, Type::INT8_ARRAY),
+                    ],
+                )
+                .await
+            },
+            async {
+                if streams.ids.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute_typed(
+                    "UPDATE streams AS s SET tail = u.tail, closed = u.closed,
+                        closed_by_producer = u.closer, closed_by_epoch = u.closer_epoch,
+                        closed_by_seq = u.closer_seq, last_stream_seq = u.stream_seq,
+                        last_access_ms = GREATEST(s.last_access_ms, $8)
+                     FROM unnest($1::int8[], $2::int8[], $3::bool[], $4::text[], $5::int8[],
+                                 $6::int8[], $7::text[])
+                          AS u(id, tail, closed, closer, closer_epoch, closer_seq, stream_seq)
+                     WHERE s.id = u.id",
+                    &[
+                        (&streams.ids, Type::INT8_ARRAY),
+                        (&streams.tails, Type::INT8_ARRAY),
+                        (&streams.closed, Type::BOOL_ARRAY),
+                        (&streams.closers, Type::TEXT_ARRAY),
+                        (&streams.closer_epochs, Type::INT8_ARRAY),
+                        (&streams.closer_seqs, Type::INT8_ARRAY),
+                        (&streams.stream_seqs, Type::TEXT_ARRAY),
+                        (&self.now_ms, Type::INT8),
+                    ],
+                )
+                .await
+            },
+            async {
+                if payloads.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute_typed(
+                    "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
+                    &[
+                        (&tails::TAIL_CHANNEL, Type::TEXT),
+                        (&payloads, Type::TEXT_ARRAY),
+                    ],
+                )
+                .await
+            },
+        );
         drop(data);
-        result.map_err(|e| self.db(e))?;
+        // In statement order: after the first failure, the others only report that the
+        // transaction is aborted.
+        for result in [chunks_written, producers_written, streams_written, notified] {
+            if let Err(e) = result {
+                return Err(self.db(e));
+            }
+        }
         self.written = std::mem::take(&mut self.chunks);
         Ok(())
     }
 
-    async fn flush_producers(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        let mut ids = Vec::new();
-        let mut producers = Vec::new();
-        let mut epochs = Vec::new();
-        let mut seqs = Vec::new();
+    /// The producer rows this transaction changed, as statement parameters.
+    fn producer_rows(&mut self) -> Result<ProducerRows, String> {
+        let mut rows = ProducerRows::default();
         for (id, state) in &mut self.streams {
             for producer in state.changed_producers.drain() {
                 if let Some(Some((epoch, seq))) = state.producers.get(&producer) {
-                    ids.push(*id);
-                    epochs.push(stored(*epoch)?);
-                    seqs.push(stored(*seq)?);
-                    producers.push(producer);
+                    rows.ids.push(*id);
+                    rows.epochs.push(stored(*epoch)?);
+                    rows.seqs.push(stored(*seq)?);
+                    rows.producers.push(producer);
                 }
             }
         }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        tx.execute_typed(
-            "INSERT INTO producers (stream_id, producer_id, epoch, last_seq)
-             SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[])
-             ON CONFLICT (stream_id, producer_id)
-             DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq",
-            &[
-                (&ids, Type::INT8_ARRAY),
-                (&producers, Type::TEXT_ARRAY),
-                (&epochs, Type::INT8_ARRAY),
-                (&seqs, Type::INT8_ARRAY),
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(())
+        Ok(rows)
     }
 
-    async fn flush_streams(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        let mut ids = Vec::new();
-        let mut tails_ = Vec::new();
-        let mut closed = Vec::new();
-        let mut closers: Vec<Option<String>> = Vec::new();
-        let mut closer_epochs: Vec<Option<i64>> = Vec::new();
-        let mut closer_seqs: Vec<Option<i64>> = Vec::new();
-        let mut stream_seqs: Vec<Option<String>> = Vec::new();
+    /// The stream rows this transaction changed, as statement parameters; also what to
+    /// announce of them (and of the streams it deleted).
+    fn stream_rows(&mut self) -> Result<StreamRows, String> {
+        let mut rows = StreamRows::default();
         self.notices.clear();
         for (id, state) in &mut self.streams {
             if !state.dirty {
                 continue;
             }
             state.dirty = false;
-            ids.push(*id);
-            tails_.push(stored(state.tail)?);
-            closed.push(state.closed);
-            closers.push(state.closed_by.as_ref().map(|p| p.id.clone()));
-            closer_epochs.push(
-                state
-                    .closed_by
-                    .as_ref()
-                    .map(|p| stored(p.epoch))
-                    .transpose()?,
-            );
-            closer_seqs.push(
-                state
-                    .closed_by
-                    .as_ref()
-                    .map(|p| stored(p.seq))
-                    .transpose()?,
-            );
-            stream_seqs.push(state.last_stream_seq.clone());
+            let closer = state.closed_by.as_ref();
+            rows.ids.push(*id);
+            rows.tails.push(stored(state.tail)?);
+            rows.closed.push(state.closed);
+            rows.closers.push(closer.map(|p| p.id.clone()));
+            rows.closer_epochs
+                .push(closer.map(|p| stored(p.epoch)).transpose()?);
+            rows.closer_seqs
+                .push(closer.map(|p| stored(p.seq)).transpose()?);
+            rows.stream_seqs.push(state.last_stream_seq.clone());
             self.notices.push((
                 *id,
                 Tail {
@@ -719,32 +733,7 @@ impl StreamWrites {
         for id in &self.deleted {
             self.notices.push((*id, gone()));
         }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        tx.execute_typed(
-            "UPDATE streams AS s SET tail = u.tail, closed = u.closed,
-                closed_by_producer = u.closer, closed_by_epoch = u.closer_epoch,
-                closed_by_seq = u.closer_seq, last_stream_seq = u.stream_seq,
-                last_access_ms = GREATEST(s.last_access_ms, $8)
-             FROM unnest($1::int8[], $2::int8[], $3::bool[], $4::text[], $5::int8[], $6::int8[],
-                         $7::text[])
-                  AS u(id, tail, closed, closer, closer_epoch, closer_seq, stream_seq)
-             WHERE s.id = u.id",
-            &[
-                (&ids, Type::INT8_ARRAY),
-                (&tails_, Type::INT8_ARRAY),
-                (&closed, Type::BOOL_ARRAY),
-                (&closers, Type::TEXT_ARRAY),
-                (&closer_epochs, Type::INT8_ARRAY),
-                (&closer_seqs, Type::INT8_ARRAY),
-                (&stream_seqs, Type::TEXT_ARRAY),
-                (&self.now_ms, Type::INT8),
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(())
+        Ok(rows)
     }
 
     /// After the commit: publishes the new tails to this node's live readers.
@@ -763,6 +752,47 @@ impl StreamWrites {
             tails.merge(id, tail);
         }
     }
+}
+
+/// New chunks as statement parameters (one array per column).
+#[derive(Default)]
+struct ChunkRows {
+    ids: Vec<StreamId>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    data: Vec<Bytes>,
+}
+
+impl ChunkRows {
+    fn of(chunks: &[(StreamId, u64, u64, Bytes)]) -> Result<Self, String> {
+        let mut rows = ChunkRows::default();
+        for (id, pos, end, data) in chunks {
+            rows.ids.push(*id);
+            rows.starts.push(stored(*pos)?);
+            rows.ends.push(stored(*end)?);
+            rows.data.push(data.clone());
+        }
+        Ok(rows)
+    }
+}
+
+#[derive(Default)]
+struct ProducerRows {
+    ids: Vec<StreamId>,
+    producers: Vec<String>,
+    epochs: Vec<i64>,
+    seqs: Vec<i64>,
+}
+
+#[derive(Default)]
+struct StreamRows {
+    ids: Vec<StreamId>,
+    tails: Vec<i64>,
+    closed: Vec<bool>,
+    closers: Vec<Option<String>>,
+    closer_epochs: Vec<Option<i64>>,
+    closer_seqs: Vec<Option<i64>>,
+    stream_seqs: Vec<Option<String>>,
 }
 
 /// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
