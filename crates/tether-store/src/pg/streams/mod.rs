@@ -81,8 +81,12 @@ impl Streams {
             log_reads: AtomicU64::new(0),
         });
         let listener = tokio::spawn(tails::listen(config.clone(), shared.clone()));
-        // Half the pool for append lanes leaves the rest for reads and the control plane.
-        let batcher = Batcher::start(pool.clone(), shared.clone(), options.pool_size / 2);
+        // At most half the pool for append lanes leaves the rest for reads and the control
+        // plane. More lanes than cores make smaller batches that compete for the CPU: on 2
+        // cores, 100 streams under 200 writers ran ~65k appends/s with 2 lanes, ~29k with 8.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = (options.pool_size / 2).min(cores);
+        let batcher = Batcher::start(pool.clone(), shared.clone(), lanes);
         Streams {
             shared,
             identities: Mutex::new(HashMap::new()),
