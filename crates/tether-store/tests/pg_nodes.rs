@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 
 #[allow(dead_code)] // The conformance suite's helpers; this file needs a few.
 mod common;
-use common::{bytes, bytes_stream, close_only, PATIENCE};
+use common::{
+    bytes, bytes_stream, close_only, eventually_not_found, read_bytes, with_ttl, PATIENCE,
+};
 
 async fn node(db: &ScratchDatabase) -> Arc<PgStore> {
     Arc::new(
@@ -215,4 +217,73 @@ async fn work_announced_on_any_node_wakes_waiters_on_every_node() {
         .await
         .expect("the work waiter was woken");
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_to_create_one_path_make_one_stream_and_agree_on_recreation() {
+    let Some(db) = ScratchDatabase::create("cross-node create").await else {
+        return;
+    };
+    let (a, b) = (node(&db).await, node(&db).await);
+    let mut creates = JoinSet::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        creates.spawn(async move { store.create("s", bytes_stream()).await });
+    }
+    let mut ids = Vec::new();
+    let mut created = 0;
+    while let Some(joined) = creates.join_next().await {
+        let outcome = joined.unwrap().expect("identical creates all succeed");
+        created += usize::from(outcome.created);
+        ids.push(outcome.info.id);
+    }
+    assert_eq!(created, 1, "exactly one node created the stream");
+    assert!(ids.iter().all(|id| *id == ids[0]), "all name one stream");
+
+    // A reads the stream, so it knows (and caches) it; B deletes and re-creates the path.
+    a.append("s", bytes("old")).await.unwrap();
+    assert_eq!(read_bytes(&*a, "s").await, b"old");
+    let (_, mut watch) = a.watch("s").await.unwrap();
+    b.delete("s").await.unwrap();
+    let fresh = b.create("s", bytes_stream()).await.unwrap();
+    assert!(fresh.created && fresh.info.id != ids[0]);
+    match watch.wait_past(3, PATIENCE).await {
+        Wake::Changed(tail) => assert!(tail.deleted, "{tail:?}"),
+        Wake::TimedOut(tail) => panic!("A's watcher of the old stream was not told: {tail:?}"),
+    }
+    b.append("s", bytes("new")).await.unwrap();
+    assert_eq!(a.head("s").await.unwrap().id, fresh.info.id);
+    assert_eq!(
+        read_bytes(&*a, "s").await,
+        b"new",
+        "A reads the new stream only"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_one_node_keep_a_sliding_ttl_alive_for_every_node() {
+    let Some(db) = ScratchDatabase::create("cross-node TTL").await else {
+        return;
+    };
+    let (a, b) = (node(&db).await, node(&db).await);
+    a.create("s", with_ttl(2, bytes_stream())).await.unwrap();
+    let created = Instant::now();
+    // Only B reads, every half second, for longer than the TTL; A only looks (head does not
+    // count as an access).
+    for step in 1..=7u32 {
+        tokio::time::sleep_until((created + Duration::from_millis(500) * step).into()).await;
+        b.read("s", ReadFrom::Start, 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("B's read {step}: {e}"));
+    }
+    a.head("s")
+        .await
+        .expect("3.5 s after creation, B's reads kept the 2 s TTL alive on A too");
+    // Nobody reads any more: the stream expires, for both nodes.
+    eventually_not_found(&*a, "s").await;
+    eventually_not_found(&*b, "s").await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
