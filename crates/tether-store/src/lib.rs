@@ -6,7 +6,10 @@
 //! its single writer thread, the PostgreSQL store under the stream's row lock. Callers
 //! never see which.
 
+mod body;
+mod chunk;
 pub mod control;
+mod lifecycle;
 pub mod model;
 pub mod pg;
 mod rules;
@@ -17,7 +20,7 @@ use async_trait::async_trait;
 
 pub use control::*;
 pub use model::*;
-pub use pg::{PgOptions, PgStore};
+pub use pg::{PgOptions, PgStore, LISTENER_APPLICATION_NAME};
 pub use sqlite::{SqliteStore, SweepPolicy};
 pub use tail::{Tail, TailWatch};
 
