@@ -390,6 +390,25 @@ pub trait WorkStore: Send + Sync + 'static {
     async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String>;
 }
 
+/// Every operation's error has a storage case, which backends fill from their own errors.
+macro_rules! storage_from_string {
+    ($($ty:ident),*) => {$(
+        impl From<String> for $ty {
+            fn from(s: String) -> Self {
+                $ty::Storage(s)
+            }
+        }
+    )*};
+}
+storage_from_string!(
+    CreateTaskError,
+    TransitionFailed,
+    AppendEventsError,
+    UserError,
+    WorkError,
+    NudgeError
+);
+
 /// The control store's operations share execution's helpers; their errors narrow back here.
 impl From<WorkError> for TransitionFailed {
     fn from(e: WorkError) -> Self {

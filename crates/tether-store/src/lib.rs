@@ -7,6 +7,7 @@
 //! never see which.
 
 pub mod control;
+mod execution;
 pub mod model;
 pub mod pg;
 mod rules;

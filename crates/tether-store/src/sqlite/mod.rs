@@ -7,7 +7,7 @@ mod entry;
 mod reader;
 mod schema;
 mod segments;
-mod writer;
+pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -19,11 +19,6 @@ use crate::control::*;
 
 macro_rules! storage_error {
     ($($ty:ident),*) => {$(
-        impl From<String> for $ty {
-            fn from(s: String) -> Self {
-                $ty::Storage(s)
-            }
-        }
         impl JobError for $ty {
             fn is_storage(&self) -> bool {
                 matches!(self, $ty::Storage(_))
