@@ -390,17 +390,28 @@ pub trait WorkStore: Send + Sync + 'static {
     async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String>;
 }
 
+/// An operation's error that may be a storage failure, after which its transaction must not
+/// commit.
+pub(crate) trait StorageFailure: From<String> {
+    fn is_storage(&self) -> bool;
+}
+
 /// Every operation's error has a storage case, which backends fill from their own errors.
-macro_rules! storage_from_string {
+macro_rules! storage_failure {
     ($($ty:ident),*) => {$(
         impl From<String> for $ty {
             fn from(s: String) -> Self {
                 $ty::Storage(s)
             }
         }
+        impl StorageFailure for $ty {
+            fn is_storage(&self) -> bool {
+                matches!(self, $ty::Storage(_))
+            }
+        }
     )*};
 }
-storage_from_string!(
+storage_failure!(
     CreateTaskError,
     TransitionFailed,
     AppendEventsError,
