@@ -19,7 +19,7 @@ use tether_types::{Event, Offset, TaskState};
 
 use crate::control::*;
 use crate::model::{Append, CreateStream, ProducerStamp};
-use crate::sqlite::writer::{PreparedAppend, StoredBody};
+use crate::body::{PreparedAppend, StoredBody};
 
 /// Task streams hold JSON messages.
 pub(crate) const JSON: &str = "application/json";

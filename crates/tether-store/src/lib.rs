@@ -6,8 +6,11 @@
 //! its single writer thread, the PostgreSQL store under the stream's row lock. Callers
 //! never see which.
 
+mod body;
+mod chunk;
 pub mod control;
 mod execution;
+mod lifecycle;
 pub mod model;
 pub mod pg;
 mod rules;

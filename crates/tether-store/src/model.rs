@@ -210,6 +210,12 @@ impl From<LookupError> for AppendError {
     }
 }
 
+impl From<String> for LookupError {
+    fn from(s: String) -> Self {
+        LookupError::Storage(s)
+    }
+}
+
 impl From<LookupError> for DeleteError {
     fn from(e: LookupError) -> Self {
         match e {

@@ -43,7 +43,8 @@ use forks::*;
 use live::*;
 use producers::*;
 
-/// Instantiates every case for one backend. `$harness` builds a fresh, empty harness.
+/// Instantiates every case for one backend. `$harness` builds a fresh, empty harness, or
+/// `None` when the backend is not available here (the case then says so and passes).
 macro_rules! conformance_suite {
     ($harness:expr) => {
         conformance_suite!(@cases $harness;
@@ -138,7 +139,9 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let harness = $harness;
+                let Some(harness) = $harness(stringify!($case)).await else {
+                    return;
+                };
                 crate::$case(&harness).await;
                 crate::common::Harness::finish(&harness).await;
             }
@@ -147,5 +150,11 @@ macro_rules! conformance_suite {
 }
 
 mod sqlite {
-    conformance_suite!(crate::common::SqliteHarness::new());
+    conformance_suite!(crate::common::SqliteHarness::create);
+}
+
+/// Runs when `TETHER_TEST_DATABASE_URL` names a PostgreSQL server; each case gets a database
+/// of its own.
+mod pg {
+    conformance_suite!(crate::common::PgHarness::create);
 }

@@ -7,6 +7,9 @@
 
 mod schema;
 pub mod scratch;
+mod streams;
+
+pub use streams::LISTENER_APPLICATION_NAME;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -39,15 +42,13 @@ pub enum PgOpenError {
     TooNew { found: usize, known: usize },
 }
 
-// The stream and control stores on top of this connection come in the next steps.
-#[allow(dead_code)]
 pub struct PgStore {
     pool: Pool,
     /// Where the pool connects; live tail notifications need a connection of their own.
     config: tokio_postgres::Config,
+    streams: streams::Streams,
 }
 
-#[allow(dead_code)]
 impl PgStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and applies the
     /// migrations the database has not seen.
@@ -80,7 +81,12 @@ impl PgStore {
             });
         }
         drop(client);
-        Ok(PgStore { pool, config })
+        let streams = streams::Streams::start(&pool, &config, &options);
+        Ok(PgStore {
+            pool,
+            config,
+            streams,
+        })
     }
 
     /// A connection from the pool.
@@ -89,6 +95,7 @@ impl PgStore {
     }
 
     /// The connection settings, for connections outside the pool.
+    #[allow(dead_code)]
     pub(crate) fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }

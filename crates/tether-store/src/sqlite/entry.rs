@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+pub(crate) use crate::chunk::Chunk;
 use crate::model::{ForkFrom, StreamConfig, StreamId, StreamInfo};
 use crate::tail::{self, Tail, TailWatch};
 use tether_types::Offset;
@@ -97,28 +97,9 @@ impl Entry {
     }
 
     pub fn expired(&self, now_ms: i64) -> bool {
-        if let Some(at) = self.config.expires_at {
-            if now_ms >= at.timestamp_millis() {
-                return true;
-            }
-        }
-        if let Some(ttl) = self.config.ttl_secs {
-            let idle = now_ms - self.last_access_ms.load(Ordering::Relaxed);
-            if idle >= (ttl as i64).saturating_mul(1000) {
-                return true;
-            }
-        }
-        false
+        let last_access = self.last_access_ms.load(Ordering::Relaxed);
+        crate::lifecycle::expired(&self.config, last_access, now_ms)
     }
-}
-
-/// One append as stored: positions `[pos, end)` and the bytes (JSON: messages joined by
-/// commas).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Chunk {
-    pub pos: u64,
-    pub end: u64,
-    pub data: Bytes,
 }
 
 /// A contiguous run of a stream's latest chunks, complete from `covered_from` to the tail.
@@ -201,6 +182,7 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn chunk(pos: u64, data: &'static [u8]) -> Chunk {
         Chunk {

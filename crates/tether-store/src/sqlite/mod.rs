@@ -7,7 +7,7 @@ mod entry;
 mod reader;
 mod schema;
 mod segments;
-pub(crate) mod writer;
+mod writer;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,13 +22,13 @@ use rusqlite::Connection;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
+use crate::chunk;
 use crate::model::*;
 use crate::tail::TailWatch;
 use crate::StreamStore;
-use entry::Chunk;
 use entry::Entry;
 use reader::ReaderPool;
-use tether_types::{Offset, ReadFrom};
+use tether_types::ReadFrom;
 use writer::{stored_body, Catalog, Command, PreparedAppend, Writer};
 
 pub use writer::SweepPolicy;
@@ -155,9 +155,9 @@ impl SqliteStore {
         Ok(entry)
     }
 
-    /// Reads `[from, end)` of `entry`'s view: inherited ranges from its fork sources, then its
-    /// own chunks. Returns the pieces to concatenate (JSON: to join with commas) and the
-    /// position after the last.
+    /// Reads `[from, end)` of `entry`'s view (see [`chunk::read_view`]), from each stream's
+    /// recent-chunks cache where it covers the range, else from the log. Chunks not yet in the
+    /// on-disk index are always in the cache.
     async fn read_view(
         &self,
         entry: &Arc<Entry>,
@@ -165,93 +165,22 @@ impl SqliteStore {
         end: u64,
         max_bytes: usize,
     ) -> Result<(Vec<Bytes>, u64), LookupError> {
-        // Segments from the oldest ancestor to the entry itself: (stream, lo, hi).
-        let mut segments = Vec::new();
-        let mut current = entry.clone();
-        let mut hi = end;
-        loop {
-            segments.push((current.clone(), current.start, hi));
-            match &current.fork {
-                Some(fork) => {
-                    hi = fork.point.min(hi);
-                    let next = fork.source.clone();
-                    current = next;
-                }
-                None => break,
+        let fetch = |stream: Arc<Entry>, pos, hi, budget| async move {
+            let cached = stream.recent.lock().read(pos, hi, budget);
+            match cached {
+                Some(chunks) => Ok(chunks),
+                None => self
+                    .readers
+                    .chunks(stream.id, pos, hi, budget)
+                    .await
+                    .map_err(|e| LookupError::Storage(e.to_string())),
             }
-        }
-        segments.reverse();
-
-        let mut out = Vec::new();
-        let mut size = 0usize;
-        let mut pos = from;
-        for (stream, lo, hi) in segments {
-            if pos >= hi || lo >= hi {
-                continue;
-            }
-            pos = pos.max(lo);
-            // Alternate between the cache and the log until the segment is read or the
-            // budget is spent. Chunks not yet in the on-disk index are always in the cache.
-            while pos < hi && size < max_bytes {
-                let budget = max_bytes - size;
-                let cached = stream.recent.lock().read(pos, hi, budget);
-                let chunks = match cached {
-                    Some(chunks) => chunks,
-                    None => self
-                        .readers
-                        .chunks(stream.id, pos, hi, budget)
-                        .await
-                        .map_err(|e| LookupError::Storage(e.to_string()))?,
-                };
-                let before = pos;
-                for chunk in chunks {
-                    if chunk.end <= pos || chunk.pos >= hi || chunk.pos > pos {
-                        break;
-                    }
-                    let piece = slice_chunk(&chunk, pos, hi, stream.json).ok_or_else(|| {
-                        LookupError::Storage("a stored chunk does not match its bounds".into())
-                    })?;
-                    pos = chunk.end.min(hi);
-                    size += piece.len();
-                    out.push(piece);
-                    if size >= max_bytes {
-                        break;
-                    }
-                }
-                if pos == before {
-                    // Neither the cache nor the log had the next chunk: stop here rather than
-                    // skip anything; the caller continues from `pos` next time.
-                    return Ok((out, pos));
-                }
-            }
-            if pos < hi {
-                return Ok((out, pos));
-            }
-        }
-        Ok((out, pos))
+        };
+        chunk::read_view(entry, from, end, max_bytes, fetch).await
     }
 }
 
-/// The part of `chunk` in `[from, hi)`; whole unless a fork point cuts it. `None` when the
-/// stored chunk does not agree with its own bounds (a damaged file): an error, not a panic.
-fn slice_chunk(chunk: &Chunk, from: u64, hi: u64, json: bool) -> Option<Bytes> {
-    let skip = from.saturating_sub(chunk.pos);
-    let stop = hi.min(chunk.end).checked_sub(chunk.pos)?;
-    if skip == 0 && stop == chunk.end - chunk.pos {
-        return Some(chunk.data.clone());
-    }
-    if skip > stop {
-        return None;
-    }
-    if json {
-        tether_types::json::slice_joined(&chunk.data, skip as usize, (stop - skip) as usize)
-            .map(Bytes::from)
-    } else if stop as usize <= chunk.data.len() {
-        Some(chunk.data.slice(skip as usize..stop as usize))
-    } else {
-        None
-    }
-}
+chunk::view_link!(Entry);
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -304,22 +233,9 @@ impl StreamStore for SqliteStore {
         entry.touch(now_ms());
         let info = entry.info();
         let end = info.next.0;
-        let start = match from {
-            ReadFrom::Start => 0,
-            ReadFrom::Now => end,
-            ReadFrom::At(o) => o.0,
-        };
-        if start > end {
-            return Err(LookupError::OffsetBeyondTail);
-        }
-        let (records, next) = self.read_view(&entry, start, end, max_bytes).await?;
-        Ok(ReadChunk {
-            up_to_date: next >= end,
-            info,
-            from: Offset(start),
-            records,
-            next: Offset(next),
-        })
+        let start = chunk::read_start(from, end)?;
+        let read = self.read_view(&entry, start, end, max_bytes).await?;
+        Ok(chunk::read_chunk(info, start, end, read))
     }
 
     async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
@@ -361,28 +277,5 @@ impl StreamStore for SqliteStore {
             }
         })
         .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chunk_that_disagrees_with_its_bounds_is_an_error_not_a_panic() {
-        let chunk = Chunk {
-            pos: 10,
-            end: 20,
-            data: Bytes::from_static(b"short"),
-        };
-        assert_eq!(slice_chunk(&chunk, 12, 18, false), None);
-        assert_eq!(
-            slice_chunk(&chunk, 10, 13, false).as_deref(),
-            Some(&b"sho"[..])
-        );
-        assert_eq!(
-            slice_chunk(&chunk, 10, 20, false).as_deref(),
-            Some(&b"short"[..])
-        );
     }
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use tempfile::TempDir;
+use tether_store::pg::scratch::ScratchDatabase;
 use tether_store::tail::Wake;
 use tether_store::{
-    Append, CreateStream, ForkFrom, LookupError, ProducerStamp, ReadChunk, SqliteStore,
-    StreamStore, Tail,
+    Append, CreateStream, ForkFrom, LookupError, PgOptions, PgStore, ProducerStamp, ReadChunk,
+    SqliteStore, StreamStore, Tail,
 };
 use tether_types::{Offset, ReadFrom};
 
@@ -68,6 +69,11 @@ impl SqliteHarness {
             opened: Mutex::new(Vec::new()),
         }
     }
+
+    /// The harness for a suite case: always available.
+    pub async fn create(_case: &str) -> Option<Self> {
+        Some(Self::new())
+    }
 }
 
 impl Harness for SqliteHarness {
@@ -79,16 +85,54 @@ impl Harness for SqliteHarness {
     }
 
     async fn finish(&self) {
-        let alive: Vec<_> = self
-            .opened
-            .lock()
-            .unwrap()
-            .drain(..)
-            .filter_map(|w| w.upgrade())
-            .collect();
-        for store in alive {
-            store.shutdown().await;
-        }
+        finish_all(&self.opened).await;
+    }
+}
+
+/// The PostgreSQL store over a scratch database of its own. Every `open` is a new node (a new
+/// connection pool and listener) on the same database, so reopening checks what the database
+/// holds, not what a node remembers.
+pub struct PgHarness {
+    db: ScratchDatabase,
+    opened: Mutex<Vec<Weak<dyn StreamStore>>>,
+}
+
+impl PgHarness {
+    /// `None` (after saying so) when `TETHER_TEST_DATABASE_URL` is not set.
+    pub async fn create(case: &str) -> Option<Self> {
+        let db = ScratchDatabase::create(case).await?;
+        Some(PgHarness {
+            db,
+            opened: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Harness for PgHarness {
+    async fn open(&self) -> Arc<dyn StreamStore> {
+        let store: Arc<dyn StreamStore> = Arc::new(
+            PgStore::connect(self.db.url(), PgOptions::default())
+                .await
+                .expect("open the PostgreSQL store"),
+        );
+        self.opened.lock().unwrap().push(Arc::downgrade(&store));
+        store
+    }
+
+    async fn finish(&self) {
+        finish_all(&self.opened).await;
+    }
+}
+
+async fn finish_all(opened: &Mutex<Vec<Weak<dyn StreamStore>>>) {
+    let alive: Vec<_> = opened
+        .lock()
+        .unwrap()
+        .drain(..)
+        .filter_map(|w| w.upgrade())
+        .collect();
+    for store in alive {
+        store.shutdown().await;
     }
 }
 

@@ -7,11 +7,11 @@ use rusqlite::params;
 
 use super::state::StreamState;
 use super::{now_ms, storage, stored_body, Effect, Writer};
+use crate::lifecycle::{self, Shape};
 use crate::model::*;
 use crate::sqlite::entry::{Entry, ForkLink};
 use crate::sqlite::segments;
 use crate::tail::Tail;
-use tether_types::headers::same_media_type;
 use tether_types::Offset;
 
 impl Writer {
@@ -55,27 +55,7 @@ impl Writer {
             }
             None => None,
         };
-        let content_type = match (&request.content_type, &source) {
-            (Some(ct), Some(src)) => {
-                if !same_media_type(ct, &src.config.content_type) {
-                    return Err(CreateError::ForkContentTypeMismatch);
-                }
-                ct.clone()
-            }
-            (Some(ct), None) => ct.clone(),
-            (None, Some(src)) => src.config.content_type.clone(),
-            (None, None) => "application/octet-stream".to_string(),
-        };
-        // Forks inherit the source's expiry when they ask for none (protocol 4.2).
-        let (ttl_secs, expires_at) = match (&source, request.ttl_secs, request.expires_at) {
-            (Some(src), None, None) => (src.config.ttl_secs, src.config.expires_at),
-            (_, ttl, at) => (ttl, at),
-        };
-        let config = StreamConfig {
-            content_type,
-            ttl_secs,
-            expires_at,
-        };
+        let config = lifecycle::stream_config(&request, source.as_ref().map(|src| &src.config))?;
 
         let fork = match (&request.fork, source) {
             (Some(spec), Some(src)) => Some(self.resolve_fork(spec, src)?),
@@ -87,11 +67,18 @@ impl Writer {
                 .state(existing.id)
                 .map_err(storage::<CreateError>)?
                 .ok_or(CreateError::Storage("stream row vanished".into()))?;
-            let same = same_media_type(&existing.config.content_type, &config.content_type)
-                && existing.config.ttl_secs == config.ttl_secs
-                && existing.config.expires_at == config.expires_at
-                && state.closed == request.closed
-                && existing.fork.as_ref().map(|f| &f.spec) == fork.as_ref().map(|f| &f.spec);
+            let same = lifecycle::same_stream(
+                &Shape {
+                    config: &existing.config,
+                    closed: state.closed,
+                    fork: existing.fork.as_ref().map(|f| &f.spec),
+                },
+                &Shape {
+                    config: &config,
+                    closed: request.closed,
+                    fork: fork.as_ref().map(|f| &f.spec),
+                },
+            );
             if !same {
                 return Err(CreateError::ConfigMismatch);
             }
@@ -210,31 +197,18 @@ impl Writer {
             .map_err(storage::<CreateError>)?
             .ok_or(CreateError::SourceNotFound)?
             .tail;
-        let anchor = spec.offset.map_or(src_tail, |o| o.0);
-        if anchor > src_tail {
-            return Err(CreateError::ForkOffsetBeyondTail);
-        }
-        let point = if spec.sub_offset == 0 {
-            anchor
-        } else {
-            let boundary = self
-                .batch_end_at(&source, anchor, src_tail)
+        let anchor = lifecycle::fork_anchor(spec, src_tail)?;
+        let boundary = if lifecycle::needs_boundary(spec) {
+            self.batch_end_at(&source, anchor, src_tail)
                 .map_err(storage::<CreateError>)?
-                .ok_or(CreateError::SubOffsetOutOfRange)?;
-            let point = anchor.saturating_add(spec.sub_offset);
-            if point > boundary {
-                return Err(CreateError::SubOffsetOutOfRange);
-            }
-            point
+        } else {
+            None
         };
+        let (point, spec) = lifecycle::fork_point(spec, anchor, boundary)?;
         Ok(ForkLink {
             source,
             point,
-            spec: ForkFrom {
-                source: spec.source.clone(),
-                offset: Some(Offset(anchor)),
-                sub_offset: spec.sub_offset,
-            },
+            spec,
         })
     }
 

@@ -12,7 +12,6 @@
 //! first time a stream is touched and changed in step with the transaction.
 
 mod append;
-mod body;
 mod create;
 mod delete;
 mod index;
@@ -36,7 +35,7 @@ use super::entry::{Chunk, Entry};
 use crate::model::*;
 use crate::tail::Tail;
 
-pub(crate) use body::{stored_body, PreparedAppend, StoredBody};
+pub(crate) use crate::body::{stored_body, PreparedAppend, StoredBody};
 use index::{Unindexed, IDLE_FLUSH};
 use state::StreamState;
 

@@ -1,4 +1,4 @@
-//! Request bodies in their stored form.
+//! Request bodies in their stored form, the same for every backend.
 
 use bytes::Bytes;
 
@@ -11,7 +11,7 @@ pub(crate) struct StoredBody {
     pub units: u64,
 }
 
-/// An append after the parsing that can happen outside the writer.
+/// An append after the parsing that can happen outside the writer (or outside the transaction).
 pub(crate) struct PreparedAppend {
     pub request: Append,
     /// The stored form of a non-empty body, or why the body is invalid.

@@ -1,0 +1,442 @@
+//! The stream store on PostgreSQL.
+//!
+//! Nodes share nothing but the database. Whatever decides an offset happens under the
+//! stream's row lock in one transaction ([`tx::StreamWrites`], used by the group commit in
+//! [`batch`]), and reads take the tail from the committed row, then read chunks only below
+//! it, so every node reads exactly what was committed, whichever node wrote it. Live readers
+//! wait on a per-node watch of the tail that the LISTEN/NOTIFY bridge in [`tails`] keeps
+//! moving with every node's commits.
+//!
+//! What a node caches is only what never changes for a stream id: its configuration and
+//! fork chain ([`row::Identity`]). Tails, closure and deletion always come from the database
+//! or the bridged watch.
+
+mod batch;
+mod row;
+mod tails;
+pub(crate) mod tx;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use deadpool_postgres::{Object, Pool};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{PgOptions, PgStore};
+use crate::chunk::{self, Chunk};
+use crate::model::*;
+use crate::tail::TailWatch;
+use crate::StreamStore;
+use batch::Batcher;
+use row::{position, stored, ForkLink, Identity, StreamRow, COLUMNS};
+use tails::Tails;
+use tether_types::{Offset, ReadFrom};
+use tx::StreamWrites;
+
+pub use tails::LISTENER_APPLICATION_NAME;
+
+/// Attempts of a transaction that hit a deadlock or serialisation failure.
+const MAX_ATTEMPTS: usize = 4;
+/// Chunk rows fetched per query while reading.
+const CHUNKS_PER_QUERY: i64 = 256;
+/// Identities kept before the cache starts over (they are cheap to load again).
+const MAX_IDENTITIES: usize = 16_384;
+
+/// Why a transaction failed, and whether it may succeed if tried again.
+pub(super) type Failure = (String, bool);
+
+/// What the node's background tasks share with it.
+pub(crate) struct Shared {
+    pub tails: Tails,
+    /// Woken for every `tether_work` notification, and after the listener reconnects.
+    pub work: Notify,
+    pub listener_connects: AtomicU64,
+}
+
+/// The stream store's part of a [`PgStore`].
+pub(crate) struct Streams {
+    shared: Arc<Shared>,
+    identities: Mutex<HashMap<StreamId, Arc<Identity>>>,
+    batcher: Batcher,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Streams {
+    /// Starts the append batcher and the tail listener. Needs a tokio runtime.
+    pub(crate) fn start(pool: &Pool, config: &tokio_postgres::Config, options: &PgOptions) -> Self {
+        let shared = Arc::new(Shared {
+            tails: Tails::default(),
+            work: Notify::new(),
+            listener_connects: AtomicU64::new(0),
+        });
+        let listener = tokio::spawn(tails::listen(config.clone(), shared.clone()));
+        // Half the pool for append batches leaves the rest for reads and the control plane.
+        let batcher = Batcher::start(pool.clone(), shared.clone(), options.pool_size / 2);
+        Streams {
+            shared,
+            identities: Mutex::new(HashMap::new()),
+            batcher,
+            listener: Mutex::new(Some(listener)),
+        }
+    }
+
+    fn stop_listener(&self) {
+        if let Some(listener) = self.listener.lock().take() {
+            listener.abort();
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        self.stop_listener();
+    }
+}
+
+/// The chunks of stream `id` from the one holding `pos` to below `hi`, in order. Reads ask
+/// only below a tail they read from the committed row, so everything found is committed.
+async fn fetch_chunks(
+    client: &Object,
+    id: StreamId,
+    pos: u64,
+    hi: u64,
+) -> Result<Vec<Chunk>, String> {
+    let rows = client
+        .query(
+            "SELECT pos, end_pos, data FROM chunks
+             WHERE stream_id = $1 AND end_pos > $2 AND pos < $3
+             ORDER BY end_pos LIMIT $4",
+            &[&id, &stored(pos)?, &stored(hi)?, &CHUNKS_PER_QUERY],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut chunks = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (pos, end, data): (i64, i64, Vec<u8>) = (
+            row.try_get(0).map_err(|e| e.to_string())?,
+            row.try_get(1).map_err(|e| e.to_string())?,
+            row.try_get(2).map_err(|e| e.to_string())?,
+        );
+        chunks.push(Chunk {
+            pos: position(pos, "chunk position")?,
+            end: position(end, "chunk end")?,
+            data: Bytes::from(data),
+        });
+    }
+    Ok(chunks)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A database error as a [`Failure`].
+pub(super) fn failure(e: tokio_postgres::Error) -> Failure {
+    (e.to_string(), tx::is_retryable(&e))
+}
+
+/// Begins a transaction on a pooled connection.
+pub(super) async fn begin(
+    client: &mut Object,
+) -> Result<deadpool_postgres::Transaction<'_>, Failure> {
+    client.transaction().await.map_err(failure)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has been tried [`MAX_ATTEMPTS`] times.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err((msg, true)) if n < MAX_ATTEMPTS => {
+                tracing::debug!(error = %msg, attempt = n, "stream transaction will be retried");
+                n += 1;
+            }
+            Err((msg, _)) => return Err(msg),
+        }
+    }
+}
+
+impl PgStore {
+    /// Woken whenever some node announces claimable work (`pg_notify('tether_work', '')`),
+    /// and after the listener reconnects (announcements may have been missed meanwhile).
+    /// Waiters should use `notified()` together with a periodic re-check.
+    pub fn work_notify(&self) -> &Notify {
+        &self.streams.shared.work
+    }
+
+    /// How many times this node's tail listener has connected and started listening (for
+    /// metrics and tests).
+    pub fn listener_connects(&self) -> u64 {
+        self.streams
+            .shared
+            .listener_connects
+            .load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn tails(&self) -> &Tails {
+        &self.streams.shared.tails
+    }
+
+    /// The live stream at `path` and a connection to keep reading with. Expired streams are
+    /// removed on the way (and not found). `access`: counts for the sliding TTL.
+    async fn live(&self, path: &str, access: bool) -> Result<(Object, StreamRow), LookupError> {
+        let client = self.client().await.map_err(LookupError::Storage)?;
+        let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1");
+        let row = client
+            .query_opt(&sql, &[&path])
+            .await
+            .map_err(|e| LookupError::Storage(e.to_string()))?;
+        let Some(row) = row else {
+            return Err(LookupError::NotFound);
+        };
+        let row = StreamRow::parse(&row).map_err(LookupError::Storage)?;
+        if row.soft_deleted {
+            return Err(LookupError::Gone);
+        }
+        let now = now_ms();
+        if row.expired(now) {
+            // Not while holding a connection: the removal needs one of its own.
+            drop(client);
+            // Not found either way: expired here, or removed by someone else meanwhile.
+            let _removed: Result<(), DeleteError> = retrying(|| self.remove_attempt(path, true))
+                .await
+                .map_err(LookupError::Storage)?;
+            return Err(LookupError::NotFound);
+        }
+        // Only streams with a sliding TTL pay for a write per access.
+        if access && row.config.ttl_secs.is_some() {
+            client
+                .execute(
+                    "UPDATE streams SET last_access_ms = GREATEST(last_access_ms, $2)
+                     WHERE id = $1",
+                    &[&row.id, &now],
+                )
+                .await
+                .map_err(|e| LookupError::Storage(e.to_string()))?;
+        }
+        Ok((client, row))
+    }
+
+    /// The identity of `row`'s stream, from the cache or loaded with its fork chain.
+    async fn identity(&self, client: &Object, row: &StreamRow) -> Result<Arc<Identity>, String> {
+        let cached = |id: StreamId| self.streams.identities.lock().get(&id).cloned();
+        if let Some(identity) = cached(row.id) {
+            return Ok(identity);
+        }
+        // Up the fork chain until a known identity or the root.
+        let mut chain = vec![row.clone()];
+        let mut base = None;
+        while let Some((source_id, _)) = chain.last().and_then(|r| r.fork.clone()) {
+            if let Some(identity) = cached(source_id) {
+                base = Some(identity);
+                break;
+            }
+            if chain.len() > MAX_IDENTITIES {
+                return Err("a fork chain does not end".into());
+            }
+            let sql = format!("SELECT {COLUMNS} FROM streams WHERE id = $1");
+            let source = client
+                .query_opt(&sql, &[&source_id])
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("a fork's source row is missing")?;
+            chain.push(StreamRow::parse(&source)?);
+        }
+        let mut identities = self.streams.identities.lock();
+        if identities.len() >= MAX_IDENTITIES {
+            identities.clear();
+        }
+        let mut below = base;
+        for r in chain.into_iter().rev() {
+            let fork = match &r.fork {
+                Some(_) => Some(ForkLink {
+                    source: below.take().ok_or("a fork's source is missing")?,
+                    point: r.start,
+                }),
+                None => None,
+            };
+            let identity = Arc::new(Identity {
+                id: r.id,
+                json: tether_types::headers::is_json(&r.config.content_type),
+                start: r.start,
+                fork,
+            });
+            identities.insert(r.id, identity.clone());
+            below = Some(identity);
+        }
+        below.ok_or_else(|| "no identity built".to_string())
+    }
+
+    /// One try at a create, committed even when the request is refused (a refusal may have
+    /// removed an expired stream on the way).
+    async fn create_attempt(
+        &self,
+        path: &str,
+        request: &CreateStream,
+    ) -> Result<Result<Created, CreateError>, Failure> {
+        let mut client = self.client().await.map_err(|e| (e, false))?;
+        let tx = begin(&mut client).await?;
+        let mut writes = StreamWrites::new();
+        let outcome = writes.create_stream(&tx, path, request.clone()).await;
+        if let Err(CreateError::Storage(msg)) = outcome {
+            return Err((msg, writes.retryable()));
+        }
+        self.commit(tx, writes).await?;
+        Ok(outcome)
+    }
+
+    /// One try at deleting the stream at `path`; with `only_expired`, only if its time is up
+    /// (an expiry found by a lookup, which another access may have prevented meanwhile).
+    async fn remove_attempt(
+        &self,
+        path: &str,
+        only_expired: bool,
+    ) -> Result<Result<(), DeleteError>, Failure> {
+        let mut client = self.client().await.map_err(|e| (e, false))?;
+        let tx = begin(&mut client).await?;
+        let mut writes = StreamWrites::new();
+        let row = match writes.lock_row(&tx, path).await {
+            Ok(row) => row,
+            Err(msg) => return Err((msg, writes.retryable())),
+        };
+        let outcome = match row {
+            None => Err(DeleteError::NotFound),
+            Some(row) if row.soft_deleted => Err(DeleteError::Gone),
+            Some(row) => {
+                let expired = row.expired(writes.now_ms());
+                if expired || !only_expired {
+                    if let Err(msg) = writes.remove(&tx, &row).await {
+                        return Err((msg, writes.retryable()));
+                    }
+                }
+                if expired {
+                    Err(DeleteError::NotFound)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        self.commit(tx, writes).await?;
+        Ok(outcome)
+    }
+
+    /// Flushes `writes`, commits, and publishes the new tails.
+    async fn commit(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        mut writes: StreamWrites,
+    ) -> Result<(), Failure> {
+        if let Err(msg) = writes.flush(&tx).await {
+            return Err((msg, writes.retryable()));
+        }
+        tx.commit().await.map_err(failure)?;
+        writes.published(self);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StreamStore for PgStore {
+    async fn create(&self, path: &str, request: CreateStream) -> Result<Created, CreateError> {
+        retrying(|| self.create_attempt(path, &request))
+            .await
+            .unwrap_or_else(|msg| Err(CreateError::Storage(msg)))
+    }
+
+    async fn append(&self, path: &str, request: Append) -> Result<Appended, AppendError> {
+        self.streams.batcher.append(path, request).await
+    }
+
+    async fn read(
+        &self,
+        path: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadChunk, LookupError> {
+        let (client, row) = self.live(path, true).await?;
+        let end = row.tail;
+        let start = chunk::read_start(from, end)?;
+        let identity = self.identity(&client, &row).await?;
+        let fetch = |stream: Arc<Identity>, pos, hi, _budget| {
+            let client = &client;
+            async move { fetch_chunks(client, stream.id, pos, hi).await }
+        };
+        let read = chunk::read_view(&identity, start, end, max_bytes, fetch).await?;
+        Ok(chunk::read_chunk(row.info(), start, end, read))
+    }
+
+    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
+        let (_, row) = self.live(path, false).await?;
+        Ok(row.info())
+    }
+
+    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError> {
+        let (client, row) = self.live(path, true).await?;
+        let known = crate::tail::Tail {
+            next: row.tail,
+            closed: row.closed,
+            deleted: false,
+        };
+        let watch = self.tails().subscribe(row.id, known);
+        // Registered: every later commit reaches this watch. One more read of the tail
+        // covers any commit between the lookup and the registration.
+        let again = client
+            .query_opt(
+                "SELECT tail, closed, soft_deleted FROM streams WHERE id = $1",
+                &[&row.id],
+            )
+            .await
+            .map_err(|e| LookupError::Storage(e.to_string()))?;
+        let tail = match again {
+            Some(r) => crate::tail::Tail {
+                next: position(
+                    r.try_get(0)
+                        .map_err(|e| LookupError::Storage(e.to_string()))?,
+                    "tail",
+                )
+                .map_err(LookupError::Storage)?,
+                closed: r
+                    .try_get(1)
+                    .map_err(|e| LookupError::Storage(e.to_string()))?,
+                deleted: r
+                    .try_get(2)
+                    .map_err(|e| LookupError::Storage(e.to_string()))?,
+            },
+            None => tails::gone(),
+        };
+        self.tails().merge(row.id, tail);
+        let current = watch.current();
+        Ok((
+            StreamInfo {
+                next: Offset(current.next),
+                closed: current.closed,
+                ..row.info()
+            },
+            watch,
+        ))
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), DeleteError> {
+        retrying(|| self.remove_attempt(path, false))
+            .await
+            .unwrap_or_else(|msg| Err(DeleteError::Storage(msg)))
+    }
+
+    async fn shutdown(&self) {
+        // Queued appends still run and commit; then the listener stops.
+        self.streams.batcher.stop().await;
+        self.streams.stop_listener();
+    }
+}

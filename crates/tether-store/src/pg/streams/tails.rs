@@ -1,0 +1,292 @@
+//! Live tails across nodes: a registry of this node's watched streams, and the listener that
+//! brings other nodes' commits into it.
+//!
+//! Every transaction that moves a tail queues `pg_notify('tether_tail', ..)`, which PostgreSQL
+//! delivers to every listening node when (and only if) the transaction commits. One dedicated
+//! connection per node listens and merges what it hears into the registry. Tails only move
+//! forward (a larger `next`, closed, deleted), so merging is idempotent and order-free: the
+//! same change arriving twice (published locally after commit, then heard back) or late
+//! changes nothing.
+//!
+//! Notifications sent while the listener is disconnected are lost, so after every (re)connect
+//! it re-reads the tails of every watched stream from the database. Watchers register before
+//! reading the tail themselves (see `PgStore::watch`), so no commit falls between the two.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{AsyncMessage, NoTls, Notification};
+
+use super::Shared;
+use crate::model::StreamId;
+use crate::tail::{self, Tail, TailWatch};
+
+/// The channel tail changes travel on. Payload: `<id> <next> <closed 0|1> <deleted 0|1>`.
+/// A wire format between nodes of possibly different versions: keep it stable.
+pub(crate) const TAIL_CHANNEL: &str = "tether_tail";
+/// The channel claimable work is announced on (the control plane sends, the server waits).
+pub(crate) const WORK_CHANNEL: &str = "tether_work";
+/// The listener's `application_name`, so operators (and tests) can find its connection.
+pub const LISTENER_APPLICATION_NAME: &str = "tether-listener";
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A tail change as sent to other nodes.
+pub(crate) fn encode(id: StreamId, tail: Tail) -> String {
+    format!(
+        "{id} {} {} {}",
+        tail.next, tail.closed as u8, tail.deleted as u8
+    )
+}
+
+/// `None` for a payload this node does not understand: it is ignored, never a panic.
+pub(crate) fn decode(payload: &str) -> Option<(StreamId, Tail)> {
+    let mut parts = payload.split(' ');
+    let id = parts.next()?.parse().ok()?;
+    let next = parts.next()?.parse().ok()?;
+    let flag = |p: Option<&str>| match p {
+        Some("0") => Some(false),
+        Some("1") => Some(true),
+        _ => None,
+    };
+    let closed = flag(parts.next())?;
+    let deleted = flag(parts.next())?;
+    Some((
+        id,
+        Tail {
+            next,
+            closed,
+            deleted,
+        },
+    ))
+}
+
+/// The tails this node's live readers watch, by stream id. Entries nobody watches any more
+/// are dropped as they are met, so the registry stays as large as the set of live readers.
+#[derive(Default)]
+pub(crate) struct Tails {
+    watches: Mutex<HashMap<StreamId, watch::Sender<Tail>>>,
+}
+
+impl Tails {
+    /// A watch on `id`, starting from at least `known`.
+    pub fn subscribe(&self, id: StreamId, known: Tail) -> TailWatch {
+        let mut watches = self.watches.lock();
+        if watches.len() >= 64 && watches.len().is_power_of_two() {
+            watches.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        let sender = watches.entry(id).or_insert_with(|| tail::channel(known));
+        merge_into(sender, known);
+        TailWatch::new(sender.subscribe())
+    }
+
+    /// Moves `id`'s tail forward to `tail`, if anyone here watches it.
+    pub fn merge(&self, id: StreamId, tail: Tail) {
+        let mut watches = self.watches.lock();
+        let Some(sender) = watches.get(&id) else {
+            return;
+        };
+        if sender.receiver_count() == 0 {
+            watches.remove(&id);
+            return;
+        }
+        merge_into(sender, tail);
+    }
+
+    /// The streams someone here watches.
+    pub fn watched(&self) -> Vec<StreamId> {
+        let mut watches = self.watches.lock();
+        watches.retain(|_, tx| tx.receiver_count() > 0);
+        watches.keys().copied().collect()
+    }
+}
+
+fn merge_into(sender: &watch::Sender<Tail>, tail: Tail) {
+    sender.send_if_modified(|t| {
+        let merged = Tail {
+            next: t.next.max(tail.next),
+            closed: t.closed || tail.closed,
+            deleted: t.deleted || tail.deleted,
+        };
+        let changed = merged != *t;
+        *t = merged;
+        changed
+    });
+}
+
+/// Runs the listener until the task is aborted (at shutdown), reconnecting with backoff
+/// whenever its connection fails.
+pub(super) async fn listen(config: tokio_postgres::Config, shared: Arc<Shared>) {
+    let mut config = config;
+    config.application_name(LISTENER_APPLICATION_NAME);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let (listened, error) = session(&config, &shared).await;
+        if listened {
+            backoff = BACKOFF_MIN;
+        }
+        tracing::warn!(error = %error, retry_in = ?backoff, "tail listener disconnected");
+        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's life: LISTEN, catch up on what may have been missed, then apply
+/// notifications until the connection fails. Returns whether it got as far as listening, and
+/// why it ended.
+async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, String) {
+    let (client, mut connection) = match config.connect(NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => return (false, e.to_string()),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
+    // The connection must be polled for the client's queries to progress too; it hands the
+    // notifications over. It ends (dropping `tx`) when the connection fails.
+    let driver = tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n).is_err() {
+                        return "listener stopped".to_string();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e.to_string(),
+                None => return "connection closed".to_string(),
+            }
+        }
+    });
+    let _abort = AbortOnDrop(driver.abort_handle());
+    let listen = format!("LISTEN {TAIL_CHANNEL}; LISTEN {WORK_CHANNEL}");
+    if let Err(e) = client.batch_execute(&listen).await {
+        return (false, e.to_string());
+    }
+    shared
+        .listener_connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = resync(&client, shared).await {
+        return (true, e);
+    }
+    // Work announced while disconnected was lost too: let waiters look again.
+    shared.work.notify_waiters();
+    while let Some(n) = rx.recv().await {
+        match n.channel() {
+            TAIL_CHANNEL => match decode(n.payload()) {
+                Some((id, tail)) => shared.tails.merge(id, tail),
+                None => tracing::warn!(payload = n.payload(), "ignored a malformed tail notice"),
+            },
+            WORK_CHANNEL => shared.work.notify_waiters(),
+            _ => {}
+        }
+    }
+    let why = driver
+        .await
+        .unwrap_or_else(|e| format!("listener connection task failed: {e}"));
+    (true, why)
+}
+
+/// Re-reads the tails of every watched stream (after a reconnect); a stream whose row is
+/// gone was deleted.
+async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), String> {
+    let ids = shared.tails.watched();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            "SELECT id, tail, closed, soft_deleted FROM streams WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = std::collections::HashSet::new();
+    for row in rows {
+        let id: StreamId = row.try_get(0).map_err(|e| e.to_string())?;
+        let next: i64 = row.try_get(1).map_err(|e| e.to_string())?;
+        let tail = Tail {
+            next: super::row::position(next, "tail")?,
+            closed: row.try_get(2).map_err(|e| e.to_string())?,
+            deleted: row.try_get(3).map_err(|e| e.to_string())?,
+        };
+        found.insert(id);
+        shared.tails.merge(id, tail);
+    }
+    for id in ids.into_iter().filter(|id| !found.contains(id)) {
+        shared.tails.merge(id, gone());
+    }
+    Ok(())
+}
+
+/// The tail of a stream that no longer exists (merging keeps the last known position).
+pub(crate) fn gone() -> Tail {
+    Tail {
+        next: 0,
+        closed: false,
+        deleted: true,
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_notices_round_trip_and_bad_ones_are_ignored() {
+        let tail = Tail {
+            next: 42,
+            closed: true,
+            deleted: false,
+        };
+        assert_eq!(decode(&encode(7, tail)), Some((7, tail)));
+        for bad in ["", "7", "7 x 0 0", "7 1 2 0", "7 1 0", "x 1 0 0"] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tails_only_move_forward() {
+        let tails = Tails::default();
+        let watch = tails.subscribe(
+            1,
+            Tail {
+                next: 5,
+                closed: false,
+                deleted: false,
+            },
+        );
+        tails.merge(
+            1,
+            Tail {
+                next: 3,
+                closed: true,
+                deleted: false,
+            },
+        );
+        assert_eq!(
+            watch.current(),
+            Tail {
+                next: 5,
+                closed: true,
+                deleted: false
+            }
+        );
+        tails.merge(1, gone());
+        assert_eq!(watch.current().next, 5);
+        assert!(watch.current().deleted);
+    }
+}

@@ -1,0 +1,836 @@
+//! Stream writes inside one PostgreSQL transaction.
+//!
+//! [`StreamWrites`] is what both the append path's group commit and the control plane's task
+//! transitions use to write streams: it locks a stream's row (`SELECT ... FOR UPDATE`), which
+//! is what serialises appends to one stream across nodes, so offsets follow commit order (G2);
+//! it checks each append with the protocol's rules against the state it loaded under that
+//! lock; and it buffers what to write, so that one transaction makes one multi-row insert of
+//! chunks, one of producer rows and one update of stream rows, however many appends it holds.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Transaction;
+
+use super::row::{position, stored, StreamRow, COLUMNS};
+use super::tails::{self, gone, Tails};
+use crate::body::{stored_body, PreparedAppend};
+use crate::lifecycle::{self, Shape};
+use crate::model::*;
+use crate::pg::PgStore;
+use crate::rules::{check_append, AppendCheck, Verdict};
+use crate::tail::Tail;
+use tether_types::Offset;
+
+/// A locked stream's protocol state, changed in step with the transaction.
+struct Locked {
+    content_type: String,
+    tail: u64,
+    closed: bool,
+    closed_by: Option<ProducerStamp>,
+    last_stream_seq: Option<String>,
+    /// Producers loaded so far: `None` for one this stream has not seen.
+    producers: HashMap<String, Option<(u64, u64)>>,
+    /// Producers whose state this transaction changed.
+    changed_producers: HashSet<String>,
+    /// The row must be rewritten (tail, closure, `Stream-Seq`, last access).
+    dirty: bool,
+}
+
+/// The stream writes of one PostgreSQL transaction.
+pub(crate) struct StreamWrites {
+    streams: HashMap<StreamId, Locked>,
+    /// New chunks: (stream, pos, end, data).
+    chunks: Vec<(StreamId, u64, u64, Bytes)>,
+    /// Streams deleted (or soft-deleted) in this transaction.
+    deleted: Vec<StreamId>,
+    /// Tails to announce, computed by `flush`.
+    notices: Vec<(StreamId, Tail)>,
+    /// A database error so far was a deadlock or serialisation failure: the whole
+    /// transaction may be tried again.
+    retryable: bool,
+    now_ms: i64,
+}
+
+impl Default for StreamWrites {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamWrites {
+    pub(crate) fn new() -> Self {
+        StreamWrites {
+            streams: HashMap::new(),
+            chunks: Vec::new(),
+            deleted: Vec::new(),
+            notices: Vec::new(),
+            retryable: false,
+            now_ms: Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// Whether the transaction failed in a way worth retrying from the start (deadlock,
+    /// serialisation failure).
+    pub(crate) fn retryable(&self) -> bool {
+        self.retryable
+    }
+
+    pub(super) fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// Records a database error, noting whether it is worth a retry.
+    pub(super) fn db(&mut self, e: tokio_postgres::Error) -> String {
+        if is_retryable(&e) {
+            self.retryable = true;
+        }
+        e.to_string()
+    }
+
+    /// Locks the live stream at `path` (SELECT ... FOR UPDATE) and loads what appends are
+    /// checked against. Ok(None): no such live stream.
+    // The control plane's task transitions are the callers (see the tests below).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn lock(
+        &mut self,
+        tx: &Transaction<'_>,
+        path: &str,
+    ) -> Result<Option<StreamId>, String> {
+        match self.lock_row(tx, path).await? {
+            Some(row) if !row.soft_deleted && !row.expired(self.now_ms) => {
+                self.adopt(&row);
+                Ok(Some(row.id))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The row at `path`, locked, whatever its state.
+    pub(super) async fn lock_row(
+        &mut self,
+        tx: &Transaction<'_>,
+        path: &str,
+    ) -> Result<Option<StreamRow>, String> {
+        let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1 FOR UPDATE");
+        match tx.query_opt(&sql, &[&path]).await {
+            Ok(Some(row)) => StreamRow::parse(&row).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.db(e)),
+        }
+    }
+
+    /// The rows at `paths`, locked in id order: every node locks in that order, so batches
+    /// that share streams wait for each other instead of deadlocking.
+    pub(super) async fn lock_paths(
+        &mut self,
+        tx: &Transaction<'_>,
+        paths: &[&str],
+    ) -> Result<HashMap<String, StreamRow>, String> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM streams WHERE path = ANY($1) ORDER BY id FOR UPDATE");
+        let rows = match tx.query(&sql, &[&paths]).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.db(e)),
+        };
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let row = StreamRow::parse(row)?;
+            out.insert(row.path.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// Takes a row this transaction locked as the starting state of its appends. A stream
+    /// already taken keeps the state this transaction gave it.
+    pub(super) fn adopt(&mut self, row: &StreamRow) {
+        self.streams.entry(row.id).or_insert_with(|| Locked {
+            content_type: row.config.content_type.clone(),
+            tail: row.tail,
+            closed: row.closed,
+            closed_by: row.closed_by.clone(),
+            last_stream_seq: row.last_stream_seq.clone(),
+            producers: HashMap::new(),
+            changed_producers: HashSet::new(),
+            dirty: false,
+        });
+    }
+
+    /// `row`'s tail and closure as of this point in the transaction.
+    fn current(&self, row: &StreamRow) -> (u64, bool) {
+        match self.streams.get(&row.id) {
+            Some(s) => (s.tail, s.closed),
+            None => (row.tail, row.closed),
+        }
+    }
+
+    /// Creates a plain (non-fork) stream, with an optional initial body, in this transaction.
+    /// (Forks work too: this is the one create path of the PostgreSQL store.) An identical
+    /// stream already at `path` is not an error: its id is returned.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn create(
+        &mut self,
+        tx: &Transaction<'_>,
+        path: &str,
+        request: CreateStream,
+    ) -> Result<StreamId, CreateError> {
+        self.create_stream(tx, path, request)
+            .await
+            .map(|c| c.info.id)
+    }
+
+    /// Creates a stream or fork, or confirms that an identical one exists (idempotent PUT).
+    pub(super) async fn create_stream(
+        &mut self,
+        tx: &Transaction<'_>,
+        path: &str,
+        request: CreateStream,
+    ) -> Result<Created, CreateError> {
+        // Two nodes creating the same path at once: the loser's insert finds the winner's
+        // committed row, and the next round compares against it.
+        for _ in 0..3 {
+            if let Some(created) = self.try_create(tx, path, &request).await? {
+                return Ok(created);
+            }
+        }
+        Err(CreateError::Storage(
+            "the stream at this path kept changing while being created".into(),
+        ))
+    }
+
+    async fn try_create(
+        &mut self,
+        tx: &Transaction<'_>,
+        path: &str,
+        request: &CreateStream,
+    ) -> Result<Option<Created>, CreateError> {
+        let mut existing = self
+            .lock_row(tx, path)
+            .await
+            .map_err(CreateError::Storage)?;
+        if let Some(e) = &existing {
+            if e.soft_deleted {
+                return Err(CreateError::PathBlocked);
+            }
+            if e.expired(self.now_ms) {
+                self.remove(tx, e).await.map_err(CreateError::Storage)?;
+                if e.refcount > 0 {
+                    // Soft-deleted: forks still read from it, so the path stays taken.
+                    return Err(CreateError::PathBlocked);
+                }
+                existing = None;
+            }
+        }
+
+        // Resolve the fork source first: its content type is the default for the fork.
+        let source = match &request.fork {
+            Some(fork) => {
+                let Some(src) = self
+                    .lock_row(tx, &fork.source)
+                    .await
+                    .map_err(CreateError::Storage)?
+                else {
+                    return Err(CreateError::SourceNotFound);
+                };
+                if src.soft_deleted {
+                    return Err(CreateError::SourceGone);
+                }
+                if src.expired(self.now_ms) {
+                    self.remove(tx, &src).await.map_err(CreateError::Storage)?;
+                    return Err(CreateError::SourceNotFound);
+                }
+                Some(src)
+            }
+            None => None,
+        };
+        let config = lifecycle::stream_config(request, source.as_ref().map(|s| &s.config))?;
+        let fork = match (&request.fork, &source) {
+            (Some(spec), Some(src)) => {
+                let (src_tail, _) = self.current(src);
+                let anchor = lifecycle::fork_anchor(spec, src_tail)?;
+                let boundary = if lifecycle::needs_boundary(spec) {
+                    self.boundary(tx, src, anchor, src_tail)
+                        .await
+                        .map_err(CreateError::Storage)?
+                } else {
+                    None
+                };
+                let (point, spec) = lifecycle::fork_point(spec, anchor, boundary)?;
+                Some((src.id, point, spec))
+            }
+            _ => None,
+        };
+
+        if let Some(existing) = existing {
+            let (tail, closed) = self.current(&existing);
+            let same = lifecycle::same_stream(
+                &Shape {
+                    config: &existing.config,
+                    closed,
+                    fork: existing.fork.as_ref().map(|(_, spec)| spec),
+                },
+                &Shape {
+                    config: &config,
+                    closed: request.closed,
+                    fork: fork.as_ref().map(|(_, _, spec)| spec),
+                },
+            );
+            if !same {
+                return Err(CreateError::ConfigMismatch);
+            }
+            return Ok(Some(Created {
+                created: false,
+                info: StreamInfo {
+                    next: Offset(tail),
+                    closed,
+                    ..existing.info()
+                },
+            }));
+        }
+
+        let json = tether_types::headers::is_json(&config.content_type);
+        let body = stored_body(json, &request.body, true)
+            .map_err(|e| CreateError::InvalidBody(e.to_string()))?;
+        let start = fork.as_ref().map_or(0, |(_, point, _)| *point);
+        let tail = start + body.as_ref().map_or(0, |b| b.units);
+        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
+            Some((id, _, spec)) => (
+                Some(*id),
+                Some(spec.source.clone()),
+                spec.offset.map(|o| stored(o.0)).transpose()?,
+                Some(stored(spec.sub_offset)?),
+            ),
+            None => (None, None, None, None),
+        };
+        let ttl = config.ttl_secs.map(stored).transpose()?;
+        let expires_ms = config.expires_at.map(|t| t.timestamp_millis());
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
+                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
+                    fork_anchor, fork_sub)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (path) DO NOTHING
+                 RETURNING id",
+                &[
+                    &path,
+                    &config.content_type,
+                    &ttl,
+                    &expires_ms,
+                    &self.now_ms,
+                    &stored(start)?,
+                    &stored(tail)?,
+                    &request.closed,
+                    &fork_id,
+                    &fork_path,
+                    &fork_anchor,
+                    &fork_sub,
+                ],
+            )
+            .await;
+        let id: StreamId = match inserted {
+            Ok(Some(row)) => row.try_get(0).map_err(|e| self.db(e))?,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(CreateError::Storage(self.db(e))),
+        };
+        if let Some((source_id, _, _)) = &fork {
+            tx.execute(
+                "UPDATE streams SET refcount = refcount + 1 WHERE id = $1",
+                &[source_id],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        if let Some(body) = body {
+            self.chunks.push((id, start, tail, body.data));
+        }
+        self.streams.insert(
+            id,
+            Locked {
+                content_type: config.content_type.clone(),
+                tail,
+                closed: request.closed,
+                closed_by: None,
+                last_stream_seq: None,
+                producers: HashMap::new(),
+                changed_producers: HashSet::new(),
+                dirty: false,
+            },
+        );
+        Ok(Some(Created {
+            created: true,
+            info: StreamInfo {
+                id,
+                config,
+                start: Offset::START,
+                next: Offset(tail),
+                closed: request.closed,
+            },
+        }))
+    }
+
+    /// The end of the append that starts at `pos` in `source`'s view (its own chunks or those
+    /// it inherits), clipped to where that view stops; `None` if no append starts there.
+    async fn boundary(
+        &mut self,
+        tx: &Transaction<'_>,
+        source: &StreamRow,
+        pos: u64,
+        limit: u64,
+    ) -> Result<Option<u64>, String> {
+        let mut current = source.clone();
+        let mut limit = limit;
+        loop {
+            if pos >= current.start {
+                if let Some((_, _, end, _)) = self
+                    .chunks
+                    .iter()
+                    .rev()
+                    .find(|(id, p, _, _)| *id == current.id && *p == pos)
+                {
+                    return Ok(Some((*end).min(limit)));
+                }
+                let found = tx
+                    .query_opt(
+                        "SELECT pos, end_pos FROM chunks WHERE stream_id = $1 AND end_pos > $2
+                         ORDER BY end_pos LIMIT 1",
+                        &[&current.id, &stored(pos)?],
+                    )
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let Some(found) = found else {
+                    return Ok(None);
+                };
+                let start = position(found.try_get(0).map_err(|e| self.db(e))?, "chunk")?;
+                let end = position(found.try_get(1).map_err(|e| self.db(e))?, "chunk")?;
+                return Ok((start == pos).then_some(end.min(limit)));
+            }
+            let Some((source_id, _)) = &current.fork else {
+                return Ok(None);
+            };
+            limit = limit.min(current.start);
+            let sql = format!("SELECT {COLUMNS} FROM streams WHERE id = $1");
+            let row = tx
+                .query_opt(&sql, &[source_id])
+                .await
+                .map_err(|e| self.db(e))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            current = StreamRow::parse(&row)?;
+        }
+    }
+
+    /// One append to a stream this value locked or created (protocol rules via
+    /// rules::check_append).
+    pub(crate) async fn append(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: StreamId,
+        append: PreparedAppend,
+    ) -> Result<Appended, AppendError> {
+        let PreparedAppend { request, body } = append;
+        let Some(state) = self.streams.get(&id) else {
+            return Err(AppendError::NotFound);
+        };
+        let producer = match &request.producer {
+            Some(p) => match state.producers.get(&p.id) {
+                Some(known) => *known,
+                None => {
+                    let known = self.load_producer(tx, id, &p.id).await?;
+                    if let Some(state) = self.streams.get_mut(&id) {
+                        state.producers.insert(p.id.clone(), known);
+                    }
+                    known
+                }
+            },
+            None => None,
+        };
+        let Some(state) = self.streams.get_mut(&id) else {
+            return Err(AppendError::NotFound);
+        };
+        let check = AppendCheck {
+            content_type: &state.content_type,
+            tail: state.tail,
+            closed: state.closed,
+            closed_by: state.closed_by.as_ref(),
+            last_stream_seq: state.last_stream_seq.as_deref(),
+            producer,
+        };
+        match check_append(&check, &request, body.as_ref().map(|_| ()))? {
+            Verdict::Answer(answer) => return Ok(answer),
+            Verdict::Write => {}
+        }
+        let body = body?;
+
+        // Written: the row's tail, closure and last access change.
+        state.dirty = true;
+        let first = state.tail;
+        if let Some(body) = body {
+            state.tail = first + body.units;
+            self.chunks.push((id, first, state.tail, body.data));
+        }
+        if let Some(seq) = request.stream_seq {
+            state.last_stream_seq = Some(seq);
+        }
+        if let Some(p) = &request.producer {
+            state.producers.insert(p.id.clone(), Some((p.epoch, p.seq)));
+            state.changed_producers.insert(p.id.clone());
+            if request.close {
+                state.closed_by = Some(p.clone());
+            }
+        }
+        if request.close {
+            state.closed = true;
+        }
+        Ok(Appended {
+            status: AppendStatus::Appended,
+            next: Offset(state.tail),
+            closed: state.closed,
+            producer: request.producer.as_ref().map(|p| (p.epoch, p.seq)),
+        })
+    }
+
+    async fn load_producer(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: StreamId,
+        producer: &str,
+    ) -> Result<Option<(u64, u64)>, AppendError> {
+        let row = tx
+            .query_opt(
+                "SELECT epoch, last_seq FROM producers WHERE stream_id = $1 AND producer_id = $2",
+                &[&id, &producer],
+            )
+            .await
+            .map_err(|e| AppendError::Storage(self.db(e)))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let epoch: i64 = row.try_get(0).map_err(|e| self.db(e))?;
+        let seq: i64 = row.try_get(1).map_err(|e| self.db(e))?;
+        Ok(Some((
+            position(epoch, "producer epoch")?,
+            position(seq, "producer sequence")?,
+        )))
+    }
+
+    /// Deletes the stream `row` (locked by this transaction): softly while forks read from
+    /// it, else for good, cascading to soft-deleted sources that no fork needs any more.
+    pub(super) async fn remove(
+        &mut self,
+        tx: &Transaction<'_>,
+        row: &StreamRow,
+    ) -> Result<(), String> {
+        if row.refcount > 0 {
+            tx.execute(
+                "UPDATE streams SET soft_deleted = true WHERE id = $1",
+                &[&row.id],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+            self.streams.remove(&row.id);
+            self.deleted.push(row.id);
+            return Ok(());
+        }
+        let mut current = Some((row.id, row.fork.as_ref().map(|(source, _)| *source)));
+        let mut seen = HashSet::new();
+        while let Some((id, source)) = current.take() {
+            if !seen.insert(id) {
+                break;
+            }
+            for sql in [
+                "DELETE FROM chunks WHERE stream_id = $1",
+                "DELETE FROM producers WHERE stream_id = $1",
+                "DELETE FROM streams WHERE id = $1",
+            ] {
+                tx.execute(sql, &[&id]).await.map_err(|e| self.db(e))?;
+            }
+            self.streams.remove(&id);
+            self.chunks.retain(|(stream, _, _, _)| *stream != id);
+            self.deleted.push(id);
+            let Some(source) = source else {
+                break;
+            };
+            let released = tx
+                .query_opt(
+                    "UPDATE streams SET refcount = refcount - 1 WHERE id = $1
+                     RETURNING refcount, soft_deleted, fork_source_id",
+                    &[&source],
+                )
+                .await
+                .map_err(|e| self.db(e))?;
+            if let Some(r) = released {
+                let refcount: i64 = r.try_get(0).map_err(|e| self.db(e))?;
+                let soft_deleted: bool = r.try_get(1).map_err(|e| self.db(e))?;
+                let next: Option<i64> = r.try_get(2).map_err(|e| self.db(e))?;
+                if refcount <= 0 && soft_deleted {
+                    current = Some((source, next));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered (chunks, producer rows, stream rows) and queues the
+    /// cross-node tail notifications (pg_notify inside the transaction). Once, before commit.
+    pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+        self.flush_chunks(tx).await?;
+        self.flush_producers(tx).await?;
+        self.flush_streams(tx).await?;
+        let mut payloads = Vec::with_capacity(self.notices.len());
+        for (id, tail) in &self.notices {
+            payloads.push(tails::encode(*id, *tail));
+        }
+        if !payloads.is_empty() {
+            tx.execute(
+                "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
+                &[&tails::TAIL_CHANNEL, &payloads],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        Ok(())
+    }
+
+    async fn flush_chunks(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+        if self.chunks.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(self.chunks.len());
+        let mut ends = Vec::with_capacity(self.chunks.len());
+        let mut starts = Vec::with_capacity(self.chunks.len());
+        let mut data: Vec<&[u8]> = Vec::with_capacity(self.chunks.len());
+        for (id, pos, end, bytes) in &self.chunks {
+            ids.push(*id);
+            starts.push(stored(*pos)?);
+            ends.push(stored(*end)?);
+            data.push(bytes.as_ref());
+        }
+        let result = tx
+            .execute(
+                "INSERT INTO chunks (stream_id, end_pos, pos, data)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bytea[])",
+                &[&ids, &ends, &starts, &data],
+            )
+            .await;
+        drop(data);
+        result.map_err(|e| self.db(e))?;
+        self.chunks.clear();
+        Ok(())
+    }
+
+    async fn flush_producers(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+        let mut ids = Vec::new();
+        let mut producers = Vec::new();
+        let mut epochs = Vec::new();
+        let mut seqs = Vec::new();
+        for (id, state) in &mut self.streams {
+            for producer in state.changed_producers.drain() {
+                if let Some(Some((epoch, seq))) = state.producers.get(&producer) {
+                    ids.push(*id);
+                    epochs.push(stored(*epoch)?);
+                    seqs.push(stored(*seq)?);
+                    producers.push(producer);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO producers (stream_id, producer_id, epoch, last_seq)
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[])
+             ON CONFLICT (stream_id, producer_id)
+             DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq",
+            &[&ids, &producers, &epochs, &seqs],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn flush_streams(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+        let mut ids = Vec::new();
+        let mut tails_ = Vec::new();
+        let mut closed = Vec::new();
+        let mut closers: Vec<Option<String>> = Vec::new();
+        let mut closer_epochs: Vec<Option<i64>> = Vec::new();
+        let mut closer_seqs: Vec<Option<i64>> = Vec::new();
+        let mut stream_seqs: Vec<Option<String>> = Vec::new();
+        self.notices.clear();
+        for (id, state) in &mut self.streams {
+            if !state.dirty {
+                continue;
+            }
+            state.dirty = false;
+            ids.push(*id);
+            tails_.push(stored(state.tail)?);
+            closed.push(state.closed);
+            closers.push(state.closed_by.as_ref().map(|p| p.id.clone()));
+            closer_epochs.push(
+                state
+                    .closed_by
+                    .as_ref()
+                    .map(|p| stored(p.epoch))
+                    .transpose()?,
+            );
+            closer_seqs.push(
+                state
+                    .closed_by
+                    .as_ref()
+                    .map(|p| stored(p.seq))
+                    .transpose()?,
+            );
+            stream_seqs.push(state.last_stream_seq.clone());
+            self.notices.push((
+                *id,
+                Tail {
+                    next: state.tail,
+                    closed: state.closed,
+                    deleted: false,
+                },
+            ));
+        }
+        for id in &self.deleted {
+            self.notices.push((*id, gone()));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "UPDATE streams AS s SET tail = u.tail, closed = u.closed,
+                closed_by_producer = u.closer, closed_by_epoch = u.closer_epoch,
+                closed_by_seq = u.closer_seq, last_stream_seq = u.stream_seq,
+                last_access_ms = GREATEST(s.last_access_ms, $8)
+             FROM unnest($1::int8[], $2::int8[], $3::bool[], $4::text[], $5::int8[], $6::int8[],
+                         $7::text[])
+                  AS u(id, tail, closed, closer, closer_epoch, closer_seq, stream_seq)
+             WHERE s.id = u.id",
+            &[
+                &ids,
+                &tails_,
+                &closed,
+                &closers,
+                &closer_epochs,
+                &closer_seqs,
+                &stream_seqs,
+                &self.now_ms,
+            ],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// After the commit: publishes the new tails to this node's live readers.
+    pub(crate) fn published(self, store: &PgStore) {
+        self.publish_to(store.tails());
+    }
+
+    pub(super) fn publish_to(self, tails: &Tails) {
+        for (id, tail) in self.notices {
+            tails.merge(id, tail);
+        }
+    }
+}
+
+/// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
+pub(super) fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pg::scratch::ScratchDatabase;
+    use crate::tail::Wake;
+    use crate::{PgOptions, StreamStore};
+    use tether_types::ReadFrom;
+
+    fn json_append(body: &'static str) -> PreparedAppend {
+        let body = Bytes::from_static(body.as_bytes());
+        PreparedAppend {
+            body: stored_body(true, &body, false)
+                .map_err(|e| AppendError::InvalidBody(e.to_string())),
+            request: Append {
+                content_type: Some("application/json".into()),
+                body,
+                ..Append::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_in_a_callers_transaction_commit_with_it_and_wake_watchers() {
+        let Some(db) = ScratchDatabase::create("stream writes in a transaction").await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), PgOptions::default())
+            .await
+            .expect("connect");
+        let request = CreateStream {
+            content_type: Some("application/json".into()),
+            ttl_secs: None,
+            expires_at: None,
+            closed: false,
+            fork: None,
+            body: Bytes::from_static(b"[1]"),
+        };
+        let mut client = store.client().await.expect("client");
+
+        // Created in one transaction, appended to in a second, like a task and its events.
+        let tx = client.transaction().await.expect("begin");
+        let mut writes = StreamWrites::new();
+        let id = writes
+            .create(&tx, "tasks/t1", request)
+            .await
+            .expect("create");
+        writes.flush(&tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        writes.published(&store);
+
+        let (_, mut watch) = store.watch("tasks/t1").await.expect("watch");
+        let tx = client.transaction().await.expect("begin");
+        let mut writes = StreamWrites::new();
+        assert_eq!(writes.lock(&tx, "tasks/t1").await.expect("lock"), Some(id));
+        assert_eq!(writes.lock(&tx, "tasks/none").await.expect("lock"), None);
+        let first = writes.append(&tx, id, json_append("[2,3]")).await.unwrap();
+        let second = writes.append(&tx, id, json_append("4")).await.unwrap();
+        assert_eq!(
+            (first.next.0, second.next.0),
+            (3, 4),
+            "appends in one transaction follow each other"
+        );
+        writes.flush(&tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        writes.published(&store);
+
+        match watch.wait_past(1, Duration::from_secs(10)).await {
+            Wake::Changed(tail) => assert_eq!(tail.next, 4),
+            Wake::TimedOut(tail) => panic!("the watcher was not woken: {tail:?}"),
+        }
+        let chunk = store
+            .read("tasks/t1", ReadFrom::Start, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(chunk.records.concat(), b"12,34");
+
+        // A rolled-back transaction leaves nothing behind.
+        let tx = client.transaction().await.expect("begin");
+        let mut writes = StreamWrites::new();
+        writes.lock(&tx, "tasks/t1").await.expect("lock");
+        writes.append(&tx, id, json_append("5")).await.unwrap();
+        writes.flush(&tx).await.expect("flush");
+        drop(tx);
+        assert_eq!(store.head("tasks/t1").await.unwrap().next.0, 4);
+        store.shutdown().await;
+    }
+}
