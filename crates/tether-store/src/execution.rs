@@ -17,9 +17,9 @@ use tether_core::{decide, TaskOp, Transition};
 use tether_types::event::kind;
 use tether_types::{Event, Offset, TaskState};
 
-use crate::control::*;
-use crate::model::{Append, CreateStream, ProducerStamp};
 use crate::body::{PreparedAppend, StoredBody};
+use crate::control::*;
+use crate::model::{Append, AppendError, AppendStatus, Appended, CreateStream, ProducerStamp};
 
 /// Task streams hold JSON messages.
 pub(crate) const JSON: &str = "application/json";
@@ -88,6 +88,16 @@ pub(crate) fn prepared(
     }
 }
 
+/// What a task's append did: the offset after it, and whether it was new (an idempotent
+/// producer's repeat is not). The stream's own refusals stay apart from storage failures.
+pub(crate) fn appended(result: Result<Appended, AppendError>) -> Result<(Offset, bool), WorkError> {
+    match result {
+        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
+        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
+        Err(e) => Err(WorkError::Stream(e)),
+    }
+}
+
 /// The request that creates a new task's stream, with `created` as its first event.
 pub(crate) fn task_stream(created: &Event) -> Result<CreateStream, CreateTaskError> {
     let first = serde_json::to_vec(created).map_err(|e| CreateTaskError::Storage(e.to_string()))?;
@@ -124,6 +134,13 @@ pub(crate) fn applied(task: &mut TaskRecord, change: &Transition, now: DateTime<
     task.state = change.state;
     task.attempt = change.attempt;
     task.updated_at = time(now.timestamp_millis());
+}
+
+/// Whether a state change may let a waiting claim succeed: a new SUBMITTED task, or a
+/// running one that stopped counting against its owner's limit.
+pub(crate) fn frees_work(from: TaskState, change: &Transition) -> bool {
+    let running = |s: TaskState| matches!(s, TaskState::Running | TaskState::Finalizing);
+    change.state == TaskState::Submitted || (running(from) && !running(change.state))
 }
 
 /// A task with the columns execution checks: its lease and how many attempts it may have.
@@ -317,32 +334,23 @@ pub(crate) fn first_step_events(events: &[Event], next: Offset) -> Vec<(String, 
 
 // ---- finishing and expiry ------------------------------------------------------------------
 
-/// What a finish does.
-pub(crate) enum Finish {
-    /// The same finish again, from the lease that finished it: the same answer, nothing new.
-    Repeat,
-    Change(Transition),
-}
-
+/// The change a finish writes; `None` for the same finish again, from the lease that
+/// finished it: the same answer, nothing new.
 pub(crate) fn finish(
     row: &Leased,
     lease: &str,
     outcome: Outcome,
     now: DateTime<Utc>,
-) -> Result<Finish, WorkError> {
+) -> Result<Option<Transition>, WorkError> {
     let (wanted, op) = match outcome {
         Outcome::Completed { result } => (TaskState::Completed, TaskOp::Complete { result }),
         Outcome::Failed { code, message } => (TaskState::Failed, TaskOp::Fail { code, message }),
     };
     if row.task.state == wanted && row.lease_id.as_deref() == Some(lease) {
-        return Ok(Finish::Repeat);
+        return Ok(None);
     }
     row.check(lease, now)?;
-    Ok(Finish::Change(decide(
-        row.task.current(),
-        &op,
-        timestamp(now),
-    )?))
+    Ok(Some(decide(row.task.current(), &op, timestamp(now))?))
 }
 
 /// What the reconciler does with a task whose lease expired at `now`: `None` when, checked

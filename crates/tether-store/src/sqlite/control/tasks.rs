@@ -10,7 +10,7 @@ use tether_types::{Event, Offset, TaskId};
 use super::rows;
 use crate::control::*;
 use crate::execution::{self, applied, prepared, timestamp};
-use crate::model::{AppendError, AppendStatus, ProducerStamp};
+use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
 
 fn storage<E: From<String>>(e: impl std::fmt::Display) -> E {
@@ -124,11 +124,7 @@ pub(super) fn append(
         .stream(&id.stream_path())
         .map_err(storage::<WorkError>)?
         .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
-    match w.append_to(&stream, prepared(events, close, producer)) {
-        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
-        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
-        Err(e) => Err(WorkError::Stream(e)),
-    }
+    execution::appended(w.append_to(&stream, prepared(events, close, producer)))
 }
 
 /// Writes a decided state change: compare-and-sets the row (and, for a claim, its lease:

@@ -13,7 +13,7 @@ use tether_types::{Event, TaskId};
 use super::rows::{self, Leased};
 use super::tasks::{append, apply};
 use crate::control::*;
-use crate::execution::{self, encode, Begin, Finish, Heartbeat, StepRow};
+use crate::execution::{self, encode, Begin, Heartbeat, StepRow};
 use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
 
@@ -255,14 +255,12 @@ pub(super) fn finish(
     now: DateTime<Utc>,
 ) -> Result<Finished, WorkError> {
     let mut row = lease_row(w.conn(), id)?;
-    let change = match execution::finish(&row, lease, outcome, now)? {
-        Finish::Repeat => {
-            return Ok(Finished {
-                task: row.task,
-                changed: false,
-            })
-        }
-        Finish::Change(change) => change,
+    let Some(change) = execution::finish(&row, lease, outcome, now)? else {
+        let task = row.task;
+        return Ok(Finished {
+            task,
+            changed: false,
+        });
     };
     apply(w, &mut row.task, &change, None, now)?;
     Ok(Finished {
