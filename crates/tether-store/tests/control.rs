@@ -358,3 +358,7 @@ macro_rules! control_suite {
 mod sqlite {
     control_suite!(crate::backends::Sqlite, 128);
 }
+
+mod postgres {
+    control_suite!(crate::backends::Postgres, 32);
+}

@@ -540,3 +540,7 @@ macro_rules! work_suite {
 mod sqlite {
     work_suite!(crate::backends::Sqlite);
 }
+
+mod postgres {
+    work_suite!(crate::backends::Postgres);
+}

@@ -4,7 +4,7 @@
 //! one `#[tokio::test]` per backend. SQLite always runs; PostgreSQL runs on a scratch
 //! database when `TETHER_TEST_DATABASE_URL` is set and says that it skipped otherwise.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::sync::Arc;
 
@@ -70,5 +70,28 @@ impl Backend for Sqlite {
 
     async fn open(&self) -> Arc<SqliteStore> {
         Arc::new(SqliteStore::open(self.dir.path()).expect("open the SQLite store"))
+    }
+}
+
+/// PostgreSQL on a scratch database of its own; every `open` is another node on it.
+pub struct Postgres {
+    db: tether_store::pg::scratch::ScratchDatabase,
+}
+
+impl Backend for Postgres {
+    type Store = PgStore;
+
+    async fn create(what: &str) -> Option<Self> {
+        tether_store::pg::scratch::ScratchDatabase::create(what)
+            .await
+            .map(|db| Postgres { db })
+    }
+
+    async fn open(&self) -> Arc<PgStore> {
+        Arc::new(
+            PgStore::connect(self.db.url(), PgOptions::default())
+                .await
+                .expect("connect to the scratch database"),
+        )
     }
 }
