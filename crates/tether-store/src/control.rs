@@ -426,9 +426,10 @@ impl From<WorkError> for TransitionFailed {
         match e {
             WorkError::NotFound => TransitionFailed::NotFound,
             WorkError::Refused(r) => TransitionFailed::Refused(r),
+            WorkError::Storage(m) => TransitionFailed::Storage(m),
             // A state change writes one event without a producer or a lease: a refusal from
             // the stream or a fence would mean the row and its stream disagree.
-            other @ (WorkError::Fenced(_) | WorkError::Stream(_) | WorkError::Storage(_)) => {
+            other @ (WorkError::Fenced(_) | WorkError::Stream(_)) => {
                 TransitionFailed::Storage(other.to_string())
             }
         }
@@ -440,7 +441,8 @@ impl From<WorkError> for AppendEventsError {
         match e {
             WorkError::NotFound => AppendEventsError::NotFound,
             WorkError::Stream(s) => AppendEventsError::Stream(s),
-            other @ (WorkError::Fenced(_) | WorkError::Refused(_) | WorkError::Storage(_)) => {
+            WorkError::Storage(m) => AppendEventsError::Storage(m),
+            other @ (WorkError::Fenced(_) | WorkError::Refused(_)) => {
                 AppendEventsError::Storage(other.to_string())
             }
         }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tether_core::machine::created_event;
 use tether_core::TaskOp;
+use tether_store::tail::Wake;
 use tether_store::*;
 use tether_types::event::kind;
 use tether_types::{TaskId, TaskSpec, TaskState};
@@ -364,4 +365,86 @@ async fn reconcilers_on_every_node_requeue_each_expired_lease_once() {
         let requeued = log.iter().filter(|e| e.kind == kind::TASK_REQUEUED).count();
         assert_eq!(requeued, 1);
     }
+}
+
+/// Returns once every node's listener runs its notification loop. On connecting, a listener
+/// wakes every work waiter once (it may have missed announcements), which a test must not
+/// take for the announcement it waits for. Two tail notices from another node are the proof:
+/// the first may be caught up by the listener's start-up, but the second is appended after
+/// that and can only arrive through the loop, which starts after that wake.
+async fn listening(nodes: &[Arc<PgStore>]) {
+    for (k, node) in nodes.iter().enumerate() {
+        let other = &nodes[(k + 1) % nodes.len()];
+        let path = format!("sync-{k}");
+        let json = || Some("application/json".to_string());
+        let create = CreateStream {
+            content_type: json(),
+            ttl_secs: None,
+            expires_at: None,
+            closed: false,
+            fork: None,
+            body: bytes::Bytes::new(),
+        };
+        other.create(&path, create).await.unwrap();
+        let (_, mut watch) = node.watch(&path).await.unwrap();
+        for n in 1..=2 {
+            let append = Append {
+                content_type: json(),
+                body: bytes::Bytes::from_static(b"1"),
+                ..Append::default()
+            };
+            other.append(&path, append).await.unwrap();
+            match watch.wait_past(n - 1, Duration::from_secs(10)).await {
+                Wake::Changed(tail) if tail.next >= n => {}
+                other => panic!("node {k} did not hear of another node's append: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Waits (bounded) for `node`'s work notification, armed before `action` runs on another
+/// node: the announcement is sent in the transaction, so it arrives only after the commit.
+async fn announces_work<F: std::future::Future>(node: &PgStore, action: F) -> F::Output {
+    let notified = node.work_notify().notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let out = action.await;
+    tokio::time::timeout(Duration::from_secs(10), notified)
+        .await
+        .expect("the other node heard of the new work");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_that_free_work_wake_claim_waiters_on_other_nodes() {
+    let Some((_db, nodes)) = nodes("work notifications across nodes").await else {
+        return;
+    };
+    listening(&nodes).await;
+    let ann = nodes[0].create_user("ann", t0()).await.unwrap();
+    // A new task.
+    let id = announces_work(&nodes[1], submit(&nodes[0], &ann, 1)).await;
+    let claimed = nodes[2]
+        .claim(claim("l1".into(), t0(), 1))
+        .await
+        .unwrap()
+        .expect("the task");
+    assert_eq!(claimed.task.id, id);
+    // A requeue.
+    let expired = announces_work(&nodes[2], nodes[0].expire_leases(at(11))).await;
+    assert_eq!(expired.unwrap().len(), 1);
+    nodes[2]
+        .claim(claim("l2".into(), at(12), 1))
+        .await
+        .unwrap()
+        .expect("the requeued task");
+    // A running task ending frees its owner's slot.
+    let outcome = Outcome::Completed {
+        result: Value::Null,
+    };
+    let finished = announces_work(&nodes[0], nodes[1].finish(&id, "l2", outcome, at(13))).await;
+    assert!(finished.unwrap().changed);
+    // A raised limit.
+    let raised = announces_work(&nodes[1], nodes[2].set_max_concurrent("ann", Some(5))).await;
+    raised.unwrap();
 }
