@@ -448,3 +448,29 @@ async fn changes_that_free_work_wake_claim_waiters_on_other_nodes() {
     let raised = announces_work(&nodes[1], nodes[2].set_max_concurrent("ann", Some(5))).await;
     raised.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_without_a_user_row_is_still_held_to_the_default_limit() {
+    let Some((_db, nodes)) = nodes("admission without a user row").await else {
+        return;
+    };
+    // Tasks name their owner by id; nothing ties that to a `users` row.
+    let ghost = UserRecord {
+        id: 4242,
+        name: "ghost".into(),
+        created_at: t0(),
+        max_concurrent: None,
+    };
+    for n in 0..10 {
+        submit(&nodes[n as usize % NODES], &ghost, n).await;
+    }
+    let got = race(&nodes, 9, |i, node| async move {
+        node.claim(claim(format!("l{i}"), t0(), 2)).await.unwrap()
+    })
+    .await;
+    assert_eq!(got.iter().flatten().count(), 2);
+    assert_eq!(
+        nodes[1].running_by_owner(Some(ghost.id)).await.unwrap(),
+        [(ghost.id, 2)]
+    );
+}

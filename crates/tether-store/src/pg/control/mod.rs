@@ -10,7 +10,10 @@
 //! `work::claim`).
 //!
 //! Lock order, the same everywhere, so transactions wait for each other instead of
-//! deadlocking: a user's row (claims only), then task rows, then the task's stream row.
+//! deadlocking: the task's row (a claim takes its candidate's with SKIP LOCKED, never
+//! waiting), then the owner's `users` row (claims only), then the task's stream row. Should
+//! PostgreSQL still abort a transaction as a deadlock or serialisation failure, it is tried
+//! again from the start.
 
 mod rows;
 mod tasks;
@@ -52,7 +55,7 @@ impl<'c> Tx<'c> {
         let tx = client
             .transaction()
             .await
-            .map_err(|e| (e.to_string(), is_retryable(&e)))?;
+            .map_err(|e| (describe(&e), is_retryable(&e)))?;
         Ok(Tx {
             tx,
             writes: StreamWrites::new(),
@@ -67,7 +70,7 @@ impl<'c> Tx<'c> {
         if is_retryable(&e) {
             self.retryable.store(true, Ordering::Relaxed);
         }
-        e.to_string()
+        describe(&e)
     }
 
     // The statements of the transaction; their errors convert into every operation's error.
@@ -115,13 +118,21 @@ impl<'c> Tx<'c> {
         if work {
             tx.execute("SELECT pg_notify('tether_work', '')", &[])
                 .await
-                .map_err(|e| (e.to_string(), is_retryable(&e)))?;
+                .map_err(|e| (describe(&e), is_retryable(&e)))?;
         }
         tx.commit()
             .await
-            .map_err(|e| (e.to_string(), is_retryable(&e)))?;
+            .map_err(|e| (describe(&e), is_retryable(&e)))?;
         writes.published(store);
         Ok(())
+    }
+}
+
+/// A database error with what the server said: `Display` alone gives only "db error".
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -366,5 +377,63 @@ impl WorkStore for PgStore {
     async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String> {
         let client = self.client().await?;
         work::running_by_owner(&**client, owner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use tokio::sync::Barrier;
+
+    use super::*;
+    use crate::pg::scratch::ScratchDatabase;
+    use crate::PgOptions;
+
+    /// Two transactions that lock two rows in opposite orders deadlock; PostgreSQL aborts
+    /// one of them, and the runner tries that one again, so both succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_aborted_by_a_deadlock_is_tried_again() {
+        let Some(db) = ScratchDatabase::create("deadlock retry").await else {
+            return;
+        };
+        let store = Arc::new(
+            PgStore::connect(db.url(), PgOptions::default())
+                .await
+                .unwrap(),
+        );
+        let a = store.create_user("a", Utc::now()).await.unwrap().id;
+        let b = store.create_user("b", Utc::now()).await.unwrap().id;
+        let barrier = Arc::new(Barrier::new(2));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let run = |first: UserId, second: UserId| {
+            let (store, barrier, attempts) = (store.clone(), barrier.clone(), attempts.clone());
+            tokio::spawn(async move {
+                let store: &PgStore = &store;
+                let done: Result<(), UserError> = transaction!(store, |t| async {
+                    let t = &mut t;
+                    let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                    let lock = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
+                    t.execute(lock, &[&first]).await?;
+                    // Both first attempts hold their first row before either takes its
+                    // second: a deadlock for certain. The retry runs alone.
+                    if attempt < 2 {
+                        barrier.wait().await;
+                    }
+                    t.execute(lock, &[&second]).await?;
+                    Ok(())
+                });
+                done
+            })
+        };
+        let (one, two) = (run(a, b), run(b, a));
+        assert_eq!(one.await.unwrap(), Ok(()));
+        assert_eq!(two.await.unwrap(), Ok(()));
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            3,
+            "one transaction ran twice"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use tether_types::{TaskId, TaskState};
 use tokio_postgres::{GenericClient, Row};
 
-use super::Tx;
+use super::{describe, Tx};
 use crate::control::{TaskFilter, TaskRecord};
 use crate::execution::{time, Leased, StepRow};
 
@@ -64,7 +64,7 @@ pub(super) async fn task(
     let row = c
         .query_opt(&format!("{SELECT_TASK} WHERE t.id = $1"), &[&id.as_str()])
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     row.as_ref().map(task_row).transpose()
 }
 
@@ -101,7 +101,7 @@ pub(super) async fn list(
             ],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     rows.iter().map(task_row).collect()
 }
 
@@ -111,7 +111,7 @@ pub(super) async fn count_by_state(
     let rows = c
         .query("SELECT state, count(*) FROM tasks GROUP BY state", &[])
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     rows.iter()
         .map(|r| {
             let state: String = col(r, 0)?;

@@ -5,12 +5,12 @@ use tether_types::Role;
 use tokio_postgres::GenericClient;
 
 use super::rows::{col, unsigned};
-use super::Tx;
+use super::{describe, Tx};
 use crate::control::{NewToken, Principal, UserError, UserRecord};
 use crate::execution::time;
 
 fn text(e: tokio_postgres::Error) -> String {
-    e.to_string()
+    describe(&e)
 }
 
 pub(super) async fn create_user(

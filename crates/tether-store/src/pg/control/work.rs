@@ -14,10 +14,13 @@ use tokio_postgres::GenericClient;
 
 use super::rows::{self, col, unsigned};
 use super::tasks::{append, apply, int};
-use super::Tx;
+use super::{describe, Tx};
 use crate::control::*;
 use crate::execution::{self, encode, Begin, Heartbeat, Leased, StepRow};
 use crate::model::ProducerStamp;
+
+/// The first key of the advisory locks that stand in for a missing `users` row.
+const ADMISSION_LOCKS: i32 = 0x7465_7401;
 
 /// Owners a claim passes over, found at their limit, before it gives up for this round.
 const MAX_FULL_OWNERS: usize = 32;
@@ -95,8 +98,13 @@ async fn admits(t: &Tx<'_>, owner: UserId, default: u64) -> Result<bool, WorkErr
     let limit = match user {
         Some(row) => col::<Option<i64>>(&row, 0)?.map_or(default, |n| n.max(0) as u64),
         None => {
-            t.execute("SELECT pg_advisory_xact_lock($1)", &[&owner])
-                .await?;
+            // Two-key advisory locks never meet one-key ones (the migration lock); owners
+            // whose keys collide only wait for each other, which admits no more.
+            t.execute(
+                "SELECT pg_advisory_xact_lock($1, ($2::BIGINT % 2147483647)::INT4)",
+                &[&ADMISSION_LOCKS, &owner],
+            )
+            .await?;
             default
         }
     };
@@ -361,7 +369,7 @@ pub(super) async fn expired(
             &[&now.timestamp_millis()],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     rows.iter()
         .map(|r| {
             let id: String = col(r, 0)?;
@@ -460,7 +468,7 @@ pub(super) async fn running_by_owner(
             &[&owner],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     rows.iter()
         .map(|r| {
             let owner: UserId = col(r, 0)?;
