@@ -30,7 +30,7 @@ use tether_core::TaskOp;
 use tether_types::{Event, TaskId, TaskState};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use super::streams::tx::StreamWrites;
 use super::PgStore;
@@ -74,17 +74,35 @@ impl<'c> Tx<'c> {
     }
 
     // The statements of the transaction; their errors convert into every operation's error.
+    // Statements are prepared once per pooled connection and cached there, which saves a
+    // round trip on every later use.
+
+    async fn prepare(&self, sql: &str) -> Result<Statement, String> {
+        self.tx.prepare_cached(sql).await.map_err(|e| self.db(e))
+    }
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, String> {
-        self.tx.execute(sql, params).await.map_err(|e| self.db(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
     }
 
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, String> {
-        self.tx.query(sql, params).await.map_err(|e| self.db(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
     }
 
     async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, String> {
-        self.tx.query_one(sql, params).await.map_err(|e| self.db(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query_one(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
     }
 
     async fn query_opt(
@@ -92,7 +110,11 @@ impl<'c> Tx<'c> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, String> {
-        self.tx.query_opt(sql, params).await.map_err(|e| self.db(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query_opt(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
     }
 
     fn retryable(&self) -> bool {
