@@ -170,8 +170,17 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A chunk of `data` at `pos`, for tests.
+    pub(crate) fn chunk(pos: u64, data: &'static [u8]) -> Chunk {
+        Chunk {
+            pos,
+            end: pos + data.len() as u64,
+            data: Bytes::from_static(data),
+        }
+    }
 
     #[test]
     fn a_chunk_that_disagrees_with_its_bounds_is_an_error_not_a_panic() {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 pub use control::*;
 pub use model::*;
-pub use pg::{PgOptions, PgStore};
+pub use pg::{PgOptions, PgStore, LISTENER_APPLICATION_NAME};
 pub use sqlite::{SqliteStore, SweepPolicy};
 pub use tail::{Tail, TailWatch};
 

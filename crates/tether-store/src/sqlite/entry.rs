@@ -182,15 +182,8 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::tests::chunk;
     use bytes::Bytes;
-
-    fn chunk(pos: u64, data: &'static [u8]) -> Chunk {
-        Chunk {
-            pos,
-            end: pos + data.len() as u64,
-            data: Bytes::from_static(data),
-        }
-    }
 
     #[test]
     fn recent_cache_serves_only_what_it_fully_covers() {

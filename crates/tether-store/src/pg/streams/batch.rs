@@ -1,20 +1,25 @@
 //! Group commit for appends: concurrent appends on one node share one transaction.
 //!
-//! Callers queue their appends; a dispatcher takes everything queued, hands it to a batch
-//! task, and goes back for more. A batch locks its streams' rows in id order (the order every
-//! node locks in, so two nodes' batches wait for each other instead of deadlocking), checks
-//! and buffers every append, writes them with one multi-row insert, commits once, and only
-//! then answers its callers and publishes the new tails. A batch that fails to commit fails
-//! every caller in it: nothing is acknowledged that is not committed (G1). A few batches run
-//! at once, so one slow commit does not stall the node; while they are all busy, appends
-//! queue up and the next batch is larger.
+//! Appends go to one of a few lanes by their stream's path. Each lane takes everything queued
+//! on it, runs it as one batch, and goes back for more: while a batch commits, the next one
+//! gathers, so the busier the lane the larger its batches. A batch locks its streams' rows in
+//! id order (the order every node locks in, so two nodes' batches wait for each other instead
+//! of deadlocking), checks and buffers every append, writes them with one multi-row insert,
+//! commits once, and only then answers its callers and publishes the new tails. A batch that
+//! fails to commit fails every caller in it: nothing is acknowledged that is not committed
+//! (G1).
+//!
+//! Lanes run in parallel, so one slow commit does not stall the node; a stream always goes
+//! to the same lane, so this node's batches never queue on each other's row locks (batches
+//! that shared streams would mostly wait for each other and stay small).
 
 use std::collections::{BTreeSet, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::tx::StreamWrites;
@@ -35,19 +40,23 @@ struct Job {
 }
 
 pub(super) struct Batcher {
-    sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
-    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    lanes: Mutex<Vec<mpsc::UnboundedSender<Job>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Batcher {
-    /// Starts the dispatcher; at most `concurrency` batches run at once.
-    pub fn start(pool: Pool, shared: Arc<Shared>, concurrency: usize) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let concurrency = concurrency.max(1);
-        let dispatcher = tokio::spawn(dispatch(rx, pool, shared, concurrency));
+    /// Starts `lanes` lanes: at most that many batches run at once.
+    pub fn start(pool: Pool, shared: Arc<Shared>, lanes: usize) -> Self {
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..lanes.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            tasks.push(tokio::spawn(lane(rx, pool.clone(), shared.clone())));
+        }
         Batcher {
-            sender: Mutex::new(Some(tx)),
-            dispatcher: Mutex::new(Some(dispatcher)),
+            lanes: Mutex::new(senders),
+            tasks: Mutex::new(tasks),
         }
     }
 
@@ -58,9 +67,16 @@ impl Batcher {
             request,
             reply,
         };
-        let sent = match &*self.sender.lock() {
-            Some(sender) => sender.send(job).is_ok(),
-            None => false,
+        let sent = {
+            let lanes = self.lanes.lock();
+            let mut hasher = DefaultHasher::new();
+            path.hash(&mut hasher);
+            match lanes.len() {
+                0 => false,
+                n => lanes[(hasher.finish() % n as u64) as usize]
+                    .send(job)
+                    .is_ok(),
+            }
         };
         if !sent {
             return Err(AppendError::Storage("store is shut down".into()));
@@ -72,26 +88,17 @@ impl Batcher {
 
     /// Takes no new appends, and returns once every queued one is answered.
     pub async fn stop(&self) {
-        drop(self.sender.lock().take());
-        let dispatcher = self.dispatcher.lock().take();
-        if let Some(handle) = dispatcher {
-            let _ = handle.await;
+        self.lanes.lock().clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
         }
     }
 }
 
-async fn dispatch(
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    pool: Pool,
-    shared: Arc<Shared>,
-    concurrency: usize,
-) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+/// One lane: a batch at a time, of everything queued when the last one finished.
+async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, pool: Pool, shared: Arc<Shared>) {
     while let Some(first) = rx.recv().await {
-        // Wait for a free slot first: what queues meanwhile joins this batch.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
         let mut bytes = first.request.body.len();
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -103,14 +110,8 @@ async fn dispatch(
                 Err(_) => break,
             }
         }
-        let (pool, shared) = (pool.clone(), shared.clone());
-        tokio::spawn(async move {
-            run(&pool, &shared, jobs).await;
-            drop(permit);
-        });
+        run(&pool, &shared, jobs).await;
     }
-    // Stopping: wait until the running batches have answered.
-    let _ = permits.acquire_many(concurrency as u32).await;
 }
 
 async fn run(pool: &Pool, shared: &Shared, jobs: Vec<Job>) {

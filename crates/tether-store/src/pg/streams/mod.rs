@@ -12,6 +12,7 @@
 //! or the bridged watch.
 
 mod batch;
+mod recent;
 mod row;
 mod tails;
 pub(crate) mod tx;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     /// Woken for every `tether_work` notification, and after the listener reconnects.
     pub work: Notify,
     pub listener_connects: AtomicU64,
+    /// Chunk reads that went to the database rather than the recent-chunks cache.
+    pub log_reads: AtomicU64,
 }
 
 /// The stream store's part of a [`PgStore`].
@@ -75,9 +78,10 @@ impl Streams {
             tails: Tails::default(),
             work: Notify::new(),
             listener_connects: AtomicU64::new(0),
+            log_reads: AtomicU64::new(0),
         });
         let listener = tokio::spawn(tails::listen(config.clone(), shared.clone()));
-        // Half the pool for append batches leaves the rest for reads and the control plane.
+        // Half the pool for append lanes leaves the rest for reads and the control plane.
         let batcher = Batcher::start(pool.clone(), shared.clone(), options.pool_size / 2);
         Streams {
             shared,
@@ -108,11 +112,17 @@ async fn fetch_chunks(
     pos: u64,
     hi: u64,
 ) -> Result<Vec<Chunk>, String> {
-    let rows = client
-        .query(
+    let statement = client
+        .prepare_cached(
             "SELECT pos, end_pos, data FROM chunks
              WHERE stream_id = $1 AND end_pos > $2 AND pos < $3
              ORDER BY end_pos LIMIT $4",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            &statement,
             &[&id, &stored(pos)?, &stored(hi)?, &CHUNKS_PER_QUERY],
         )
         .await
@@ -176,13 +186,20 @@ impl PgStore {
         &self.streams.shared.work
     }
 
-    /// How many times this node's tail listener has connected and started listening (for
-    /// metrics and tests).
+    /// How many times this node's tail listener has connected, started listening and caught
+    /// up with what it may have missed (for metrics and tests): once this counts up, every
+    /// later commit reaches this node's watchers.
     pub fn listener_connects(&self) -> u64 {
         self.streams
             .shared
             .listener_connects
             .load(Ordering::Relaxed)
+    }
+
+    /// How many chunk reads went to the database instead of the recent-chunks cache (for
+    /// metrics and tests).
+    pub fn log_reads(&self) -> u64 {
+        self.streams.shared.log_reads.load(Ordering::Relaxed)
     }
 
     pub(crate) fn tails(&self) -> &Tails {
@@ -193,11 +210,13 @@ impl PgStore {
     /// removed on the way (and not found). `access`: counts for the sliding TTL.
     async fn live(&self, path: &str, access: bool) -> Result<(Object, StreamRow), LookupError> {
         let client = self.client().await.map_err(LookupError::Storage)?;
+        let storage = |e: tokio_postgres::Error| LookupError::Storage(e.to_string());
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1");
+        let statement = client.prepare_cached(&sql).await.map_err(storage)?;
         let row = client
-            .query_opt(&sql, &[&path])
+            .query_opt(&statement, &[&path])
             .await
-            .map_err(|e| LookupError::Storage(e.to_string()))?;
+            .map_err(storage)?;
         let Some(row) = row else {
             return Err(LookupError::NotFound);
         };
@@ -217,14 +236,17 @@ impl PgStore {
         }
         // Only streams with a sliding TTL pay for a write per access.
         if access && row.config.ttl_secs.is_some() {
-            client
-                .execute(
+            let statement = client
+                .prepare_cached(
                     "UPDATE streams SET last_access_ms = GREATEST(last_access_ms, $2)
                      WHERE id = $1",
-                    &[&row.id, &now],
                 )
                 .await
-                .map_err(|e| LookupError::Storage(e.to_string()))?;
+                .map_err(storage)?;
+            client
+                .execute(&statement, &[&row.id, &now])
+                .await
+                .map_err(storage)?;
         }
         Ok((client, row))
     }
@@ -371,7 +393,22 @@ impl StreamStore for PgStore {
         let identity = self.identity(&client, &row).await?;
         let fetch = |stream: Arc<Identity>, pos, hi, _budget| {
             let client = &client;
-            async move { fetch_chunks(client, stream.id, pos, hi).await }
+            async move {
+                let recent = self.tails().recent(stream.id);
+                if let Some(chunks) = recent.as_ref().and_then(|r| r.lock().read(pos, hi)) {
+                    return Ok(chunks);
+                }
+                self.streams
+                    .shared
+                    .log_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                let chunks = fetch_chunks(client, stream.id, pos, hi).await?;
+                if let Some(recent) = recent {
+                    let mut run = recent.lock();
+                    chunks.iter().for_each(|c| run.record(c.clone()));
+                }
+                Ok::<_, String>(chunks)
+            }
         };
         let read = chunk::read_view(&identity, start, end, max_bytes, fetch).await?;
         Ok(chunk::read_chunk(row.info(), start, end, read))

@@ -22,6 +22,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls, Notification};
 
+use super::recent::Run;
 use super::Shared;
 use crate::model::StreamId;
 use crate::tail::{self, Tail, TailWatch};
@@ -67,11 +68,17 @@ pub(crate) fn decode(payload: &str) -> Option<(StreamId, Tail)> {
     ))
 }
 
-/// The tails this node's live readers watch, by stream id. Entries nobody watches any more
-/// are dropped as they are met, so the registry stays as large as the set of live readers.
+/// The tails this node's live readers watch, by stream id, with each one's newest chunks.
+/// Entries nobody watches any more are dropped as they are met, so the registry stays as
+/// large as the set of live readers.
 #[derive(Default)]
 pub(crate) struct Tails {
-    watches: Mutex<HashMap<StreamId, watch::Sender<Tail>>>,
+    watches: Mutex<HashMap<StreamId, Watched>>,
+}
+
+struct Watched {
+    tail: watch::Sender<Tail>,
+    recent: Arc<Mutex<Run>>,
 }
 
 impl Tails {
@@ -79,30 +86,38 @@ impl Tails {
     pub fn subscribe(&self, id: StreamId, known: Tail) -> TailWatch {
         let mut watches = self.watches.lock();
         if watches.len() >= 64 && watches.len().is_power_of_two() {
-            watches.retain(|_, tx| tx.receiver_count() > 0);
+            watches.retain(|_, w| w.tail.receiver_count() > 0);
         }
-        let sender = watches.entry(id).or_insert_with(|| tail::channel(known));
-        merge_into(sender, known);
-        TailWatch::new(sender.subscribe())
+        let watched = watches.entry(id).or_insert_with(|| Watched {
+            tail: tail::channel(known),
+            recent: Arc::default(),
+        });
+        merge_into(&watched.tail, known);
+        TailWatch::new(watched.tail.subscribe())
     }
 
     /// Moves `id`'s tail forward to `tail`, if anyone here watches it.
     pub fn merge(&self, id: StreamId, tail: Tail) {
         let mut watches = self.watches.lock();
-        let Some(sender) = watches.get(&id) else {
+        let Some(watched) = watches.get(&id) else {
             return;
         };
-        if sender.receiver_count() == 0 {
+        if watched.tail.receiver_count() == 0 {
             watches.remove(&id);
             return;
         }
-        merge_into(sender, tail);
+        merge_into(&watched.tail, tail);
+    }
+
+    /// The newest chunks of `id`, if anyone here watches it.
+    pub fn recent(&self, id: StreamId) -> Option<Arc<Mutex<Run>>> {
+        self.watches.lock().get(&id).map(|w| w.recent.clone())
     }
 
     /// The streams someone here watches.
     pub fn watched(&self) -> Vec<StreamId> {
         let mut watches = self.watches.lock();
-        watches.retain(|_, tx| tx.receiver_count() > 0);
+        watches.retain(|_, w| w.tail.receiver_count() > 0);
         watches.keys().copied().collect()
     }
 }
@@ -168,14 +183,15 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
     if let Err(e) = client.batch_execute(&listen).await {
         return (false, e.to_string());
     }
-    shared
-        .listener_connects
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = resync(&client, shared).await {
         return (true, e);
     }
     // Work announced while disconnected was lost too: let waiters look again.
     shared.work.notify_waiters();
+    // Counted once caught up: from here on, every commit reaches this node's watchers.
+    shared
+        .listener_connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     while let Some(n) = rx.recv().await {
         match n.channel() {
             TAIL_CHANNEL => match decode(n.payload()) {

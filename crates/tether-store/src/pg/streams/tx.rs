@@ -6,17 +6,23 @@
 //! it checks each append with the protocol's rules against the state it loaded under that
 //! lock; and it buffers what to write, so that one transaction makes one multi-row insert of
 //! chunks, one of producer rows and one update of stream rows, however many appends it holds.
+//!
+//! The statements of the append path are sent with their parameter types
+//! (`query_typed`), which saves the round trip that preparing them would cost: the caller's
+//! transaction comes with no statement cache.
 
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::Utc;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::row::{position, stored, StreamRow, COLUMNS};
 use super::tails::{self, gone, Tails};
 use crate::body::{stored_body, PreparedAppend};
+use crate::chunk::Chunk;
 use crate::lifecycle::{self, Shape};
 use crate::model::*;
 use crate::pg::PgStore;
@@ -44,6 +50,8 @@ pub(crate) struct StreamWrites {
     streams: HashMap<StreamId, Locked>,
     /// New chunks: (stream, pos, end, data).
     chunks: Vec<(StreamId, u64, u64, Bytes)>,
+    /// Chunks written by `flush`, for the recent-chunks cache once committed.
+    written: Vec<(StreamId, u64, u64, Bytes)>,
     /// Streams deleted (or soft-deleted) in this transaction.
     deleted: Vec<StreamId>,
     /// Tails to announce, computed by `flush`.
@@ -65,6 +73,7 @@ impl StreamWrites {
         StreamWrites {
             streams: HashMap::new(),
             chunks: Vec::new(),
+            written: Vec::new(),
             deleted: Vec::new(),
             notices: Vec::new(),
             retryable: false,
@@ -115,7 +124,7 @@ impl StreamWrites {
         path: &str,
     ) -> Result<Option<StreamRow>, String> {
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1 FOR UPDATE");
-        match tx.query_opt(&sql, &[&path]).await {
+        match tx.query_typed_opt(&sql, &[(&path, Type::TEXT)]).await {
             Ok(Some(row)) => StreamRow::parse(&row).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(self.db(e)),
@@ -131,7 +140,7 @@ impl StreamWrites {
     ) -> Result<HashMap<String, StreamRow>, String> {
         let sql =
             format!("SELECT {COLUMNS} FROM streams WHERE path = ANY($1) ORDER BY id FOR UPDATE");
-        let rows = match tx.query(&sql, &[&paths]).await {
+        let rows = match tx.query_typed(&sql, &[(&paths, Type::TEXT_ARRAY)]).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.db(e)),
         };
@@ -500,9 +509,9 @@ impl StreamWrites {
         producer: &str,
     ) -> Result<Option<(u64, u64)>, AppendError> {
         let row = tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT epoch, last_seq FROM producers WHERE stream_id = $1 AND producer_id = $2",
-                &[&id, &producer],
+                &[(&id, Type::INT8), (&producer, Type::TEXT)],
             )
             .await
             .map_err(|e| AppendError::Storage(self.db(e)))?;
@@ -585,9 +594,12 @@ impl StreamWrites {
             payloads.push(tails::encode(*id, *tail));
         }
         if !payloads.is_empty() {
-            tx.execute(
+            tx.execute_typed(
                 "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
-                &[&tails::TAIL_CHANNEL, &payloads],
+                &[
+                    (&tails::TAIL_CHANNEL, Type::TEXT),
+                    (&payloads, Type::TEXT_ARRAY),
+                ],
             )
             .await
             .map_err(|e| self.db(e))?;
@@ -610,15 +622,20 @@ impl StreamWrites {
             data.push(bytes.as_ref());
         }
         let result = tx
-            .execute(
+            .execute_typed(
                 "INSERT INTO chunks (stream_id, end_pos, pos, data)
                  SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bytea[])",
-                &[&ids, &ends, &starts, &data],
+                &[
+                    (&ids, Type::INT8_ARRAY),
+                    (&ends, Type::INT8_ARRAY),
+                    (&starts, Type::INT8_ARRAY),
+                    (&data, Type::BYTEA_ARRAY),
+                ],
             )
             .await;
         drop(data);
         result.map_err(|e| self.db(e))?;
-        self.chunks.clear();
+        self.written = std::mem::take(&mut self.chunks);
         Ok(())
     }
 
@@ -640,12 +657,17 @@ impl StreamWrites {
         if ids.is_empty() {
             return Ok(());
         }
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO producers (stream_id, producer_id, epoch, last_seq)
              SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[])
              ON CONFLICT (stream_id, producer_id)
              DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq",
-            &[&ids, &producers, &epochs, &seqs],
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&producers, Type::TEXT_ARRAY),
+                (&epochs, Type::INT8_ARRAY),
+                (&seqs, Type::INT8_ARRAY),
+            ],
         )
         .await
         .map_err(|e| self.db(e))?;
@@ -700,7 +722,7 @@ impl StreamWrites {
         if ids.is_empty() {
             return Ok(());
         }
-        tx.execute(
+        tx.execute_typed(
             "UPDATE streams AS s SET tail = u.tail, closed = u.closed,
                 closed_by_producer = u.closer, closed_by_epoch = u.closer_epoch,
                 closed_by_seq = u.closer_seq, last_stream_seq = u.stream_seq,
@@ -710,14 +732,14 @@ impl StreamWrites {
                   AS u(id, tail, closed, closer, closer_epoch, closer_seq, stream_seq)
              WHERE s.id = u.id",
             &[
-                &ids,
-                &tails_,
-                &closed,
-                &closers,
-                &closer_epochs,
-                &closer_seqs,
-                &stream_seqs,
-                &self.now_ms,
+                (&ids, Type::INT8_ARRAY),
+                (&tails_, Type::INT8_ARRAY),
+                (&closed, Type::BOOL_ARRAY),
+                (&closers, Type::TEXT_ARRAY),
+                (&closer_epochs, Type::INT8_ARRAY),
+                (&closer_seqs, Type::INT8_ARRAY),
+                (&stream_seqs, Type::TEXT_ARRAY),
+                (&self.now_ms, Type::INT8),
             ],
         )
         .await
@@ -731,6 +753,12 @@ impl StreamWrites {
     }
 
     pub(super) fn publish_to(self, tails: &Tails) {
+        // Chunks first: the readers the new tails wake find them in memory.
+        for (id, pos, end, data) in self.written {
+            if let Some(recent) = tails.recent(id) {
+                recent.lock().record(Chunk { pos, end, data });
+            }
+        }
         for (id, tail) in self.notices {
             tails.merge(id, tail);
         }
