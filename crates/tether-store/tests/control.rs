@@ -262,7 +262,7 @@ fn arb_op() -> impl Strategy<Value = TaskOp> {
 }
 
 /// Random rounds of operations, each round sent several times at once (client retries,
-/// duplicate webhooks, two cancels): after every round the stream has exactly one terminal
+/// duplicate webhooks, two cancels; on PostgreSQL to two nodes): after every round the stream has exactly one terminal
 /// event once the task has ended, as its last event, the stream is closed exactly then, and
 /// the row's state is the one the events fold to.
 fn concurrent_duplicate_operations_keep_one_terminal_event_last<B: Backend>(
@@ -278,11 +278,13 @@ fn concurrent_duplicate_operations_keep_one_terminal_event_last<B: Backend>(
             return Ok(());
         };
         let store = backend.open().await;
+        // Duplicates arrive at different nodes where the backend has several.
+        let nodes = [store.clone(), backend.another_node(&store).await];
         let ann = user(&*store, "ann").await;
         let id = submit(&*store, &ann, None).await.task.id;
         for (op, copies) in rounds {
-            let attempts = (0..copies).map(|_| {
-                let store = store.clone();
+            let attempts = (0..copies).map(|i| {
+                let store = nodes[i % nodes.len()].clone();
                 let (id, op) = (id.clone(), op.clone());
                 tokio::spawn(async move { store.transition(&id, op, Utc::now()).await })
             });
@@ -314,7 +316,9 @@ fn concurrent_duplicate_operations_keep_one_terminal_event_last<B: Backend>(
             prop_assert_eq!(status.state, Some(task.state));
             prop_assert_eq!(status.attempt, task.attempt);
         }
-        store.shutdown().await;
+        for node in nodes {
+            node.shutdown().await;
+        }
         Ok(())
     })
 }

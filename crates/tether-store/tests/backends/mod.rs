@@ -37,6 +37,12 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Opens a store over this backend's storage.
     async fn open(&self) -> Arc<Self::Store>;
+
+    /// Another node on the same storage as `first`, where the backend has nodes; else
+    /// `first` itself (one process owns a SQLite database).
+    async fn another_node(&self, first: &Arc<Self::Store>) -> Arc<Self::Store> {
+        first.clone()
+    }
 }
 
 /// Every event of a task's stream, parsed, and whether the stream is closed.
@@ -93,5 +99,9 @@ impl Backend for Postgres {
                 .await
                 .expect("connect to the scratch database"),
         )
+    }
+
+    async fn another_node(&self, _first: &Arc<PgStore>) -> Arc<PgStore> {
+        self.open().await
     }
 }
