@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Object;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Object, Transaction};
 use tether_core::TaskOp;
 use tether_types::{Event, TaskId, TaskState};
 use tokio_postgres::error::SqlState;
@@ -138,6 +137,7 @@ impl<'c> Tx<'c> {
             return Err(failed(e, &writes));
         }
         if work {
+            // The stream store's listener on every node turns this into its work Notify.
             tx.execute("SELECT pg_notify('tether_work', '')", &[])
                 .await
                 .map_err(|e| (describe(&e), is_retryable(&e)))?;
@@ -170,6 +170,10 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
 /// and rolling back when it fails; the whole transaction is tried again (up to
 /// [`MAX_ATTEMPTS`]) after a deadlock or serialisation failure. `body` is an expression whose
 /// future yields `Result<T, E>`, E being an operation's error with a storage case.
+///
+/// A macro rather than a function taking a closure: the body's future borrows the
+/// transaction the runner owns, which a closure's return type cannot say on stable Rust
+/// without boxing every operation's future.
 macro_rules! transaction {
     ($store:expr, |$t:ident| $body:expr) => {{
         let store: &PgStore = $store;
