@@ -390,15 +390,46 @@ pub trait WorkStore: Send + Sync + 'static {
     async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String>;
 }
 
+/// An operation's error that may be a storage failure, after which its transaction must not
+/// commit.
+pub(crate) trait StorageFailure: From<String> {
+    fn is_storage(&self) -> bool;
+}
+
+/// Every operation's error has a storage case, which backends fill from their own errors.
+macro_rules! storage_failure {
+    ($($ty:ident),*) => {$(
+        impl From<String> for $ty {
+            fn from(s: String) -> Self {
+                $ty::Storage(s)
+            }
+        }
+        impl StorageFailure for $ty {
+            fn is_storage(&self) -> bool {
+                matches!(self, $ty::Storage(_))
+            }
+        }
+    )*};
+}
+storage_failure!(
+    CreateTaskError,
+    TransitionFailed,
+    AppendEventsError,
+    UserError,
+    WorkError,
+    NudgeError
+);
+
 /// The control store's operations share execution's helpers; their errors narrow back here.
 impl From<WorkError> for TransitionFailed {
     fn from(e: WorkError) -> Self {
         match e {
             WorkError::NotFound => TransitionFailed::NotFound,
             WorkError::Refused(r) => TransitionFailed::Refused(r),
+            WorkError::Storage(m) => TransitionFailed::Storage(m),
             // A state change writes one event without a producer or a lease: a refusal from
             // the stream or a fence would mean the row and its stream disagree.
-            other @ (WorkError::Fenced(_) | WorkError::Stream(_) | WorkError::Storage(_)) => {
+            other @ (WorkError::Fenced(_) | WorkError::Stream(_)) => {
                 TransitionFailed::Storage(other.to_string())
             }
         }
@@ -410,7 +441,8 @@ impl From<WorkError> for AppendEventsError {
         match e {
             WorkError::NotFound => AppendEventsError::NotFound,
             WorkError::Stream(s) => AppendEventsError::Stream(s),
-            other @ (WorkError::Fenced(_) | WorkError::Refused(_) | WorkError::Storage(_)) => {
+            WorkError::Storage(m) => AppendEventsError::Storage(m),
+            other @ (WorkError::Fenced(_) | WorkError::Refused(_)) => {
                 AppendEventsError::Storage(other.to_string())
             }
         }

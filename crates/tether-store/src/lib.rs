@@ -9,6 +9,7 @@
 mod body;
 mod chunk;
 pub mod control;
+mod execution;
 mod lifecycle;
 pub mod model;
 pub mod pg;

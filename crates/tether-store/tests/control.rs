@@ -1,7 +1,11 @@
-//! The control store on SQLite: task lifecycle, idempotency, users and tokens, and the
-//! lifecycle invariants under concurrent, repeated operations.
+//! The control store on every backend: task lifecycle, idempotency, users and tokens, and
+//! the lifecycle invariants under concurrent, repeated operations.
+//!
+//! Each case is generic over a [`Backend`]; `control_suite!` at the bottom runs every case on
+//! SQLite and on PostgreSQL.
 
-use std::sync::Arc;
+#[macro_use]
+mod backends;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -10,13 +14,9 @@ use tether_core::machine::created_event;
 use tether_core::{TaskOp, TransitionError};
 use tether_store::*;
 use tether_types::event::kind;
-use tether_types::{Event, ReadFrom, Role, TaskId, TaskSpec, TaskState};
+use tether_types::{Role, TaskId, TaskSpec, TaskState};
 
-fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    (dir, store)
-}
+use backends::{events, Backend};
 
 fn spec(text: &str) -> TaskSpec {
     TaskSpec {
@@ -25,12 +25,12 @@ fn spec(text: &str) -> TaskSpec {
     }
 }
 
-async fn user(store: &SqliteStore, name: &str) -> UserRecord {
+async fn user(store: &impl ControlStore, name: &str) -> UserRecord {
     store.create_user(name, Utc::now()).await.unwrap()
 }
 
 async fn submit(
-    store: &SqliteStore,
+    store: &impl ControlStore,
     owner: &UserRecord,
     key: Option<(&str, &[u8])>,
 ) -> CreatedTask {
@@ -58,23 +58,13 @@ fn rand_id() -> u128 {
     n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
 }
 
-/// Every event of a task's stream, parsed.
-async fn events(store: &SqliteStore, id: &TaskId) -> (Vec<Event>, bool) {
-    let chunk = store
-        .read(&id.stream_path(), ReadFrom::Start, usize::MAX)
-        .await
-        .unwrap();
-    let mut body = b"[".to_vec();
-    body.extend_from_slice(&chunk.records.join(&b","[..]));
-    body.push(b']');
-    (serde_json::from_slice(&body).unwrap(), chunk.info.closed)
-}
-
-#[tokio::test]
-async fn a_task_starts_with_its_created_event_and_ends_with_one_terminal_event() {
-    let (_dir, store) = open();
-    let ann = user(&store, "ann").await;
-    let task = submit(&store, &ann, None).await.task;
+async fn a_task_starts_with_its_created_event_and_ends_with_one_terminal_event<B: Backend>(
+    backend: &B,
+) {
+    let store = backend.open().await;
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let task = submit(store, &ann, None).await.task;
     assert_eq!(
         (task.state, task.attempt, task.owner.as_str()),
         (TaskState::Submitted, 1, "ann")
@@ -101,7 +91,7 @@ async fn a_task_starts_with_its_created_event_and_ends_with_one_terminal_event()
         TransitionFailed::Refused(TransitionError::AlreadyTerminal(TaskState::Cancelled))
     );
 
-    let (log, closed) = events(&store, &task.id).await;
+    let (log, closed) = events(store, &task.id).await;
     let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -123,18 +113,20 @@ async fn a_task_starts_with_its_created_event_and_ends_with_one_terminal_event()
     assert_eq!(late, AppendEventsError::Terminal(TaskState::Cancelled));
 }
 
-#[tokio::test]
-async fn an_idempotency_key_returns_the_original_task_and_refuses_another_request() {
-    let (_dir, store) = open();
-    let ann = user(&store, "ann").await;
-    let bob = user(&store, "bob").await;
-    let first = submit(&store, &ann, Some(("k1", b"hash-a"))).await;
-    let again = submit(&store, &ann, Some(("k1", b"hash-a"))).await;
+async fn an_idempotency_key_returns_the_original_task_and_refuses_another_request<B: Backend>(
+    backend: &B,
+) {
+    let store = backend.open().await;
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let first = submit(store, &ann, Some(("k1", b"hash-a"))).await;
+    let again = submit(store, &ann, Some(("k1", b"hash-a"))).await;
     assert!(!first.replayed && again.replayed);
     assert_eq!(first.task.id, again.task.id);
 
     // Keys are per user.
-    let bobs = submit(&store, &bob, Some(("k1", b"hash-a"))).await;
+    let bobs = submit(store, &bob, Some(("k1", b"hash-a"))).await;
     assert!(!bobs.replayed);
     assert_ne!(bobs.task.id, first.task.id);
 
@@ -164,16 +156,16 @@ async fn an_idempotency_key_returns_the_original_task_and_refuses_another_reques
     assert_eq!(listed.len(), 1, "no second task was created");
 }
 
-#[tokio::test]
-async fn tasks_list_newest_first_by_owner_and_state_with_a_cursor() {
-    let (_dir, store) = open();
-    let ann = user(&store, "ann").await;
-    let bob = user(&store, "bob").await;
+async fn tasks_list_newest_first_by_owner_and_state_with_a_cursor<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(submit(&store, &ann, None).await.task.id);
+        ids.push(submit(store, &ann, None).await.task.id);
     }
-    submit(&store, &bob, None).await;
+    submit(store, &bob, None).await;
     store
         .transition(&ids[1], TaskOp::Start { worker: None }, Utc::now())
         .await
@@ -206,10 +198,10 @@ async fn tasks_list_newest_first_by_owner_and_state_with_a_cursor() {
     assert!(counts.contains(&(TaskState::Running, 1)));
 }
 
-#[tokio::test]
-async fn tokens_resolve_to_their_user_until_revoked() {
-    let (_dir, store) = open();
-    user(&store, "ann").await;
+async fn tokens_resolve_to_their_user_until_revoked<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let store = &*store;
+    user(store, "ann").await;
     assert_eq!(
         store.create_user("ann", Utc::now()).await.unwrap_err(),
         UserError::Exists
@@ -269,55 +261,66 @@ fn arb_op() -> impl Strategy<Value = TaskOp> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
-
-    /// Random rounds of operations, each round sent several times at once (client retries,
-    /// duplicate webhooks, two cancels): after every round the stream has exactly one
-    /// terminal event once the task has ended, as its last event, the stream is closed
-    /// exactly then, and the row's state is the one the events fold to.
-    #[test]
-    fn concurrent_duplicate_operations_keep_one_terminal_event_last(
-        rounds in proptest::collection::vec((arb_op(), 1usize..4), 1..12)
-    ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async {
-            let (_dir, store) = open();
-            let ann = user(&store, "ann").await;
-            let id = submit(&store, &ann, None).await.task.id;
-            for (op, copies) in rounds {
-                let attempts = (0..copies).map(|_| {
-                    let store = store.clone();
-                    let (id, op) = (id.clone(), op.clone());
-                    tokio::spawn(async move { store.transition(&id, op, Utc::now()).await })
-                });
-                let results = futures_join(attempts).await;
-                let accepted = results.iter().filter(|r| r.is_ok()).count();
-                // Of simultaneous identical requests, at most one changes anything.
-                prop_assert!(accepted <= 1, "{accepted} of {copies} duplicates were applied");
-                for r in &results {
-                    if let Err(e) = r {
-                        prop_assert!(matches!(e, TransitionFailed::Refused(_)), "{e}");
-                    }
+/// Random rounds of operations, each round sent several times at once (client retries,
+/// duplicate webhooks, two cancels; on PostgreSQL to two nodes): after every round the stream has exactly one terminal
+/// event once the task has ended, as its last event, the stream is closed exactly then, and
+/// the row's state is the one the events fold to.
+fn concurrent_duplicate_operations_keep_one_terminal_event_last<B: Backend>(
+    rounds: Vec<(TaskOp, usize)>,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Some(backend) = B::create("concurrent duplicate operations").await else {
+            return Ok(());
+        };
+        let store = backend.open().await;
+        // Duplicates arrive at different nodes where the backend has several.
+        let nodes = [store.clone(), backend.another_node(&store).await];
+        let ann = user(&*store, "ann").await;
+        let id = submit(&*store, &ann, None).await.task.id;
+        for (op, copies) in rounds {
+            let attempts = (0..copies).map(|i| {
+                let store = nodes[i % nodes.len()].clone();
+                let (id, op) = (id.clone(), op.clone());
+                tokio::spawn(async move { store.transition(&id, op, Utc::now()).await })
+            });
+            let results = futures_join(attempts).await;
+            let accepted = results.iter().filter(|r| r.is_ok()).count();
+            // Of simultaneous identical requests, at most one changes anything.
+            prop_assert!(
+                accepted <= 1,
+                "{accepted} of {copies} duplicates were applied"
+            );
+            for r in &results {
+                if let Err(e) = r {
+                    prop_assert!(matches!(e, TransitionFailed::Refused(_)), "{e}");
                 }
-                let task = store.task(&id).await.unwrap().unwrap();
-                let (log, closed) = events(&store, &id).await;
-                let terminals = log.iter().filter(|e| kind::is_terminal(&e.kind)).count();
-                prop_assert_eq!(terminals, usize::from(task.state.is_terminal()));
-                prop_assert_eq!(closed, task.state.is_terminal());
-                if task.state.is_terminal() {
-                    prop_assert!(kind::is_terminal(&log.last().unwrap().kind));
-                }
-                let status = tether_core::project(
-                    log.iter().enumerate().map(|(i, e)| (tether_types::Offset(i as u64 + 1), e.clone())),
-                );
-                prop_assert_eq!(status.state, Some(task.state));
-                prop_assert_eq!(status.attempt, task.attempt);
             }
-            store.shutdown().await;
-            Ok(())
-        })?;
-    }
+            let task = store.task(&id).await.unwrap().unwrap();
+            let (log, closed) = events(&*store, &id).await;
+            let terminals = log.iter().filter(|e| kind::is_terminal(&e.kind)).count();
+            prop_assert_eq!(terminals, usize::from(task.state.is_terminal()));
+            prop_assert_eq!(closed, task.state.is_terminal());
+            if task.state.is_terminal() {
+                prop_assert!(kind::is_terminal(&log.last().unwrap().kind));
+            }
+            let status = tether_core::project(
+                log.iter()
+                    .enumerate()
+                    .map(|(i, e)| (tether_types::Offset(i as u64 + 1), e.clone())),
+            );
+            prop_assert_eq!(status.state, Some(task.state));
+            prop_assert_eq!(status.attempt, task.attempt);
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+        Ok(())
+    })
 }
 
 async fn futures_join<T: Send + 'static>(
@@ -328,4 +331,38 @@ async fn futures_join<T: Send + 'static>(
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// Instantiates every case for one backend; `$cases` is how many random cases the property
+/// test runs there.
+macro_rules! control_suite {
+    ($backend:ty, $cases:expr) => {
+        backend_cases!($backend;
+            a_task_starts_with_its_created_event_and_ends_with_one_terminal_event,
+            an_idempotency_key_returns_the_original_task_and_refuses_another_request,
+            tasks_list_newest_first_by_owner_and_state_with_a_cursor,
+            tokens_resolve_to_their_user_until_revoked,
+        );
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases($cases))]
+
+            #[test]
+            fn concurrent_duplicate_operations_keep_one_terminal_event_last(
+                rounds in proptest::collection::vec((crate::arb_op(), 1usize..4), 1..12)
+            ) {
+                crate::concurrent_duplicate_operations_keep_one_terminal_event_last::<$backend>(
+                    rounds,
+                )?;
+            }
+        }
+    };
+}
+
+mod sqlite {
+    control_suite!(crate::backends::Sqlite, 128);
+}
+
+mod postgres {
+    control_suite!(crate::backends::Postgres, 32);
 }

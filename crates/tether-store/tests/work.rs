@@ -1,7 +1,12 @@
-//! Execution in the SQLite store: claims, admission, leases, steps with rewind, fencing,
+//! Execution on every backend: claims, admission, leases, steps with rewind, fencing,
 //! finishing, expiry and nudges. Time is passed in, so lease expiry needs no sleeping.
+//!
+//! Each case is generic over a [`Backend`]; `work_suite!` at the bottom runs every case on
+//! SQLite and on PostgreSQL.
 
-use std::sync::Arc;
+#[macro_use]
+mod backends;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,15 +15,11 @@ use tether_core::lease::Fenced;
 use tether_core::machine::created_event;
 use tether_store::*;
 use tether_types::event::kind;
-use tether_types::{Event, ReadFrom, TaskId, TaskSpec, TaskState};
+use tether_types::{Event, TaskId, TaskSpec, TaskState};
+
+use backends::{events as log, Backend};
 
 const TTL: Duration = Duration::from_secs(10);
-
-fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    (dir, store)
-}
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -28,7 +29,7 @@ fn at(secs: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::seconds(secs)
 }
 
-async fn submit(store: &SqliteStore, owner: &UserRecord, n: u128) -> TaskId {
+async fn submit(store: &impl ControlStore, owner: &UserRecord, n: u128) -> TaskId {
     let spec = TaskSpec {
         description: format!("task {n}"),
         ..TaskSpec::default()
@@ -67,29 +68,17 @@ fn event(kind: &str, step: Option<&str>, attempt: Option<u32>) -> Event {
     e
 }
 
-async fn log(store: &SqliteStore, id: &TaskId) -> (Vec<Event>, bool) {
-    let chunk = store
-        .read(&id.stream_path(), ReadFrom::Start, usize::MAX)
-        .await
-        .unwrap();
-    let mut body = b"[".to_vec();
-    body.extend_from_slice(&chunk.records.join(&b","[..]));
-    body.push(b']');
-    (serde_json::from_slice(&body).unwrap(), chunk.info.closed)
-}
-
 fn kinds(events: &[Event]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 
-#[tokio::test]
-async fn claims_go_oldest_first_within_each_owners_limit() {
-    let (_dir, store) = open();
+async fn claims_go_oldest_first_within_each_owners_limit<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
     let bob = store.create_user("bob", t0()).await.unwrap();
-    let a1 = submit(&store, &ann, 1).await;
-    let a2 = submit(&store, &ann, 2).await;
-    let b1 = submit(&store, &bob, 3).await;
+    let a1 = submit(&*store, &ann, 1).await;
+    let a2 = submit(&*store, &ann, 2).await;
+    let b1 = submit(&*store, &bob, 3).await;
 
     let first = store.claim(claim("l1", t0(), 1)).await.unwrap().unwrap();
     assert_eq!(first.task.id, a1);
@@ -114,12 +103,11 @@ async fn claims_go_oldest_first_within_each_owners_limit() {
     assert_eq!(third.task.id, a2);
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_hand_one_task_to_two_workers() {
-    let (_dir, store) = open();
+async fn concurrent_claims_never_hand_one_task_to_two_workers<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
     for n in 0..20 {
-        submit(&store, &ann, n).await;
+        submit(&*store, &ann, n).await;
     }
     let claims = (0..40).map(|i| {
         let store = store.clone();
@@ -135,11 +123,12 @@ async fn concurrent_claims_never_hand_one_task_to_two_workers() {
     assert_eq!((got.len(), unique.len()), (20, 20));
 }
 
-#[tokio::test]
-async fn a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to() {
-    let (_dir, store) = open();
+async fn a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to<B: Backend>(
+    backend: &B,
+) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
-    let id = submit(&store, &ann, 1).await;
+    let id = submit(&*store, &ann, 1).await;
     store.claim(claim("l1", t0(), 10)).await.unwrap().unwrap();
     assert_eq!(
         store
@@ -282,7 +271,7 @@ async fn a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to() {
         .await
         .unwrap();
 
-    let (events, closed) = log(&store, &id).await;
+    let (events, closed) = log(&*store, &id).await;
     assert_eq!(
         kinds(&events),
         [
@@ -315,11 +304,10 @@ async fn a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to() {
     assert_eq!(status.state, Some(TaskState::Completed));
 }
 
-#[tokio::test]
-async fn finishing_twice_answers_the_same_and_appends_one_terminal_event() {
-    let (_dir, store) = open();
+async fn finishing_twice_answers_the_same_and_appends_one_terminal_event<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
-    let id = submit(&store, &ann, 1).await;
+    let id = submit(&*store, &ann, 1).await;
     store.claim(claim("l1", t0(), 10)).await.unwrap().unwrap();
     let failed = Outcome::Failed {
         code: "AGENT_ERROR".into(),
@@ -346,16 +334,15 @@ async fn finishing_twice_answers_the_same_and_appends_one_terminal_event() {
         .await
         .unwrap_err();
     assert_eq!(other, WorkError::Fenced(Fenced::LeaseLost));
-    let (events, _) = log(&store, &id).await;
+    let (events, _) = log(&*store, &id).await;
     let terminals = events.iter().filter(|e| kind::is_terminal(&e.kind)).count();
     assert_eq!(terminals, 1);
 }
 
-#[tokio::test]
-async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop() {
-    let (_dir, store) = open();
+async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
-    let id = submit(&store, &ann, 1).await;
+    let id = submit(&*store, &ann, 1).await;
     store.claim(claim("l1", t0(), 10)).await.unwrap().unwrap();
     let beat = store.heartbeat(&id, "l1", at(8), TTL).await.unwrap();
     assert_eq!(beat.expires_at, at(18));
@@ -400,7 +387,7 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop() {
         .worker_events(&id, "l1", vec![event("log", None, None)], None, at(12))
         .await;
     assert_eq!(late.unwrap_err(), WorkError::Fenced(Fenced::LeaseLost));
-    let (events, _) = log(&store, &id).await;
+    let (events, _) = log(&*store, &id).await;
     assert_eq!(
         kinds(&events),
         [
@@ -412,11 +399,10 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop() {
     );
 }
 
-#[tokio::test]
-async fn attempts_run_out_into_timed_out_with_lease_expired() {
-    let (_dir, store) = open();
+async fn attempts_run_out_into_timed_out_with_lease_expired<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
-    let id = submit(&store, &ann, 1).await;
+    let id = submit(&*store, &ann, 1).await;
     for attempt in 1..=3 {
         let start = at(attempt * 100);
         let claimed = store
@@ -432,16 +418,15 @@ async fn attempts_run_out_into_timed_out_with_lease_expired() {
     }
     let task = store.task(&id).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::TimedOut);
-    let (events, closed) = log(&store, &id).await;
+    let (events, closed) = log(&*store, &id).await;
     assert_eq!(events.last().unwrap().data["code"], "LEASE_EXPIRED");
     assert!(closed);
 }
 
-#[tokio::test]
-async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks() {
-    let (_dir, store) = open();
+async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks<B: Backend>(backend: &B) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
-    let id = submit(&store, &ann, 1).await;
+    let id = submit(&*store, &ann, 1).await;
     for i in 0..3 {
         store
             .create_nudge(&id, &format!("n{i}"), "hi", at(i), 3)
@@ -481,9 +466,12 @@ async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks() {
     assert_eq!(ended, NudgeError::Terminal(TaskState::Cancelled));
 }
 
-#[tokio::test]
-async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec() {
-    let (_dir, store) = open();
+async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec<
+    B: Backend,
+>(
+    backend: &B,
+) {
+    let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
     store.set_max_concurrent("ann", Some(2)).await.unwrap();
     assert_eq!(
@@ -494,7 +482,7 @@ async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the
         UserError::NotFound
     );
     for n in 0..3 {
-        submit(&store, &ann, n).await;
+        submit(&*store, &ann, n).await;
     }
     assert!(store.claim(claim("l1", t0(), 1)).await.unwrap().is_some());
     assert!(
@@ -531,4 +519,28 @@ async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the
         store.task(&id).await.unwrap().unwrap().state,
         TaskState::TimedOut
     );
+}
+
+/// Instantiates every case for one backend.
+macro_rules! work_suite {
+    ($backend:ty) => {
+        backend_cases!($backend;
+            claims_go_oldest_first_within_each_owners_limit,
+            concurrent_claims_never_hand_one_task_to_two_workers,
+            a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to,
+            finishing_twice_answers_the_same_and_appends_one_terminal_event,
+            heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop,
+            attempts_run_out_into_timed_out_with_lease_expired,
+            nudges_are_limited_per_minute_and_refused_on_ended_tasks,
+            a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec,
+        );
+    };
+}
+
+mod sqlite {
+    work_suite!(crate::backends::Sqlite);
+}
+
+mod postgres {
+    work_suite!(crate::backends::Postgres);
 }

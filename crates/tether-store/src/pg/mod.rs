@@ -5,6 +5,7 @@
 //! change, a claim) is decided under a row lock in one transaction, so two nodes can never
 //! both decide it. What a node keeps in memory is only a cache of what the database says.
 
+mod control;
 mod schema;
 pub mod scratch;
 mod streams;

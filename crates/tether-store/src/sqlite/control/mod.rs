@@ -17,28 +17,11 @@ use super::writer::{job, Command, JobError, Writer};
 use super::SqliteStore;
 use crate::control::*;
 
-macro_rules! storage_error {
-    ($($ty:ident),*) => {$(
-        impl From<String> for $ty {
-            fn from(s: String) -> Self {
-                $ty::Storage(s)
-            }
-        }
-        impl JobError for $ty {
-            fn is_storage(&self) -> bool {
-                matches!(self, $ty::Storage(_))
-            }
-        }
-    )*};
+impl<E: StorageFailure + Send + 'static> JobError for E {
+    fn is_storage(&self) -> bool {
+        StorageFailure::is_storage(self)
+    }
 }
-storage_error!(
-    CreateTaskError,
-    TransitionFailed,
-    AppendEventsError,
-    UserError,
-    WorkError,
-    NudgeError
-);
 
 impl SqliteStore {
     /// Runs `f` on the writer thread within the next batch; answers after the commit.

@@ -1,29 +1,17 @@
 //! Task rows in and out of SQL. Values read from disk are checked, never trusted: a damaged
 //! row is an error, not a panic.
 
-use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tether_types::{TaskId, TaskState};
 
 use crate::control::{TaskFilter, TaskRecord};
+pub(super) use crate::execution::{time, Leased};
 
 const SELECT_TASK: &str =
     "SELECT t.seq, t.id, t.owner_id, coalesce(u.name, ''), t.state, t.attempt,
         t.spec, t.created_at_ms, t.updated_at_ms, t.lease_id, t.lease_expires_ms, t.max_attempts
     FROM tasks t LEFT JOIN users u ON u.id = t.owner_id";
-
-/// A task with the columns execution checks: its lease and how many attempts it may have.
-pub(super) struct Leased {
-    pub task: TaskRecord,
-    pub lease_id: Option<String>,
-    pub expires_ms: Option<i64>,
-    pub max_attempts: u32,
-}
-
-pub(super) fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
 
 fn bad(column: usize, msg: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, msg.into())

@@ -1,7 +1,7 @@
 //! Task changes, each one job on the writer thread: decide, then write the row and the
 //! events together.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use tether_core::{decide, TaskOp, Transition};
@@ -9,46 +9,12 @@ use tether_types::{Event, Offset, TaskId};
 
 use super::rows;
 use crate::control::*;
-use crate::model::{Append, AppendError, AppendStatus, CreateStream, ProducerStamp};
-use crate::sqlite::writer::{PreparedAppend, StoredBody, Writer};
-
-const JSON: &str = "application/json";
+use crate::execution::{self, applied, prepared, timestamp};
+use crate::model::ProducerStamp;
+use crate::sqlite::writer::Writer;
 
 fn storage<E: From<String>>(e: impl std::fmt::Display) -> E {
     E::from(e.to_string())
-}
-
-pub(super) fn timestamp(now: DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Messages in their stored form: JSON values joined by commas.
-fn stored(messages: &[Bytes]) -> StoredBody {
-    let mut data = BytesMut::new();
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            data.extend_from_slice(b",");
-        }
-        data.extend_from_slice(m);
-    }
-    StoredBody {
-        data: data.freeze(),
-        units: messages.len() as u64,
-    }
-}
-
-fn prepared(messages: &[Bytes], close: bool, producer: Option<ProducerStamp>) -> PreparedAppend {
-    let body = stored(messages);
-    PreparedAppend {
-        request: Append {
-            content_type: Some(JSON.into()),
-            body: body.data.clone(),
-            close,
-            producer,
-            stream_seq: None,
-        },
-        body: Ok(Some(body)),
-    }
 }
 
 pub(super) fn create(
@@ -66,9 +32,7 @@ pub(super) fn create(
             })
             .map_err(storage::<CreateTaskError>)?;
         if let Some((id, earlier_hash)) = earlier {
-            if &earlier_hash != hash {
-                return Err(CreateTaskError::KeyReused);
-            }
+            execution::replay(&earlier_hash, hash)?;
             let id: TaskId = id.parse().map_err(storage::<CreateTaskError>)?;
             let original = rows::task(w.conn(), &id)
                 .map_err(storage::<CreateTaskError>)?
@@ -79,19 +43,8 @@ pub(super) fn create(
             });
         }
     }
-    let first = Bytes::from(serde_json::to_vec(&created).map_err(storage::<CreateTaskError>)?);
     let stream = w
-        .create_stream(
-            &task.id.stream_path(),
-            CreateStream {
-                content_type: Some(JSON.into()),
-                ttl_secs: None,
-                expires_at: None,
-                closed: false,
-                fork: None,
-                body: first,
-            },
-        )
+        .create_stream(&task.id.stream_path(), execution::task_stream(&created)?)
         .map_err(|e| CreateTaskError::Storage(format!("task stream: {e}")))?;
     if !stream.created {
         return Err(CreateTaskError::Storage(format!(
@@ -116,9 +69,7 @@ pub(super) fn create(
                 now,
                 key,
                 hash,
-                task.spec
-                    .max_attempts
-                    .unwrap_or(tether_types::task::DEFAULT_MAX_ATTEMPTS)
+                execution::max_attempts(&task)
             ])
         })
         .map_err(storage::<CreateTaskError>)?;
@@ -173,17 +124,7 @@ pub(super) fn append(
         .stream(&id.stream_path())
         .map_err(storage::<WorkError>)?
         .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
-    match w.append_to(&stream, prepared(events, close, producer)) {
-        Ok(a) => Ok((a.next, a.status == AppendStatus::Appended)),
-        Err(AppendError::Storage(m)) => Err(WorkError::Storage(m)),
-        Err(e) => Err(WorkError::Stream(e)),
-    }
-}
-
-pub(super) fn encode(event: &Event) -> Result<Bytes, WorkError> {
-    serde_json::to_vec(event)
-        .map(Bytes::from)
-        .map_err(storage::<WorkError>)
+    execution::appended(w.append_to(&stream, prepared(events, close, producer)))
 }
 
 /// Writes a decided state change: compare-and-sets the row (and, for a claim, its lease:
@@ -225,10 +166,8 @@ pub(super) fn apply(
             task.id
         )));
     }
-    let event = encode(&change.event)?;
+    let event = execution::encode(&change.event)?;
     let (offset, _) = append(w, &task.id, &[event], change.is_terminal(), None)?;
-    task.state = change.state;
-    task.attempt = change.attempt;
-    task.updated_at = rows::time(now_ms);
+    applied(task, change, now);
     Ok(offset)
 }

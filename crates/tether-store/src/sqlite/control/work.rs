@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
-use tether_core::lease::{self, Held};
-use tether_core::{decide, TaskOp};
-use tether_types::event::kind;
-use tether_types::{Event, Offset, TaskId, TaskState};
+use serde_json::Value;
+use tether_types::{Event, TaskId};
 
 use super::rows::{self, Leased};
-use super::tasks::{append, apply, encode, timestamp};
+use super::tasks::{append, apply};
 use crate::control::*;
+use crate::execution::{self, encode, Begin, Heartbeat, StepRow};
 use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
 
@@ -33,20 +31,10 @@ fn lease_row(conn: &Connection, id: &TaskId) -> Result<Leased, WorkError> {
         .ok_or(WorkError::NotFound)
 }
 
-/// Whether `lease` is the live lease of the task in `row` at `now`.
-fn check_lease(row: &Leased, lease: &str, now: DateTime<Utc>) -> Result<(), WorkError> {
-    let held = Held {
-        state: row.task.state,
-        lease_id: row.lease_id.as_deref(),
-        expires_ms: row.expires_ms,
-    };
-    Ok(lease::check(&held, lease, ms(now))?)
-}
-
 /// The task, if `lease` is its live lease now.
 fn leased(w: &Writer, id: &TaskId, lease: &str, now: DateTime<Utc>) -> Result<Leased, WorkError> {
     let row = lease_row(w.conn(), id)?;
-    check_lease(&row, lease, now)?;
+    row.check(lease, now)?;
     Ok(row)
 }
 
@@ -75,20 +63,12 @@ pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, Wor
     let mut task = rows::task(w.conn(), &id)
         .map_err(storage)?
         .ok_or(WorkError::NotFound)?;
-    let change = decide(
-        task.current(),
-        &TaskOp::Start {
-            worker: Some(claim.worker.clone()),
-        },
-        timestamp(claim.now),
-    )?;
-    let expires = claim.now
-        + chrono::Duration::from_std(claim.lease_ttl).unwrap_or(chrono::Duration::seconds(30));
+    let (change, lease) = execution::start(&task, &claim)?;
     apply(
         w,
         &mut task,
         &change,
-        Some((&claim.lease_id, ms(expires), &claim.worker)),
+        Some((&claim.lease_id, ms(lease.expires_at), &claim.worker)),
         claim.now,
     )?;
     let mut stmt = w
@@ -105,19 +85,11 @@ pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, Wor
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(storage)?
         .into_iter()
-        .map(|(name, cp)| {
-            let value = cp
-                .and_then(|c| serde_json::from_str(&c).ok())
-                .unwrap_or(Value::Null);
-            (name, value)
-        })
+        .map(|(name, cp)| (name, execution::checkpoint(cp.as_deref())))
         .collect();
     Ok(Some(Claimed {
         task,
-        lease: LeaseGrant {
-            id: claim.lease_id,
-            expires_at: expires,
-        },
+        lease,
         checkpoints,
     }))
 }
@@ -130,17 +102,11 @@ pub(super) fn heartbeat(
     ttl: Duration,
 ) -> Result<Beat, WorkError> {
     let row = lease_row(w.conn(), id)?;
-    // A cancelled task's worker learns it here, once, with its own lease.
-    if row.task.state == TaskState::Cancelled && row.lease_id.as_deref() == Some(lease) {
-        return Ok(Beat {
-            expires_at: rows::time(row.expires_ms.unwrap_or_default()),
-            cancel_requested: true,
-            nudges: Vec::new(),
-        });
-    }
-    check_lease(&row, lease, now)?;
+    let expires = match execution::heartbeat(&row, lease, now, ttl)? {
+        Heartbeat::Answer(beat) => return Ok(beat),
+        Heartbeat::Extend(expires) => expires,
+    };
     let nudges = pending_nudges(w.conn(), id)?;
-    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
     w.conn()
         .prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![id.as_str(), ms(expires)]))
@@ -168,14 +134,6 @@ fn pending_nudges(conn: &Connection, id: &TaskId) -> Result<Vec<NudgeRecord>, Wo
     })
     .and_then(|rows| rows.collect())
     .map_err(storage)
-}
-
-struct StepRow {
-    epoch: u32,
-    lease_id: String,
-    completed_epoch: Option<u32>,
-    checkpoint: Option<String>,
-    first_event_pos: Option<u64>,
 }
 
 fn step_row(conn: &Connection, id: &TaskId, step: &str) -> Result<Option<StepRow>, WorkError> {
@@ -207,35 +165,11 @@ pub(super) fn begin_step(
 ) -> Result<StepStart, WorkError> {
     leased(w, id, lease, now)?;
     let row = step_row(w.conn(), id, step)?;
-    if let Some(row) = &row {
-        if let Some(epoch) = row.completed_epoch {
-            let checkpoint = row
-                .checkpoint
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok())
-                .unwrap_or(Value::Null);
-            return Ok(StepStart {
-                epoch,
-                checkpoint: Some(checkpoint),
-            });
-        }
-        // The same lease asking again (a retried request) keeps its attempt.
-        if row.lease_id == lease {
-            return Ok(StepStart {
-                epoch: row.epoch,
-                checkpoint: None,
-            });
-        }
-    }
-    let epoch = row.as_ref().map_or(1, |r| r.epoch + 1);
-    if let Some(first) = row.as_ref().and_then(|r| r.first_event_pos) {
-        // An earlier attempt wrote events: they are superseded from here on.
-        let mut rewind = Event::new(
-            kind::STREAM_REWIND,
-            timestamp(now),
-            json!({ "new_epoch": epoch, "superseded_after": Offset(first.saturating_sub(1)) }),
-        );
-        rewind.step = Some(step.to_string());
+    let (epoch, rewind) = match execution::begin(row.as_ref(), step, lease, now) {
+        Begin::Answer(start) => return Ok(start),
+        Begin::New { epoch, rewind } => (epoch, rewind),
+    };
+    if let Some(rewind) = rewind {
         append(w, id, &[encode(&rewind)?], false, None)?;
     }
     w.conn()
@@ -273,13 +207,9 @@ pub(super) fn complete_step(
 ) -> Result<(), WorkError> {
     leased(w, id, lease, now)?;
     let row = step_row(w.conn(), id, step)?;
-    if row.as_ref().and_then(|r| r.completed_epoch) == Some(epoch) {
+    let Some(event) = execution::complete(row.as_ref(), step, epoch, now)? else {
         return Ok(());
-    }
-    lease::check_attempt(step, row.as_ref().map(|r| r.epoch), epoch)?;
-    let mut event = Event::new(kind::STEP_COMPLETED, timestamp(now), Value::Null);
-    event.step = Some(step.to_string());
-    event.attempt = Some(epoch);
+    };
     let (next, _) = append(w, id, &[encode(&event)?], false, None)?;
     note_step_event(w.conn(), id, step, next.0)?;
     w.conn()
@@ -300,35 +230,18 @@ pub(super) fn worker_events(
     now: DateTime<Utc>,
 ) -> Result<EventsAppended, WorkError> {
     leased(w, id, lease, now)?;
-    // Every check before any write: one stale event refuses the whole batch. Each step's
-    // current epoch is looked up once per batch.
+    // Each step's current epoch is looked up once per batch.
     let mut epochs: HashMap<String, Option<u32>> = HashMap::new();
-    for event in &mut events {
-        if let Some(step) = &event.step {
-            let current = match epochs.get(step) {
-                Some(current) => *current,
-                None => {
-                    let current = step_row(w.conn(), id, step)?.map(|r| r.epoch);
-                    epochs.insert(step.clone(), current);
-                    current
-                }
-            };
-            let given = event.attempt.or(current).unwrap_or(1);
-            lease::check_attempt(step, current, given)?;
-            event.attempt = Some(given);
-        }
+    for step in execution::steps_of(&events) {
+        let current = step_row(w.conn(), id, &step)?.map(|r| r.epoch);
+        epochs.insert(step, current);
     }
+    execution::stamp(&mut events, &epochs)?;
     let encoded = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let (next, appended) = append(w, id, &encoded, false, producer)?;
     if appended {
-        // Only each step's first event in the batch can be its first event ever.
-        let first = next.0 - events.len() as u64;
-        for (i, event) in events.iter().enumerate() {
-            if let Some(step) = &event.step {
-                if epochs.remove(step).is_some() {
-                    note_step_event(w.conn(), id, step, first + i as u64 + 1)?;
-                }
-            }
+        for (step, pos) in execution::first_step_events(&events, next) {
+            note_step_event(w.conn(), id, &step, pos)?;
         }
     }
     Ok(EventsAppended { next, appended })
@@ -342,23 +255,13 @@ pub(super) fn finish(
     now: DateTime<Utc>,
 ) -> Result<Finished, WorkError> {
     let mut row = lease_row(w.conn(), id)?;
-    let wanted = match &outcome {
-        Outcome::Completed { .. } => TaskState::Completed,
-        Outcome::Failed { .. } => TaskState::Failed,
-    };
-    // The same finish again, from the lease that finished it: the same answer, nothing new.
-    if row.task.state == wanted && row.lease_id.as_deref() == Some(lease) {
+    let Some(change) = execution::finish(&row, lease, outcome, now)? else {
+        let task = row.task;
         return Ok(Finished {
-            task: row.task,
+            task,
             changed: false,
         });
-    }
-    check_lease(&row, lease, now)?;
-    let op = match outcome {
-        Outcome::Completed { result } => TaskOp::Complete { result },
-        Outcome::Failed { code, message } => TaskOp::Fail { code, message },
     };
-    let change = decide(row.task.current(), &op, timestamp(now))?;
     apply(w, &mut row.task, &change, None, now)?;
     Ok(Finished {
         task: row.task,
@@ -382,20 +285,9 @@ pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Ex
     for id in ids {
         let id: TaskId = id.parse().map_err(storage)?;
         let mut row = lease_row(w.conn(), &id)?;
-        let op = if row.task.attempt < row.max_attempts {
-            TaskOp::Requeue {
-                reason: "lease expired without a heartbeat".into(),
-            }
-        } else {
-            TaskOp::TimeOut {
-                code: "LEASE_EXPIRED".into(),
-                message: format!(
-                    "the lease expired on attempt {} of {}",
-                    row.task.attempt, row.max_attempts
-                ),
-            }
+        let Some(change) = execution::expire(&row, now)? else {
+            continue;
         };
-        let change = decide(row.task.current(), &op, timestamp(now))?;
         let state = change.state;
         apply(w, &mut row.task, &change, None, now)?;
         out.push(Expired { task: id, state });
@@ -415,10 +307,7 @@ pub(super) fn create_nudge(
     let task = rows::task(w.conn(), id)
         .map_err(st)?
         .ok_or(NudgeError::NotFound)?;
-    if task.state.is_terminal() {
-        return Err(NudgeError::Terminal(task.state));
-    }
-    let window_start = ms(now) - 60_000;
+    let window_start = execution::nudge_window_start(now);
     let (recent, oldest): (i64, Option<i64>) = w
         .conn()
         .prepare_cached(
@@ -430,14 +319,7 @@ pub(super) fn create_nudge(
             })
         })
         .map_err(st)?;
-    if recent >= i64::from(per_minute) {
-        let free_at = oldest.unwrap_or(window_start) + 60_000;
-        let wait = ((free_at - ms(now)).max(0) as u64).div_ceil(1000).max(1);
-        return Err(NudgeError::TooMany {
-            limit: per_minute,
-            retry_after_secs: wait,
-        });
-    }
+    execution::admit_nudge(&task, recent.max(0) as u64, oldest, now, per_minute)?;
     w.conn()
         .prepare_cached(
             "INSERT INTO nudges (id, task_id, message, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -467,11 +349,7 @@ pub(super) fn ack_nudge(
         None => Err(WorkError::NotFound),
         Some(Some(_)) => Ok(()),
         Some(None) => {
-            let event = Event::new(
-                kind::NUDGE_ACKNOWLEDGED,
-                timestamp(now),
-                json!({ "nudge_id": nudge_id }),
-            );
+            let event = execution::nudge_acknowledged(nudge_id, now);
             append(w, id, &[encode(&event)?], false, None)?;
             w.conn()
                 .prepare_cached("UPDATE nudges SET acked_ms = ?2 WHERE id = ?1")

@@ -1,0 +1,465 @@
+//! [`ControlStore`] and [`WorkStore`] on PostgreSQL, for several nodes on one database.
+//!
+//! Every change is one transaction that first locks the task's row (`SELECT ... FOR UPDATE`),
+//! then asks [`crate::execution`] what to do with what it read under that lock, then writes
+//! the row and appends the task's events through [`StreamWrites`] in the same transaction.
+//! The row lock is the compare-and-set of G5: a duplicate of the same change on another node
+//! waits for it, then reads the changed row and is told the earlier result or refused, so
+//! each change (and each terminal event) happens once. Worker writes are fenced under the
+//! same lock (G6), and admission counts task states inside the claiming transaction (G7; see
+//! `work::claim`).
+//!
+//! Lock order, the same everywhere, so transactions wait for each other instead of
+//! deadlocking: the task's row (a claim takes its candidate's with SKIP LOCKED, never
+//! waiting), then the owner's `users` row (claims only), then the task's stream row. Should
+//! PostgreSQL still abort a transaction as a deadlock or serialisation failure, it is tried
+//! again from the start.
+
+mod rows;
+mod tasks;
+mod users;
+mod work;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Transaction};
+use tether_core::TaskOp;
+use tether_types::{Event, TaskId, TaskState};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+
+use super::streams::tx::StreamWrites;
+use super::PgStore;
+use crate::control::*;
+use crate::model::ProducerStamp;
+
+/// Attempts of a transaction that hit a deadlock or serialisation failure.
+const MAX_ATTEMPTS: usize = 4;
+
+/// One transaction of the control plane, with the stream writes that commit with it.
+pub(super) struct Tx<'c> {
+    tx: Transaction<'c>,
+    writes: StreamWrites,
+    /// A database error so far was worth trying the whole transaction again for.
+    retryable: AtomicBool,
+    /// The change may let a waiting claim succeed: announce it on commit.
+    work: bool,
+}
+
+impl<'c> Tx<'c> {
+    async fn begin(client: &'c mut Object) -> Result<Tx<'c>, (String, bool)> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| (describe(&e), is_retryable(&e)))?;
+        Ok(Tx {
+            tx,
+            writes: StreamWrites::new(),
+            retryable: AtomicBool::new(false),
+            work: false,
+        })
+    }
+
+    /// A database error as a storage failure, remembering whether a retry of the whole
+    /// transaction may succeed.
+    fn db(&self, e: tokio_postgres::Error) -> String {
+        if is_retryable(&e) {
+            self.retryable.store(true, Ordering::Relaxed);
+        }
+        describe(&e)
+    }
+
+    // The statements of the transaction; their errors convert into every operation's error.
+    // Statements are prepared once per pooled connection and cached there, which saves a
+    // round trip on every later use.
+
+    async fn prepare(&self, sql: &str) -> Result<Statement, String> {
+        self.tx.prepare_cached(sql).await.map_err(|e| self.db(e))
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, String> {
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, String> {
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, String> {
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query_one(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, String> {
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query_opt(&statement, params)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    fn retryable(&self) -> bool {
+        self.retryable.load(Ordering::Relaxed) || self.writes.retryable()
+    }
+
+    /// Writes the buffered stream rows, announces new work if any, commits, and then tells
+    /// this node's live readers about the new tails. Other nodes hear of both through the
+    /// notifications, which PostgreSQL delivers only on commit.
+    async fn commit(self, store: &PgStore) -> Result<(), (String, bool)> {
+        let Tx {
+            tx,
+            mut writes,
+            retryable,
+            work,
+        } = self;
+        let failed = |e: String, writes: &StreamWrites| {
+            (e, retryable.load(Ordering::Relaxed) || writes.retryable())
+        };
+        if let Err(e) = writes.flush(&tx).await {
+            return Err(failed(e, &writes));
+        }
+        if work {
+            // The stream store's listener on every node turns this into its work Notify.
+            tx.execute("SELECT pg_notify('tether_work', '')", &[])
+                .await
+                .map_err(|e| (describe(&e), is_retryable(&e)))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| (describe(&e), is_retryable(&e)))?;
+        writes.published(store);
+        Ok(())
+    }
+}
+
+/// A database error with what the server said: `Display` alone gives only "db error".
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// Runs `|t| body` in a transaction `t` ([`Tx`]) on `store`, committing when `body` succeeds
+/// and rolling back when it fails; the whole transaction is tried again (up to
+/// [`MAX_ATTEMPTS`]) after a deadlock or serialisation failure. `body` is an expression whose
+/// future yields `Result<T, E>`, E being an operation's error with a storage case.
+///
+/// A macro rather than a function taking a closure: the body's future borrows the
+/// transaction the runner owns, which a closure's return type cannot say on stable Rust
+/// without boxing every operation's future.
+macro_rules! transaction {
+    ($store:expr, |$t:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let again = attempt < MAX_ATTEMPTS;
+            let mut client = match store.client().await {
+                Ok(client) => client,
+                Err(e) => break Err(e.into()),
+            };
+            let mut $t = match Tx::begin(&mut client).await {
+                Ok(t) => t,
+                Err((_, true)) if again => continue,
+                Err((e, _)) => break Err(e.into()),
+            };
+            let result = $body.await;
+            match result {
+                Ok(value) => match $t.commit(store).await {
+                    Ok(()) => break Ok(value),
+                    Err((_, true)) if again => continue,
+                    Err((e, _)) => break Err(e.into()),
+                },
+                // Dropping the transaction rolls it back.
+                Err(_) if again && $t.retryable() => continue,
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl ControlStore for PgStore {
+    async fn create_task(
+        &self,
+        task: NewTask,
+        created: Event,
+    ) -> Result<CreatedTask, CreateTaskError> {
+        transaction!(self, |t| tasks::create(&mut t, &task, &created))
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, String> {
+        let client = self.client().await?;
+        rows::task(&**client, id).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, String> {
+        let client = self.client().await?;
+        rows::list(&**client, &filter).await
+    }
+
+    async fn transition(
+        &self,
+        id: &TaskId,
+        op: TaskOp,
+        now: DateTime<Utc>,
+    ) -> Result<Transitioned, TransitionFailed> {
+        transaction!(self, |t| tasks::transition(&mut t, id, &op, now))
+    }
+
+    async fn append_events(
+        &self,
+        id: &TaskId,
+        batch: EventAppend,
+    ) -> Result<EventsAppended, AppendEventsError> {
+        transaction!(self, |t| tasks::append_events(&mut t, id, &batch))
+    }
+
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, String> {
+        let client = self.client().await?;
+        rows::count_by_state(&**client).await
+    }
+
+    async fn create_user(&self, name: &str, now: DateTime<Utc>) -> Result<UserRecord, UserError> {
+        transaction!(self, |t| users::create_user(&mut t, name, now))
+    }
+
+    async fn user_count(&self) -> Result<u64, String> {
+        let client = self.client().await?;
+        users::count(&**client).await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String> {
+        let client = self.client().await?;
+        users::user(&**client, name).await
+    }
+
+    async fn set_max_concurrent(&self, name: &str, limit: Option<u64>) -> Result<(), UserError> {
+        transaction!(self, |t| users::set_max_concurrent(&mut t, name, limit))
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<(), UserError> {
+        transaction!(self, |t| users::create_token(&mut t, &token))
+    }
+
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<(), UserError> {
+        transaction!(self, |t| users::revoke_token(&mut t, id, now))
+    }
+
+    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String> {
+        let client = self.client().await?;
+        users::principal(&**client, hash).await
+    }
+}
+
+#[async_trait]
+impl WorkStore for PgStore {
+    async fn claim(&self, claim: Claim) -> Result<Option<Claimed>, WorkError> {
+        transaction!(self, |t| work::claim(&mut t, &claim))
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Beat, WorkError> {
+        transaction!(self, |t| work::heartbeat(&mut t, id, lease, now, ttl))
+    }
+
+    async fn begin_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StepStart, WorkError> {
+        transaction!(self, |t| work::begin_step(&mut t, id, lease, step, now))
+    }
+
+    async fn complete_step(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        step: &str,
+        epoch: u32,
+        checkpoint: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError> {
+        transaction!(self, |t| work::complete_step(
+            &mut t,
+            id,
+            lease,
+            step,
+            epoch,
+            &checkpoint,
+            now
+        ))
+    }
+
+    async fn worker_events(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        events: Vec<Event>,
+        producer: Option<ProducerStamp>,
+        now: DateTime<Utc>,
+    ) -> Result<EventsAppended, WorkError> {
+        transaction!(self, |t| work::worker_events(
+            &mut t,
+            id,
+            lease,
+            events.clone(),
+            producer.clone(),
+            now
+        ))
+    }
+
+    async fn finish(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<Finished, WorkError> {
+        transaction!(self, |t| work::finish(
+            &mut t,
+            id,
+            lease,
+            outcome.clone(),
+            now
+        ))
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String> {
+        let candidates = {
+            let client = self.client().await?;
+            work::expired(&**client, now).await?
+        };
+        // One transaction per task: each is checked again under its row lock, so nodes
+        // expiring at once each change a task at most once between them.
+        let mut out = Vec::new();
+        for id in candidates {
+            let expired: Result<_, WorkError> =
+                transaction!(self, |t| work::expire(&mut t, &id, now));
+            if let Some(state) = expired.map_err(|e| e.to_string())? {
+                out.push(Expired { task: id, state });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_nudge(
+        &self,
+        id: &TaskId,
+        nudge_id: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        per_minute: u32,
+    ) -> Result<(), NudgeError> {
+        transaction!(self, |t| work::create_nudge(
+            &mut t, id, nudge_id, message, now, per_minute
+        ))
+    }
+
+    async fn ack_nudge(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        nudge_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkError> {
+        transaction!(self, |t| work::ack_nudge(&mut t, id, lease, nudge_id, now))
+    }
+
+    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String> {
+        let client = self.client().await?;
+        work::running_by_owner(&**client, owner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use tokio::sync::Barrier;
+
+    use super::*;
+    use crate::pg::scratch::ScratchDatabase;
+    use crate::PgOptions;
+
+    /// Two transactions that lock two rows in opposite orders deadlock; PostgreSQL aborts
+    /// one of them, and the runner tries that one again, so both succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_aborted_by_a_deadlock_is_tried_again() {
+        let Some(db) = ScratchDatabase::create("deadlock retry").await else {
+            return;
+        };
+        let store = Arc::new(
+            PgStore::connect(db.url(), PgOptions::default())
+                .await
+                .unwrap(),
+        );
+        let a = store.create_user("a", Utc::now()).await.unwrap().id;
+        let b = store.create_user("b", Utc::now()).await.unwrap().id;
+        let barrier = Arc::new(Barrier::new(2));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let run = |first: UserId, second: UserId| {
+            let (store, barrier, attempts) = (store.clone(), barrier.clone(), attempts.clone());
+            tokio::spawn(async move {
+                let store: &PgStore = &store;
+                let done: Result<(), UserError> = transaction!(store, |t| async {
+                    let t = &mut t;
+                    let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                    let lock = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
+                    t.execute(lock, &[&first]).await?;
+                    // Both first attempts hold their first row before either takes its
+                    // second: a deadlock for certain. The retry runs alone.
+                    if attempt < 2 {
+                        barrier.wait().await;
+                    }
+                    t.execute(lock, &[&second]).await?;
+                    Ok(())
+                });
+                done
+            })
+        };
+        let (one, two) = (run(a, b), run(b, a));
+        assert_eq!(one.await.unwrap(), Ok(()));
+        assert_eq!(two.await.unwrap(), Ok(()));
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            3,
+            "one transaction ran twice"
+        );
+    }
+}

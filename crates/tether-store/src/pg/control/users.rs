@@ -1,0 +1,153 @@
+//! Users and tokens. Only token hashes are stored; the secret is shown once, by the caller.
+
+use chrono::{DateTime, Utc};
+use tether_types::Role;
+use tokio_postgres::GenericClient;
+
+use super::rows::{col, unsigned};
+use super::{describe, Tx};
+use crate::control::{NewToken, Principal, UserError, UserRecord};
+use crate::execution::time;
+
+fn text(e: tokio_postgres::Error) -> String {
+    describe(&e)
+}
+
+pub(super) async fn create_user(
+    t: &mut Tx<'_>,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<UserRecord, UserError> {
+    let now_ms = now.timestamp_millis();
+    // The unique name decides between nodes creating the same user at once.
+    let row = t
+        .query_opt(
+            "INSERT INTO users (name, created_at_ms) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+            &[&name, &now_ms],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(UserError::Exists);
+    };
+    Ok(UserRecord {
+        id: col(&row, 0)?,
+        name: name.to_string(),
+        created_at: time(now_ms),
+        max_concurrent: None,
+    })
+}
+
+pub(super) async fn count(c: &impl GenericClient) -> Result<u64, String> {
+    let row = c
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .map_err(text)?;
+    unsigned(col(&row, 0)?, "user count")
+}
+
+pub(super) async fn user(c: &impl GenericClient, name: &str) -> Result<Option<UserRecord>, String> {
+    let row = c
+        .query_opt(
+            "SELECT id, name, created_at_ms, max_concurrent FROM users WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(text)?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    Ok(Some(UserRecord {
+        id: col(&r, 0)?,
+        name: col(&r, 1)?,
+        created_at: time(col(&r, 2)?),
+        max_concurrent: col::<Option<i64>>(&r, 3)?.map(|n| n.max(0) as u64),
+    }))
+}
+
+pub(super) async fn set_max_concurrent(
+    t: &mut Tx<'_>,
+    name: &str,
+    limit: Option<u64>,
+) -> Result<(), UserError> {
+    let limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let changed = t
+        .execute(
+            "UPDATE users SET max_concurrent = $2 WHERE name = $1",
+            &[&name, &limit],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(UserError::NotFound);
+    }
+    // A raised limit may let a waiting claim take one of this user's tasks.
+    t.work = true;
+    Ok(())
+}
+
+pub(super) async fn create_token(t: &mut Tx<'_>, token: &NewToken) -> Result<(), UserError> {
+    let user = t
+        .query_opt("SELECT id FROM users WHERE name = $1", &[&token.user])
+        .await?;
+    let Some(user) = user else {
+        return Err(UserError::NotFound);
+    };
+    let user_id: i64 = col(&user, 0)?;
+    t.execute(
+        "INSERT INTO tokens (id, user_id, role, hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &token.id,
+            &user_id,
+            &token.role.as_str(),
+            &token.hash,
+            &token.now.timestamp_millis(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn revoke_token(
+    t: &mut Tx<'_>,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), UserError> {
+    let changed = t
+        .execute(
+            "UPDATE tokens SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL",
+            &[&id, &now.timestamp_millis()],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(UserError::TokenNotFound);
+    }
+    Ok(())
+}
+
+pub(super) async fn principal(
+    c: &impl GenericClient,
+    hash: &[u8],
+) -> Result<Option<Principal>, String> {
+    let row = c
+        .query_opt(
+            "SELECT t.id, t.role, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.hash = $1 AND t.revoked_at_ms IS NULL",
+            &[&hash],
+        )
+        .await
+        .map_err(text)?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let role: String = col(&r, 1)?;
+    // A role this version does not know grants nothing.
+    let Ok(role) = role.parse::<Role>() else {
+        return Ok(None);
+    };
+    Ok(Some(Principal {
+        token_id: col(&r, 0)?,
+        role,
+        user_id: col(&r, 2)?,
+        user: col(&r, 3)?,
+    }))
+}
