@@ -9,6 +9,7 @@
 mod body;
 mod chunk;
 pub mod control;
+pub mod coord;
 mod execution;
 mod lifecycle;
 pub mod model;
@@ -20,6 +21,7 @@ pub mod tail;
 use async_trait::async_trait;
 
 pub use control::*;
+pub use coord::{Coordinator, Held, Leadership};
 pub use model::*;
 pub use pg::{PgOptions, PgStore, LISTENER_APPLICATION_NAME};
 pub use sqlite::{SqliteStore, SweepPolicy};

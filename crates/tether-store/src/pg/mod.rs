@@ -6,6 +6,7 @@
 //! both decide it. What a node keeps in memory is only a cache of what the database says.
 
 mod control;
+mod coord;
 mod schema;
 pub mod scratch;
 mod streams;

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod control;
+mod coord;
 mod entry;
 mod reader;
 mod schema;
