@@ -44,7 +44,9 @@ impl Target {
     /// nodes of one deployment, with the same base path); `stream_prefix` is appended to the
     /// base path.
     pub fn new(urls: &str, stream_prefix: &str) -> anyhow::Result<Self> {
-        let mut nodes = urls.split(',').map(|url| Self::one(url.trim(), stream_prefix));
+        let mut nodes = urls
+            .split(',')
+            .map(|url| Self::one(url.trim(), stream_prefix));
         let mut target = nodes.next().context("no URL")??;
         for node in nodes {
             let node = node?;

@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use tether_store::{ControlStore, NewToken, Principal, TaskRecord, UserError};
+use tether_store::{ControlStore, NewToken, Principal, TaskRecord, UserError, UserRecord};
 use tether_types::Role;
 
 use crate::config::AuthMode;
@@ -135,31 +135,26 @@ pub async fn authenticate(
     }
 }
 
-/// On a fresh data dir: creates the admin user and an admin token, written to
+/// On a fresh database: creates the admin user and an admin token, written to
 /// `<data-dir>/admin.token` (mode 0600) so the CLI on this machine finds it. Returns the
 /// admin principal every request acts as when auth is off.
 pub async fn bootstrap(control: &dyn ControlStore, data_dir: &Path) -> anyhow::Result<Principal> {
     if control.user_count().await.map_err(anyhow::Error::msg)? == 0 {
-        let user = control.create_user(ADMIN_USER, Utc::now()).await?;
-        let minted = mint();
-        control
-            .create_token(NewToken {
-                id: minted.id,
-                user: user.name,
-                role: Role::Admin,
-                hash: hash(&minted.secret),
-                now: Utc::now(),
-            })
-            .await?;
-        let path = data_dir.join(ADMIN_TOKEN_FILE);
-        write_private(&path, &format!("{}\n", minted.secret))?;
-        tracing::info!(path = %path.display(), "created the first admin token");
+        let user = match control.create_user(ADMIN_USER, Utc::now()).await {
+            Ok(user) => Some(user),
+            // Another node sharing the database got there first; its data dir has the token.
+            Err(UserError::Exists) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(user) = user {
+            mint_first_admin_token(control, user, data_dir).await?;
+        }
     }
     let admin = control
         .user(ADMIN_USER)
         .await
         .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("the data dir has users but no `{ADMIN_USER}`"))?;
+        .ok_or_else(|| anyhow::anyhow!("the database has users but no `{ADMIN_USER}`"))?;
     let principal = Principal {
         user_id: admin.id,
         user: admin.name,
@@ -167,6 +162,29 @@ pub async fn bootstrap(control: &dyn ControlStore, data_dir: &Path) -> anyhow::R
         token_id: String::new(),
     };
     Ok(principal)
+}
+
+/// The first admin's token: stored hashed, its secret written to `<data_dir>/admin.token`.
+async fn mint_first_admin_token(
+    control: &dyn ControlStore,
+    user: UserRecord,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let minted = mint();
+    control
+        .create_token(NewToken {
+            id: minted.id,
+            user: user.name,
+            role: Role::Admin,
+            hash: hash(&minted.secret),
+            now: Utc::now(),
+        })
+        .await?;
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_private(&path, &format!("{}\n", minted.secret))?;
+    tracing::info!(path = %path.display(), "created the first admin token");
+    Ok(())
 }
 
 /// Writes a file only its owner can read, atomically: a reader sees the whole token or no

@@ -30,7 +30,12 @@ impl std::str::FromStr for AuthMode {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where the embedded database lives, and the first admin's token file in either mode.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: share that database with other nodes instead of the embedded one.
+    pub database: Option<String>,
+    /// Connections to PostgreSQL this node keeps open at most.
+    pub database_pool: usize,
     /// How long a long-poll waits for data before answering 204.
     pub long_poll_timeout: Duration,
     pub auth: AuthMode,
@@ -57,6 +62,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4437)),
             data_dir: PathBuf::from("./tether-data"),
+            database: None,
+            database_pool: 16,
             long_poll_timeout: Duration::from_secs(30),
             auth: AuthMode::Token,
             max_append_bytes: 16 << 20,
@@ -81,6 +88,18 @@ impl ServerConfig {
             return Err(
                 "--lease must be at least 100ms and --reconcile-interval above zero".into(),
             );
+        }
+        if let Some(url) = &self.database {
+            if !tether_store::pg::is_postgres_url(url) {
+                return Err(
+                    "--database must be a postgres:// or postgresql:// URL; leave it out to \
+                     use the embedded database in --data-dir"
+                        .into(),
+                );
+            }
+            if self.database_pool < 2 {
+                return Err("--database-pool must be at least 2".into());
+            }
         }
         if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
             return Err("size limits must be greater than zero".into());

@@ -27,15 +27,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{AuthMode, ServerConfig};
-use tether_store::{ControlStore, Principal, SqliteStore, StreamStore, WorkStore};
+use tether_store::{
+    ControlStore, Coordinator, PgOptions, PgStore, Principal, SqliteStore, StreamStore, WorkStore,
+};
 
-/// The backends a server runs on (the stream, control and execution stores, usually one
-/// database behind the three traits), opened and ready: the first admin exists.
+/// The backends a server runs on (the stream, control and execution stores and the
+/// coordination between nodes, one database behind the four traits), opened and ready: the
+/// first admin exists.
 #[derive(Clone)]
 pub struct Stores {
     pub streams: Arc<dyn StreamStore>,
     pub control: Arc<dyn ControlStore>,
     pub work: Arc<dyn WorkStore>,
+    pub coord: Arc<dyn Coordinator>,
     /// The first admin, whom every request acts as when auth is off.
     pub admin: Principal,
 }
@@ -48,7 +52,10 @@ pub struct Shared {
     pub store: Arc<dyn StreamStore>,
     pub control: Arc<dyn ControlStore>,
     pub work: Arc<dyn WorkStore>,
-    /// Woken when a claim might now succeed: a task was submitted or requeued, a slot freed.
+    /// Which node runs singleton jobs; news of work from other nodes.
+    pub coord: Arc<dyn Coordinator>,
+    /// Woken when a claim might now succeed: a task was submitted or requeued, a slot freed
+    /// (on this node; `coord.remote_work()` tells of other nodes).
     pub work_ready: tokio::sync::Notify,
     /// When a worker last claimed or heartbeat (ms since the epoch; 0: never), for validate.
     pub worker_seen_ms: std::sync::atomic::AtomicI64,
@@ -70,6 +77,7 @@ impl AppState {
             store: stores.streams,
             control: stores.control,
             work: stores.work,
+            coord: stores.coord,
             work_ready: tokio::sync::Notify::new(),
             worker_seen_ms: std::sync::atomic::AtomicI64::new(0),
             config,
@@ -130,16 +138,33 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 /// How long shutdown waits for live connections before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the store the configuration names (the embedded SQLite store in the data dir),
-/// applying migrations and recovering from an unclean stop. On a fresh data dir it creates
-/// the first admin and writes its token file, so the file exists before the server is ready.
+/// Opens the store the configuration names (PostgreSQL with `--database`, else the embedded
+/// SQLite store in the data dir), applying migrations and recovering from an unclean stop. On
+/// a fresh database it creates the first admin and writes its token file into the data dir,
+/// so the file exists before the server is ready.
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
-    let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+    match &config.database {
+        Some(url) => {
+            let options = PgOptions {
+                pool_size: config.database_pool,
+            };
+            let store = Arc::new(PgStore::connect(url, options).await?);
+            stores(store, config).await
+        }
+        None => stores(Arc::new(SqliteStore::open(&config.data_dir)?), config).await,
+    }
+}
+
+async fn stores<S>(store: Arc<S>, config: &ServerConfig) -> anyhow::Result<Stores>
+where
+    S: StreamStore + ControlStore + WorkStore + Coordinator,
+{
     let admin = auth::bootstrap(store.as_ref(), &config.data_dir).await?;
     Ok(Stores {
         streams: store.clone(),
         control: store.clone(),
-        work: store,
+        work: store.clone(),
+        coord: store,
         admin,
     })
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     fenced: AtomicU64,
     live: Arc<AtomicI64>,
     transitions: [AtomicU64; TaskState::ALL.len()],
+    /// Whether this node runs the reconciler (of several nodes, one does).
+    reconciler_leader: std::sync::atomic::AtomicBool,
     http: RwLock<Routes>,
 }
 
@@ -89,6 +91,11 @@ impl Metrics {
         if let Some(i) = TaskState::ALL.iter().position(|s| *s == state) {
             self.transitions[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records whether this node leads the reconciler.
+    pub fn lead_reconciler(&self, leading: bool) {
+        self.reconciler_leader.store(leading, Ordering::Relaxed);
     }
 
     pub fn live_reader(&self) -> LiveReader {
@@ -165,6 +172,12 @@ impl Metrics {
             "# HELP tether_live_subscribers Readers waiting on a stream (SSE and long-poll).\n\
              # TYPE tether_live_subscribers gauge\ntether_live_subscribers {}",
             self.live.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_reconciler_leader 1 on the node that runs the reconciler.\n\
+             # TYPE tether_reconciler_leader gauge\ntether_reconciler_leader {}",
+            u8::from(self.reconciler_leader.load(Ordering::Relaxed))
         );
         let _ = writeln!(
             out,

@@ -121,10 +121,16 @@ async fn claim(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
     let mut shutdown = state.shutdown.clone();
     loop {
-        // Listen before looking, so work that appears in between wakes this claim.
+        // Listen before looking, so work that appears in between wakes this claim, whether
+        // it appears on this node or (sharing a database) on another.
         let ready = state.work_ready.notified();
         tokio::pin!(ready);
         ready.as_mut().enable();
+        let remote = state.coord.remote_work().map(|n| n.notified());
+        tokio::pin!(remote);
+        if let Some(r) = remote.as_mut().as_pin_mut() {
+            r.enable();
+        }
         let claimed = state
             .work
             .claim(Claim {
@@ -148,8 +154,15 @@ async fn claim(
             };
             return Ok(Json(body).into_response());
         }
+        let remote_ready = async {
+            match remote.as_mut().as_pin_mut() {
+                Some(r) => r.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut ready => {}
+            _ = remote_ready => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
             _ = stopped(&mut shutdown) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }

@@ -45,9 +45,16 @@ pub(crate) struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:4437")]
     listen: SocketAddr,
-    /// Where the embedded database lives; created if missing.
+    /// Where the embedded database (and the first admin's token file) lives; created if missing.
     #[arg(long, env = "TETHER_DATA_DIR", default_value = "./tether-data")]
     data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://user:password@host:port/db) to share with other nodes,
+    /// instead of the embedded database.
+    #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
+    /// Connections to PostgreSQL each node keeps open at most.
+    #[arg(long, env = "TETHER_DATABASE_POOL", default_value_t = 16)]
+    database_pool: usize,
     /// How long a long-poll read waits for data, e.g. 30s or 500ms.
     #[arg(long, env = "TETHER_LONG_POLL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     long_poll_timeout: Duration,
@@ -134,6 +141,9 @@ fn server_config(args: ServeArgs) -> ServerConfig {
     ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        // An empty variable counts as unset, like the client's settings.
+        database: args.database.filter(|url| !url.is_empty()),
+        database_pool: args.database_pool,
         long_poll_timeout: args.long_poll_timeout,
         auth: args.auth,
         max_append_bytes: args.max_append_bytes,
