@@ -2,25 +2,38 @@
 # Runs the official Durable Streams conformance suite against a freshly started Tether and
 # fails unless every core test passes.
 #
-#   scripts/conformance.sh [path/to/tether]
+#   scripts/conformance.sh [path/to/tether] [postgres://user@host:port/maintenance-db]
 #
-# Needs Node.js and npm (the suite is an npm package, installed on first use).
+# With a PostgreSQL URL, the server runs on a scratch database created on that server for
+# the run and dropped after it. Needs Node.js and npm (the suite is an npm package, installed
+# on first use), and psql for the PostgreSQL run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/release/tether}
+pg_admin=${2:-}
 expected=${CONFORMANCE_EXPECTED:-332}
 suite=${DS_CONFORMANCE_SCRIPT:-$root/../shared/tools/ds-conformance.sh}
 
 data=$(mktemp -d)
 log=$(mktemp)
 out=$(mktemp)
+database=()
+scratch=""
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [ -n "$scratch" ] && psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $scratch WITH (FORCE)" >/dev/null
   rm -rf "$data" "$log" "$out"
 }
 trap cleanup EXIT
 
-"$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --long-poll-timeout 500ms --auth off >"$log" 2>&1 &
+if [ -n "$pg_admin" ]; then
+  scratch="tether_conformance_$$"
+  psql "$pg_admin" -qc "CREATE DATABASE $scratch" >/dev/null
+  database=(--database "${pg_admin%/*}/$scratch")
+  echo "conformance: on PostgreSQL database $scratch"
+fi
+
+"$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --long-poll-timeout 500ms --auth off "${database[@]}" >"$log" 2>&1 &
 pid=$!
 url=""
 for _ in $(seq 1 100); do

@@ -1,5 +1,10 @@
 //! Black-box tests of the HTTP surface: requests go through the real router and a real
-//! SQLite store in a temporary directory; `shutdown_*` also runs the real server on a port.
+//! store (SQLite in a temporary directory, or a scratch PostgreSQL database); `shutdown_*`
+//! also runs the real server on a port.
+
+// Each test binary uses only part of the shared helpers.
+#[allow(dead_code)]
+mod support;
 
 use std::time::Duration;
 
@@ -10,6 +15,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
+use support::{on_both_backends, Backend};
 use tether_server::{open_store, router, AppState, AuthMode, ServerConfig};
 
 /// Generous: the machine may be slow; nothing here should come near it unless it hangs.
@@ -19,23 +25,26 @@ struct App {
     state: AppState,
     _dir: TempDir,
     _stop: tokio::sync::watch::Sender<bool>,
+    _backend: Backend,
 }
 
 impl App {
     /// A server without auth: these tests are about the stream protocol.
-    async fn new(config: ServerConfig) -> App {
+    async fn new(backend: Backend, config: ServerConfig) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             auth: AuthMode::Off,
             ..config
         };
+        backend.configure(&mut config);
         let store = open_store(&config).await.unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         App {
             state: AppState::new(store, config, shutdown),
             _dir: dir,
             _stop: stop,
+            _backend: backend,
         }
     }
 
@@ -66,12 +75,14 @@ fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str>
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[tokio::test]
-async fn an_append_over_the_size_limit_gets_413_and_stores_nothing() {
-    let app = App::new(ServerConfig {
-        max_append_bytes: 1024,
-        ..ServerConfig::default()
-    })
+async fn an_append_over_the_size_limit_gets_413_and_stores_nothing(backend: Backend) {
+    let app = App::new(
+        backend,
+        ServerConfig {
+            max_append_bytes: 1024,
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let ct = [("content-type", "application/octet-stream")];
     let (status, _, _) = app.send("PUT", "/v1/stream/big", &ct, Body::empty()).await;
@@ -106,9 +117,8 @@ type Case = (
     StatusCode,
 );
 
-#[tokio::test]
-async fn malformed_requests_get_client_errors_with_a_json_body() {
-    let app = App::new(ServerConfig::default()).await;
+async fn malformed_requests_get_client_errors_with_a_json_body(backend: Backend) {
+    let app = App::new(backend, ServerConfig::default()).await;
     let ct = ("content-type", "text/plain");
     app.send("PUT", "/v1/stream/s", &[ct], "hello").await;
 
@@ -327,9 +337,8 @@ async fn read_sse_until(
     }
 }
 
-#[tokio::test]
-async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing() {
-    let app = App::new(ServerConfig::default()).await;
+async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing(backend: Backend) {
+    let app = App::new(backend, ServerConfig::default()).await;
     let json = [("content-type", "application/json")];
     app.send("PUT", "/v1/stream/slow", &json, Body::empty())
         .await;
@@ -382,9 +391,8 @@ async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing() {
     );
 }
 
-#[tokio::test]
-async fn responses_carry_security_headers_and_preflight_allows_if_none_match() {
-    let app = App::new(ServerConfig::default()).await;
+async fn responses_carry_security_headers_and_preflight_allows_if_none_match(backend: Backend) {
+    let app = App::new(backend, ServerConfig::default()).await;
     for (method, path) in [
         ("GET", "/v1/stream/none"),
         ("HEAD", "/v1/stream/none"),
@@ -435,14 +443,14 @@ async fn read_until(conn: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, patter
     }
 }
 
-#[tokio::test]
-async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
+async fn shutdown_ends_live_sse_streams_and_the_server_returns(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
         auth: AuthMode::Off,
         ..ServerConfig::default()
     };
+    backend.configure(&mut config);
     let store = open_store(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -480,11 +488,20 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns() {
     assert!(result.is_ok(), "{result:?}");
 
     // And the data is all there for the next start.
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
         ..ServerConfig::default()
     };
+    backend.configure(&mut config);
     let store = open_store(&config).await.unwrap();
     let info = store.streams.head("live").await.unwrap();
     assert_eq!(info.next.0, 2);
 }
+
+on_both_backends!(
+    an_append_over_the_size_limit_gets_413_and_stores_nothing,
+    malformed_requests_get_client_errors_with_a_json_body,
+    a_slow_sse_reader_keeps_its_place_and_misses_nothing,
+    responses_carry_security_headers_and_preflight_allows_if_none_match,
+    shutdown_ends_live_sse_streams_and_the_server_returns,
+);

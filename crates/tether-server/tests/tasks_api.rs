@@ -8,7 +8,7 @@ mod support;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use support::Server;
+use support::{on_both_backends, Backend, Server};
 
 fn kinds(page: &Value) -> Vec<String> {
     page["data"]
@@ -19,9 +19,8 @@ fn kinds(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_submitted_task_answers_201_and_starts_its_stream_with_task_created() {
-    let s = Server::start().await;
+async fn a_submitted_task_answers_201_and_starts_its_stream_with_task_created(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let made = s
         .post(
@@ -73,9 +72,10 @@ async fn a_submitted_task_answers_201_and_starts_its_stream_with_task_created() 
     s.stop().await;
 }
 
-#[tokio::test]
-async fn an_idempotency_key_replays_the_original_task_and_refuses_a_different_body() {
-    let s = Server::start().await;
+async fn an_idempotency_key_replays_the_original_task_and_refuses_a_different_body(
+    backend: Backend,
+) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let bob = s.user("bob", "user").await;
     let key = [
@@ -122,9 +122,8 @@ async fn an_idempotency_key_replays_the_original_task_and_refuses_a_different_bo
     s.stop().await;
 }
 
-#[tokio::test]
-async fn bad_task_bodies_get_400_naming_the_problem_and_create_nothing() {
-    let s = Server::start().await;
+async fn bad_task_bodies_get_400_naming_the_problem_and_create_nothing(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let long = "x".repeat(10_001);
     let cases = [
@@ -173,9 +172,8 @@ async fn bad_task_bodies_get_400_naming_the_problem_and_create_nothing() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn validate_reports_errors_and_warnings_without_creating_anything() {
-    let s = Server::start().await;
+async fn validate_reports_errors_and_warnings_without_creating_anything(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let ok = s
         .post("/v1/tasks/validate", &ann, json!({"description": "d"}))
@@ -203,9 +201,8 @@ async fn validate_reports_errors_and_warnings_without_creating_anything() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn requests_need_a_valid_token_and_a_role_that_allows_them() {
-    let s = Server::start().await;
+async fn requests_need_a_valid_token_and_a_role_that_allows_them(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let no_token = s.call("GET", "/v1/tasks", None, &[], Bytes::new()).await;
@@ -317,9 +314,8 @@ async fn requests_need_a_valid_token_and_a_role_that_allows_them() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn another_users_task_answers_404_everywhere_as_if_it_did_not_exist() {
-    let s = Server::start().await;
+async fn another_users_task_answers_404_everywhere_as_if_it_did_not_exist(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let bob = s.user("bob", "user").await;
     let id = s.submit(&ann, "ann's secret task").await;
@@ -360,9 +356,10 @@ async fn another_users_task_answers_404_everywhere_as_if_it_did_not_exist() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn cancel_appends_one_terminal_event_closes_the_stream_and_a_second_cancel_is_409() {
-    let s = Server::start().await;
+async fn cancel_appends_one_terminal_event_closes_the_stream_and_a_second_cancel_is_409(
+    backend: Backend,
+) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -426,9 +423,8 @@ async fn cancel_appends_one_terminal_event_closes_the_stream_and_a_second_cancel
     s.stop().await;
 }
 
-#[tokio::test]
-async fn event_pages_follow_next_after_without_gaps_and_desc_reads_backwards() {
-    let s = Server::start().await;
+async fn event_pages_follow_next_after_without_gaps_and_desc_reads_backwards(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -516,9 +512,8 @@ async fn event_pages_follow_next_after_without_gaps_and_desc_reads_backwards() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn producer_events_are_checked_stamped_and_stored_as_sent() {
-    let s = Server::start().await;
+async fn producer_events_are_checked_stamped_and_stored_as_sent(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -591,9 +586,8 @@ async fn producer_events_are_checked_stamped_and_stored_as_sent() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_retried_producer_batch_is_stored_once() {
-    let s = Server::start().await;
+async fn a_retried_producer_batch_is_stored_once(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -621,9 +615,8 @@ async fn a_retried_producer_batch_is_stored_once() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn long_poll_answers_when_an_event_arrives_and_empty_at_the_timeout() {
-    let s = Server::start().await;
+async fn long_poll_answers_when_an_event_arrives_and_empty_at_the_timeout(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -672,9 +665,10 @@ fn sse_ids(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn sse_resumes_strictly_after_last_event_id_and_ends_after_the_terminal_event() {
-    let s = Server::start().await;
+async fn sse_resumes_strictly_after_last_event_id_and_ends_after_the_terminal_event(
+    backend: Backend,
+) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -726,9 +720,10 @@ async fn sse_resumes_strictly_after_last_event_id_and_ends_after_the_terminal_ev
     s.stop().await;
 }
 
-#[tokio::test]
-async fn task_streams_are_readable_by_durable_streams_clients_and_writable_by_no_one() {
-    let s = Server::start().await;
+async fn task_streams_are_readable_by_durable_streams_clients_and_writable_by_no_one(
+    backend: Backend,
+) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let id = s.submit(&ann, "d").await;
     let read = s
@@ -780,9 +775,8 @@ async fn task_streams_are_readable_by_durable_streams_clients_and_writable_by_no
     s.stop().await;
 }
 
-#[tokio::test]
-async fn export_streams_the_task_then_every_event_as_json_lines() {
-    let s = Server::start().await;
+async fn export_streams_the_task_then_every_event_as_json_lines(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -808,9 +802,8 @@ async fn export_streams_the_task_then_every_event_as_json_lines() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_status_rebuild_from_the_log_matches_the_incremental_snapshot() {
-    let s = Server::start().await;
+async fn a_status_rebuild_from_the_log_matches_the_incremental_snapshot(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -839,9 +832,8 @@ async fn a_status_rebuild_from_the_log_matches_the_incremental_snapshot() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor() {
-    let s = Server::start().await;
+async fn the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -891,9 +883,8 @@ async fn the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor(
     s.stop().await;
 }
 
-#[tokio::test]
-async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
-    let s = Server::start().await;
+async fn metrics_and_health_answer_without_a_token_and_count_what_happened(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let id = s.submit(&ann, "d").await;
     s.call(
@@ -937,9 +928,8 @@ async fn metrics_and_health_answer_without_a_token_and_count_what_happened() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn the_timeline_view_and_the_status_leave_out_a_retried_steps_old_attempt() {
-    let s = Server::start().await;
+async fn the_timeline_view_and_the_status_leave_out_a_retried_steps_old_attempt(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -1029,3 +1019,24 @@ async fn the_timeline_view_and_the_status_leave_out_a_retried_steps_old_attempt(
     );
     s.stop().await;
 }
+
+on_both_backends!(
+    a_submitted_task_answers_201_and_starts_its_stream_with_task_created,
+    an_idempotency_key_replays_the_original_task_and_refuses_a_different_body,
+    bad_task_bodies_get_400_naming_the_problem_and_create_nothing,
+    validate_reports_errors_and_warnings_without_creating_anything,
+    requests_need_a_valid_token_and_a_role_that_allows_them,
+    another_users_task_answers_404_everywhere_as_if_it_did_not_exist,
+    cancel_appends_one_terminal_event_closes_the_stream_and_a_second_cancel_is_409,
+    event_pages_follow_next_after_without_gaps_and_desc_reads_backwards,
+    producer_events_are_checked_stamped_and_stored_as_sent,
+    a_retried_producer_batch_is_stored_once,
+    long_poll_answers_when_an_event_arrives_and_empty_at_the_timeout,
+    sse_resumes_strictly_after_last_event_id_and_ends_after_the_terminal_event,
+    task_streams_are_readable_by_durable_streams_clients_and_writable_by_no_one,
+    export_streams_the_task_then_every_event_as_json_lines,
+    a_status_rebuild_from_the_log_matches_the_incremental_snapshot,
+    the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor,
+    metrics_and_health_answer_without_a_token_and_count_what_happened,
+    the_timeline_view_and_the_status_leave_out_a_retried_steps_old_attempt,
+);

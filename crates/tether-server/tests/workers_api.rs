@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use support::{eventually, Server};
+use support::{eventually, on_both_backends, Backend, Server};
 
 fn kinds(page: &Value) -> Vec<String> {
     page["data"]
@@ -53,9 +53,8 @@ async fn call(s: &Server, worker: &str, w: &Work, what: &str, mut body: Value) -
         .await
 }
 
-#[tokio::test]
-async fn a_worker_claims_runs_steps_and_finishes_once() {
-    let s = Server::start().await;
+async fn a_worker_claims_runs_steps_and_finishes_once(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -129,9 +128,8 @@ async fn a_worker_claims_runs_steps_and_finishes_once() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_claim_waits_for_work_and_wakes_when_a_task_is_submitted() {
-    let s = Server::start().await;
+async fn a_claim_waits_for_work_and_wakes_when_a_task_is_submitted(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     assert!(claim(&s, &worker).await.is_none(), "nothing to claim: 204");
@@ -151,9 +149,8 @@ async fn a_claim_waits_for_work_and_wakes_when_a_task_is_submitted() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted() {
-    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted(backend: Backend) {
+    let s = Server::start_on_with(backend, |c| c.max_concurrent = 1).await;
     let ann = s.user("ann", "user").await;
     let bob = s.user("bob", "user").await;
     let worker = s.user("runner", "worker").await;
@@ -176,9 +173,10 @@ async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced() {
-    let s = Server::start_with(|c| {
+async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced(
+    backend: Backend,
+) {
+    let s = Server::start_on_with(backend, |c| {
         c.lease_ttl = Duration::from_millis(400);
         c.reconcile_interval = Duration::from_millis(50);
     })
@@ -285,9 +283,8 @@ async fn an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombi
     s.stop().await;
 }
 
-#[tokio::test]
-async fn cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it() {
-    let s = Server::start().await;
+async fn cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -326,9 +323,8 @@ async fn cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once() {
-    let s = Server::start().await;
+async fn nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let id = s.submit(&ann, "d").await;
@@ -402,9 +398,8 @@ async fn nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once
     s.stop().await;
 }
 
-#[tokio::test]
-async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400() {
-    let s = Server::start().await;
+async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let r = s
@@ -448,9 +443,8 @@ async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn an_admin_sets_a_users_limit_and_a_task_its_attempts() {
-    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+async fn an_admin_sets_a_users_limit_and_a_task_its_attempts(backend: Backend) {
+    let s = Server::start_on_with(backend, |c| c.max_concurrent = 1).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let patch = |body: Value, token: &str| {
@@ -509,9 +503,8 @@ async fn an_admin_sets_a_users_limit_and_a_task_its_attempts() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn validate_says_whether_a_worker_is_connected_and_admission_would_wait() {
-    let s = Server::start_with(|c| c.max_concurrent = 1).await;
+async fn validate_says_whether_a_worker_is_connected_and_admission_would_wait(backend: Backend) {
+    let s = Server::start_on_with(backend, |c| c.max_concurrent = 1).await;
     let ann = s.user("ann", "user").await;
     let worker = s.user("runner", "worker").await;
     let warnings = |v: Value| {
@@ -538,3 +531,15 @@ async fn validate_says_whether_a_worker_is_connected_and_admission_would_wait() 
     );
     s.stop().await;
 }
+
+on_both_backends!(
+    a_worker_claims_runs_steps_and_finishes_once,
+    a_claim_waits_for_work_and_wakes_when_a_task_is_submitted,
+    admission_holds_a_users_tasks_beyond_their_limit_in_submitted,
+    an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced,
+    cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it,
+    nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once,
+    user_tokens_cannot_use_the_worker_api_and_bad_input_is_400,
+    an_admin_sets_a_users_limit_and_a_task_its_attempts,
+    validate_says_whether_a_worker_is_connected_and_admission_would_wait,
+);

@@ -1,4 +1,5 @@
-//! A real server on a loopback port with a temporary data dir, and a typed way to talk to it.
+//! A real server on a loopback port with a temporary data dir, on the embedded SQLite store
+//! or on a scratch PostgreSQL database, and a typed way to talk to it.
 
 use std::time::Duration;
 
@@ -11,6 +12,57 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tempfile::TempDir;
 use tether_server::{open_store, AuthMode, ServerConfig};
+use tether_store::pg::scratch::ScratchDatabase;
+
+/// The database a test server runs on.
+pub enum Backend {
+    Sqlite,
+    Postgres(ScratchDatabase),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database for `case`, or `None` (said on stderr) when
+    /// `TETHER_TEST_DATABASE_URL` is not set.
+    pub async fn postgres(case: &str) -> Option<Backend> {
+        ScratchDatabase::create(case).await.map(Backend::Postgres)
+    }
+
+    /// Points `config` at this backend.
+    pub fn configure(&self, config: &mut ServerConfig) {
+        config.database = match self {
+            Backend::Sqlite => None,
+            Backend::Postgres(db) => Some(db.url().to_string()),
+        };
+    }
+}
+
+/// Instantiates each case, an `async fn(Backend)`, as one test on SQLite and one on
+/// PostgreSQL (which says it skipped when `TETHER_TEST_DATABASE_URL` is not set).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(backend) = $crate::support::Backend::postgres(stringify!($case)).await {
+                        super::$case(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
 
 /// Generous: the machine may be slow; nothing should come near it unless something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -25,6 +77,8 @@ pub struct Server {
     client: Client<HttpConnector, Full<Bytes>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Last, so the database outlives the server.
+    _backend: Backend,
 }
 
 #[derive(Debug)]
@@ -55,11 +109,15 @@ impl Reply {
 
 impl Server {
     pub async fn start() -> Server {
-        Self::start_with(|_| {}).await
+        Self::start_on(Backend::Sqlite).await
+    }
+
+    pub async fn start_on(backend: Backend) -> Server {
+        Self::start_on_with(backend, |_| {}).await
     }
 
     /// Starts with settings changed by `tune` (short leases, low limits).
-    pub async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> Server {
+    pub async fn start_on_with(backend: Backend, tune: impl FnOnce(&mut ServerConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -68,6 +126,7 @@ impl Server {
             auth: AuthMode::Token,
             ..ServerConfig::default()
         };
+        backend.configure(&mut config);
         tune(&mut config);
         let stores = open_store(&config).await.unwrap();
         let control = stores.control.clone();
@@ -86,6 +145,7 @@ impl Server {
             client,
             stop: Some(stop),
             handle: Some(handle),
+            _backend: backend,
         };
         // The first admin token is written during start; ask until the server answers.
         let token_file = server.dir.path().join("admin.token");

@@ -11,6 +11,8 @@ use tokio_postgres::NoTls;
 
 /// The variable that names the PostgreSQL server tests may use.
 pub const TEST_DATABASE_URL: &str = "TETHER_TEST_DATABASE_URL";
+/// Set (CI sets it) to make a test fail rather than skip when the URL is missing.
+pub const REQUIRE_POSTGRES: &str = "TETHER_REQUIRE_POSTGRES";
 
 /// A database that exists for as long as this value does.
 pub struct ScratchDatabase {
@@ -29,6 +31,11 @@ impl ScratchDatabase {
             .ok()
             .filter(|v| !v.is_empty())
         else {
+            assert!(
+                std::env::var_os(REQUIRE_POSTGRES).is_none(),
+                "{what}: {REQUIRE_POSTGRES} is set, so PostgreSQL tests must run, but \
+                 {TEST_DATABASE_URL} is not set"
+            );
             eprintln!("skipped on PostgreSQL: {what} ({TEST_DATABASE_URL} is not set)");
             return None;
         };
