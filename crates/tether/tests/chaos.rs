@@ -3,7 +3,9 @@
 //! SIGKILLed and restarted under its workers. Afterwards every task's log is checked against
 //! the guarantees: one terminal event, last (G5); gap-free offsets (G2); nothing superseded in
 //! the timeline, everything kept in the raw log (G4); no zombie write appended (G6); per-user
-//! limits never exceeded and no slot leaked (G7).
+//! limits never exceeded and no slot leaked (G7). The same chaos also runs on three nodes
+//! sharing one PostgreSQL database, with workers spread over the nodes and the node that runs
+//! the reconciler SIGKILLed midway: another node must take the job over.
 
 mod common;
 
@@ -18,13 +20,14 @@ use hyper::{Method, StatusCode};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
+use tether_store::pg::scratch::ScratchDatabase;
 use tether_types::event::kind;
 use tether_types::{EventAt, EventPage, Task, TaskState};
 use tokio::process::{Child, Command};
 
 use common::cli::CliEnv;
 use common::http::{BoxError, HttpClient};
-use common::server::{free_loopback_addr, log_tail, Auth, ServerHome};
+use common::server::{free_loopback_addr, log_tail, Auth, ServerHome, TestServer};
 use common::streams::encode_query;
 
 /// Per-user admission limit the chaos server runs with.
@@ -249,9 +252,9 @@ impl WorkerProc {
     }
 }
 
-/// Starts and tracks the worker processes of a test.
+/// Starts and tracks the worker processes of a test, spread over the nodes' CLIs in turn.
 struct Fleet<'a> {
-    cli: &'a CliEnv,
+    clis: Vec<&'a CliEnv>,
     token: String,
     logs: PathBuf,
     args: Vec<String>,
@@ -259,9 +262,9 @@ struct Fleet<'a> {
 }
 
 impl<'a> Fleet<'a> {
-    fn new(cli: &'a CliEnv, token: &str, logs: &Path, args: &[&str]) -> Fleet<'a> {
+    fn new(clis: Vec<&'a CliEnv>, token: &str, logs: &Path, args: &[&str]) -> Fleet<'a> {
         Fleet {
-            cli,
+            clis,
             token: token.to_string(),
             logs: logs.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -278,7 +281,7 @@ impl<'a> Fleet<'a> {
         if let Some(at) = &crash_at {
             args.extend(["--crash-at", at]);
         }
-        let mut command = self.cli.command(&args);
+        let mut command = self.clis[self.started % self.clis.len()].command(&args);
         command
             .env("TETHER_TOKEN", &self.token)
             .stdout(Stdio::null())
@@ -591,30 +594,171 @@ fn random_crash(rng: &mut StdRng) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_each() {
     let test = "many_tasks_survive_workers_killed_at_random_with_one_terminal_event_each";
+    run_chaos(test, Cluster::start(1, None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_across_three_nodes_survives_the_reconcilers_node_being_killed() {
+    let test = "chaos_across_three_nodes_survives_the_reconcilers_node_being_killed";
+    let Some(database) = ScratchDatabase::create(test).await else {
+        return;
+    };
+    run_chaos(test, Cluster::start(3, Some(database)).await).await;
+}
+
+/// The servers a chaos run talks to: one on SQLite, or several nodes on one PostgreSQL
+/// database. Each listens on a fixed address, so a node restarted after a kill is found where
+/// its workers left it.
+struct Cluster {
+    homes: Vec<ServerHome>,
+    listens: Vec<String>,
+    /// `None` while a node is down.
+    servers: Vec<Option<TestServer>>,
+    flags: Vec<String>,
+    /// Last, so the database outlives the nodes.
+    _database: Option<ScratchDatabase>,
+}
+
+impl Cluster {
+    async fn start(nodes: usize, database: Option<ScratchDatabase>) -> Cluster {
+        let max_concurrent = MAX_CONCURRENT.to_string();
+        let mut flags: Vec<String> = [
+            "--lease",
+            "1s",
+            "--reconcile-interval",
+            "100ms",
+            "--max-concurrent",
+            &max_concurrent,
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+        if let Some(db) = &database {
+            flags.extend(["--database".to_string(), db.url().to_string()]);
+        }
+        let mut cluster = Cluster {
+            homes: Vec::new(),
+            listens: Vec::new(),
+            servers: Vec::new(),
+            flags,
+            _database: database,
+        };
+        // One at a time: the first node creates the first admin and its token file.
+        for node in 0..nodes {
+            cluster.homes.push(ServerHome::new());
+            cluster.listens.push(free_loopback_addr());
+            cluster.servers.push(None);
+            cluster.restart(node).await;
+        }
+        cluster
+    }
+
+    async fn restart(&mut self, node: usize) {
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let auth = match node {
+            0 => Auth::Token,
+            _ => Auth::TokenOfAnotherNode,
+        };
+        let server = self.homes[node]
+            .start_with(&self.listens[node], auth, &flags)
+            .await;
+        self.servers[node] = Some(server);
+    }
+
+    async fn kill(&mut self, node: usize) {
+        if let Some(server) = self.servers[node].take() {
+            server.kill().await;
+        }
+    }
+
+    fn url(&self, node: usize) -> String {
+        format!("http://{}", self.listens[node])
+    }
+
+    fn log_tails(&self) -> String {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(node, server)| {
+                server
+                    .as_ref()
+                    .map(|s| format!("node {node}:\n{}", log_tail(s.log_path())))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A counter summed over the nodes that are up.
+    async fn metric_sum(&self, series: &str) -> u64 {
+        let mut sum = 0;
+        for (node, server) in self.servers.iter().enumerate() {
+            if server.is_some() {
+                sum += metric(&Api::new(&self.url(node)).metrics().await, series);
+            }
+        }
+        sum
+    }
+
+    /// The nodes that say they run the reconciler.
+    async fn reconciler_leaders(&self) -> Vec<usize> {
+        let mut leaders = Vec::new();
+        for (node, server) in self.servers.iter().enumerate() {
+            if server.is_some() {
+                let metrics = Api::new(&self.url(node)).metrics().await;
+                if metric(&metrics, "tether_reconciler_leader") == 1 {
+                    leaders.push(node);
+                }
+            }
+        }
+        leaders
+    }
+
+    /// Waits until exactly one node says it runs the reconciler; returns it.
+    async fn reconciler_leader(&self, deadline: Instant) -> usize {
+        loop {
+            let leaders = self.reconciler_leaders().await;
+            if let [one] = leaders[..] {
+                return one;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single reconciler (nodes leading: {leaders:?}); logs:\n{}",
+                self.log_tails()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The kill of the node that runs the reconciler, in a run with several nodes.
+enum LeaderKill {
+    Later(Instant),
+    Done { from: usize, to: usize },
+    NotApplicable,
+}
+
+async fn run_chaos(test: &str, mut cluster: Cluster) {
     let seed = common::test_seed(test);
     let mut rng = common::rng(seed, 0);
     let started = Instant::now();
+    let nodes = cluster.homes.len();
 
-    let mut home = ServerHome::new();
-    let max_concurrent = MAX_CONCURRENT.to_string();
-    let server = home
-        .start_with(
-            "127.0.0.1:0",
-            Auth::Token,
-            &[
-                "--lease",
-                "1s",
-                "--reconcile-interval",
-                "100ms",
-                "--max-concurrent",
-                &max_concurrent,
-            ],
-        )
-        .await;
-    let api = Api::new(server.base_url());
-    let admin = home.admin_token();
-    let cli = CliEnv::new(server.base_url(), &home.data_dir());
-
+    // Users, tasks and observations go through one node. With several nodes, the one that
+    // runs the reconciler is killed later: observe another.
+    let admin = cluster.homes[0].admin_token();
+    let observer = match nodes {
+        1 => 0,
+        _ => {
+            let leader = cluster
+                .reconciler_leader(Instant::now() + CHAOS_DEADLINE)
+                .await;
+            (leader + 1) % nodes
+        }
+    };
+    let api = Api::new(&cluster.url(observer));
+    let clis: Vec<CliEnv> = (0..nodes)
+        .map(|n| CliEnv::new(&cluster.url(n), &cluster.homes[0].data_dir()))
+        .collect();
     let mut tokens = Vec::new();
     for user in USERS {
         tokens.push(api.user_with_token(&admin, user, "user").await);
@@ -634,9 +778,9 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
 
     // Four steady workers and one slot for a worker that crashes by itself; all replaced
     // when they die.
-    let logs = home.data_dir();
+    let logs = cluster.homes[0].data_dir();
     let mut fleet = Fleet::new(
-        &cli,
+        clis.iter().collect(),
         &worker_token,
         &logs,
         &["--speed", "50", "--concurrency", "3"],
@@ -649,6 +793,10 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
     let mut zombie_fenced = false;
     let mut next_kill = Instant::now() + Duration::from_millis(rng.gen_range(200..1000));
     let mut zombie = Zombie::Later(Instant::now() + Duration::from_secs(2));
+    let mut leader_kill = match nodes {
+        1 => LeaderKill::NotApplicable,
+        _ => LeaderKill::Later(Instant::now() + Duration::from_secs(1)),
+    };
     let deadline = Instant::now() + CHAOS_DEADLINE;
     loop {
         let metrics = api.metrics().await;
@@ -659,9 +807,33 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
         }
         assert!(
             Instant::now() < deadline,
-            "{left} tasks unfinished after {CHAOS_DEADLINE:?}; server log:\n{}",
-            log_tail(server.log_path())
+            "{left} tasks unfinished after {CHAOS_DEADLINE:?}; server logs:\n{}",
+            cluster.log_tails()
         );
+
+        // Several nodes: SIGKILL the one running the reconciler (before the zombie, whose
+        // check counts fenced writes on every node); another must take the job over, and the
+        // workers of the dead node get their server back when it restarts.
+        if let LeaderKill::Later(at) = leader_kill {
+            if Instant::now() >= at {
+                let from = cluster.reconciler_leader(deadline).await;
+                assert_ne!(
+                    from, observer,
+                    "the reconciler moved by itself to node {from}"
+                );
+                cluster.kill(from).await;
+                let killed_at = Instant::now();
+                let to = cluster.reconciler_leader(deadline).await;
+                println!(
+                    "killed node {from}, which ran the reconciler; node {to} took it over \
+                     within {} ms (lease {} ms)",
+                    killed_at.elapsed().as_millis(),
+                    LEASE.as_millis()
+                );
+                cluster.restart(from).await;
+                leader_kill = LeaderKill::Done { from, to };
+            }
+        }
 
         // Replace the workers that ended: crashing ones were asked to; others must not.
         for worker in &mut workers {
@@ -678,8 +850,9 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
             *worker = fleet.spawn(Some(random_crash(&mut rng)));
         }
 
+        let leader_kill_pending = matches!(leader_kill, LeaderKill::Later(_));
         zombie = match zombie {
-            Zombie::Later(at) if Instant::now() >= at => {
+            Zombie::Later(at) if Instant::now() >= at && !leader_kill_pending => {
                 // Freeze a steady worker that holds at least one task.
                 let index = rng.gen_range(0..4);
                 workers[index].signal("-STOP").await;
@@ -705,7 +878,7 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
                 }
                 // Frozen for longer than a whole lease, and every claim it held moved on.
                 if requeued && since.elapsed() > LEASE + Duration::from_millis(500) {
-                    let fenced_before = metric(&metrics, "tether_fenced_writes_total");
+                    let fenced_before = cluster.metric_sum("tether_fenced_writes_total").await;
                     workers[index].signal("-CONT").await;
                     println!(
                         "thawed {} after {:.1}s, its tasks requeued",
@@ -726,7 +899,7 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
                 fenced_before,
                 since,
             } => {
-                let fenced = metric(&metrics, "tether_fenced_writes_total");
+                let fenced = cluster.metric_sum("tether_fenced_writes_total").await;
                 if fenced > fenced_before {
                     zombie_fenced = true;
                     Zombie::Done
@@ -810,15 +983,23 @@ async fn many_tasks_survive_workers_killed_at_random_with_one_terminal_event_eac
     let metrics = api.metrics().await;
     assert_eq!(metric(&metrics, "tether_tasks{state=\"RUNNING\"}"), 0);
     assert_eq!(metric(&metrics, "tether_tasks{state=\"FINALIZING\"}"), 0);
-    let fenced = metric(&metrics, "tether_fenced_writes_total");
+    let fenced = cluster.metric_sum("tether_fenced_writes_total").await;
     assert!(
         zombie_fenced && fenced > 0,
         "the thawed worker's writes were not fenced within 20s"
     );
     assert!(requeues > 0 && rewinds > 0, "the chaos caused no retry");
+    let leader_moved = match leader_kill {
+        LeaderKill::Done { from, to } => {
+            assert_ne!(from, to, "the reconciler stayed on the killed node");
+            format!("reconciler moved from node {from} to node {to}")
+        }
+        LeaderKill::NotApplicable => "one node".to_string(),
+        LeaderKill::Later(_) => panic!("the run ended before the reconciler's node was killed"),
+    };
 
     println!(
-        "chaos summary: seed {seed}, tasks {}, kills {kills}, self-crashes {crashes}, workers \
+        "chaos summary: {nodes} node(s) ({leader_moved}), seed {seed}, tasks {}, kills {kills}, self-crashes {crashes}, workers \
          started {}, requeues {requeues}, rewinds {rewinds}, fenced writes {fenced}, final \
          states {states:?}, admission samples {samples} (most running for one user: {most_running}), chaos phase {:.1}s, total {:.1}s",
         ids.len(),
@@ -842,7 +1023,7 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
 
     let logs = home.data_dir();
     let mut fleet = Fleet::new(
-        &cli,
+        vec![&cli],
         &worker_token,
         &logs,
         &["--speed", "10", "--concurrency", "4"],

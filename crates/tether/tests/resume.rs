@@ -3,7 +3,9 @@
 //! `Stream-Next-Offset` (or, for SSE, from the `Last-Event-ID` of the last `id:` seen), and
 //! must end up with exactly the log a catch-up read returns: same messages, same order, no
 //! duplicates, no gaps. One variant kills the server with SIGKILL in the middle and the
-//! readers resume on the restarted server.
+//! readers resume on the restarted server. Another runs three nodes on one PostgreSQL
+//! database: the readers follow node A while the writers append through nodes B and C, and
+//! when node A is SIGKILLed the readers resume on node B with their last offset.
 
 mod common;
 
@@ -15,12 +17,13 @@ use hyper::StatusCode;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
+use tether_store::pg::scratch::ScratchDatabase;
 use tokio::sync::watch;
 
 use common::http::{
     describe, header_str, read_body, Connection, HttpClient, Response, REQUEST_TIMEOUT,
 };
-use common::server::ServerHome;
+use common::server::{Auth, ServerHome, TestServer};
 use common::sse::SseParser;
 use common::streams::{
     append_json, close_stream, create_json_stream, encode_query, parse_messages, read_all_json,
@@ -44,7 +47,7 @@ async fn sse_and_long_poll_readers_that_hang_up_resume_without_gaps_or_duplicate
     run_scenario(
         "sse_and_long_poll_readers_that_hang_up_resume_without_gaps_or_duplicates",
         "resume/hang-ups",
-        false,
+        Mode::OneServer,
     )
     .await;
 }
@@ -54,9 +57,29 @@ async fn readers_resume_with_their_last_offset_on_a_server_restarted_after_sigki
     run_scenario(
         "readers_resume_with_their_last_offset_on_a_server_restarted_after_sigkill",
         "resume/restart",
-        true,
+        Mode::Restart,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_a_killed_node_resume_on_another_and_see_what_other_nodes_appended() {
+    let test = "readers_of_a_killed_node_resume_on_another_and_see_what_other_nodes_appended";
+    let Some(database) = ScratchDatabase::create(test).await else {
+        return;
+    };
+    run_scenario(test, "resume/nodes", Mode::Nodes(database)).await;
+}
+
+/// Where the scenario's clients run.
+enum Mode {
+    /// Readers and writers on one server that stays up.
+    OneServer,
+    /// One server, SIGKILLed midway and restarted on the same data.
+    Restart,
+    /// Three nodes on one PostgreSQL database: readers on node A, writers on nodes B and C;
+    /// node A is SIGKILLed midway and its readers move to node B.
+    Nodes(ScratchDatabase),
 }
 
 /// A reader that waits at the tail must learn of the close from the SSE stream itself: the
@@ -506,11 +529,37 @@ async fn run_writer(
     Ok(outcome)
 }
 
-async fn run_scenario(test: &str, path: &str, restart: bool) {
+/// A node of the [`Mode::Nodes`] scenario: a server of its own over the shared database.
+struct Node {
+    home: ServerHome,
+    server: TestServer,
+}
+
+async fn start_node(database: &ScratchDatabase) -> Node {
+    let mut home = ServerHome::new();
+    let server = home
+        .start_with("127.0.0.1:0", Auth::Off, &["--database", database.url()])
+        .await;
+    Node { home, server }
+}
+
+async fn run_scenario(test: &str, path: &str, mode: Mode) {
     let seed = common::test_seed(test);
     let mut rng = common::rng(seed, u64::MAX);
-    let mut home = ServerHome::new();
-    let mut server = home.start().await;
+    let restart = matches!(mode, Mode::Restart);
+    // `server` is where the readers start; in the nodes mode, `others` are nodes B and C.
+    let (mut home, mut server, mut others) = match &mode {
+        Mode::OneServer | Mode::Restart => {
+            let mut home = ServerHome::new();
+            let server = home.start().await;
+            (home, server, Vec::new())
+        }
+        Mode::Nodes(database) => {
+            let a = start_node(database).await;
+            let others = vec![start_node(database).await, start_node(database).await];
+            (a.home, a.server, others)
+        }
+    };
     let http = HttpClient::new();
     create_json_stream(&http, server.base_url(), path)
         .await
@@ -522,9 +571,21 @@ async fn run_scenario(test: &str, path: &str, restart: bool) {
     });
     let endpoint = Endpoint {
         current: generation_rx,
-        restart_expected: restart,
+        restart_expected: !matches!(mode, Mode::OneServer),
     };
-
+    // Writers write where the readers read, except across nodes: through B and C, which
+    // stay up.
+    let writer_endpoint = |writer: usize| match others.get(writer % others.len().max(1)) {
+        Some(node) => Endpoint {
+            current: watch::channel(Generation {
+                number: 0,
+                base_url: node.server.base_url().to_string(),
+            })
+            .1,
+            restart_expected: false,
+        },
+        None => endpoint.clone(),
+    };
     let kinds = [
         ("sse-offset-1", Kind::SseOffset),
         ("sse-offset-2", Kind::SseOffset),
@@ -563,7 +624,7 @@ async fn run_scenario(test: &str, path: &str, restart: bool) {
         writers.push(tokio::spawn(run_writer(
             writer,
             path.to_string(),
-            endpoint.clone(),
+            writer_endpoint(writer),
             http.clone(),
             common::rng(seed, 100 + writer as u64),
             acknowledged_tx.clone(),
@@ -572,7 +633,8 @@ async fn run_scenario(test: &str, path: &str, restart: bool) {
     drop(acknowledged_tx);
 
     let mut final_generation = 0;
-    if restart {
+    let mut retired = Vec::new();
+    if !matches!(mode, Mode::OneServer) {
         let enough = acknowledged_rx.wait_for(|&total| total >= ACKED_BEFORE_KILL);
         match tokio::time::timeout(PHASE_LIMIT, enough).await {
             Ok(Ok(_)) => {}
@@ -588,10 +650,17 @@ async fn run_scenario(test: &str, path: &str, restart: bool) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=150))).await;
         let acknowledged_at_kill = *acknowledged_rx.borrow();
         server.kill().await;
-        server = home.start().await;
+        server = if others.is_empty() {
+            home.start().await
+        } else {
+            // Node B takes over node A's readers; node A's home stays for its logs.
+            let b = others.remove(0);
+            retired.push(std::mem::replace(&mut home, b.home));
+            b.server
+        };
         final_generation = 1;
         println!(
-            "SIGKILL after {acknowledged_at_kill} acknowledged appends; restarted at {}",
+            "SIGKILL after {acknowledged_at_kill} acknowledged appends; readers go on at {}",
             server.base_url()
         );
         generation_tx.send_replace(Generation {
@@ -657,6 +726,10 @@ async fn run_scenario(test: &str, path: &str, restart: bool) {
         assert_same_sequence(reader, &log.messages);
     }
     server.kill().await;
+    for node in others {
+        node.server.kill().await;
+    }
+    drop(retired);
 }
 
 /// Waits for the writers; a writer's error fails the test.

@@ -104,6 +104,10 @@ impl ServerHome {
         let log = std::fs::File::create(&log_path).expect("create the server log file");
         let data_dir = self.data_dir();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            // Only the flags below choose the server's settings, not the test's environment
+            // (a developer's TETHER_DATABASE_URL, say).
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .arg("serve")
             .arg("--listen")
             .arg(listen)
@@ -192,13 +196,16 @@ pub enum Auth {
     Off,
     /// Bearer tokens; the first admin token is in `<data dir>/admin.token`.
     Token,
+    /// Bearer tokens, on a database that another node set up first: the first admin token is
+    /// in that node's data dir, not in this one's.
+    TokenOfAnotherNode,
 }
 
 impl Auth {
     fn flag(self) -> &'static str {
         match self {
             Auth::Off => "off",
-            Auth::Token => "token",
+            Auth::Token | Auth::TokenOfAnotherNode => "token",
         }
     }
 }
