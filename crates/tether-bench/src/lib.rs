@@ -14,6 +14,7 @@
 mod appends;
 mod catchup;
 mod fanout;
+mod idle;
 mod lifecycle;
 mod memory;
 mod report;
@@ -45,8 +46,25 @@ pub enum Workload {
     All,
 }
 
+/// What kind of server is under test. Redis Streams and NATS JetStream are the substrates
+/// people build durable progress streams on by hand; the same workloads run against them
+/// through their own client crates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum System {
+    /// A Durable Streams server over HTTP (Tether, Electric's, the Node reference server).
+    Ds,
+    /// Redis Streams: XADD, XREAD BLOCK, XRANGE; `--url redis://HOST:PORT`.
+    Redis,
+    /// NATS JetStream with file storage; `--url nats://HOST:PORT`.
+    Nats,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// The kind of server under test.
+    #[arg(long, value_enum, default_value_t = System::Ds)]
+    pub system: System,
+
     /// Base URL of the Durable Streams server under test (plain http); several URLs separated
     /// by commas are the nodes of one deployment, and connections are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:4437")]
@@ -155,6 +173,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return summarize(&args);
     }
     raise_fd_limit(&args);
+    anyhow::ensure!(
+        args.system == System::Ds,
+        "--system {:?} is not supported by this build yet",
+        args.system
+    );
     let target = Target::new(&args.url, &args.stream_prefix)?;
     let run_id = run_id();
     let mut report = Report {
@@ -163,6 +186,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         stream_prefix: args.stream_prefix.clone(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
+        system: Some("ds".into()),
         ..Default::default()
     };
     let nodes = match target.nodes() {

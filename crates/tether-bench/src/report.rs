@@ -28,6 +28,11 @@ pub struct Report {
     pub catchup: Option<CatchupResult>,
     #[serde(default)]
     pub lifecycle: Option<crate::lifecycle::LifecycleResult>,
+    #[serde(default)]
+    pub idle: Option<crate::idle::IdleResult>,
+    /// What was measured: `ds` (Durable Streams over HTTP), `redis` or `nats`.
+    #[serde(default)]
+    pub system: Option<String>,
     /// Workloads that could not finish, with the reason.
     #[serde(default)]
     pub failures: Vec<Failure>,
