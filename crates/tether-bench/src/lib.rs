@@ -43,6 +43,8 @@ pub enum Workload {
     Catchup,
     /// Tether's task lifecycle (submit, claim, events, finish); not part of `all`.
     Lifecycle,
+    /// Server memory with `--idle-subscribers` live subscribers waiting at the tail.
+    Idle,
     All,
 }
 
@@ -126,6 +128,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub catchup_stream: Option<String>,
 
+    /// idle: live subscribers that connect, reach the tail and wait.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_subscribers: usize,
+
+    /// idle: streams the idle subscribers are spread over, round-robin.
+    #[arg(long, default_value_t = 100)]
+    pub idle_streams: usize,
+
     /// With `--workload all`, also run `lifecycle` (for Tether; other servers have no tasks).
     #[arg(long)]
     pub with_lifecycle: bool,
@@ -177,6 +187,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.system == System::Ds,
         "--system {:?} is not supported by this build yet",
         args.system
+    );
+    anyhow::ensure!(
+        args.workload != Workload::Idle,
+        "--workload idle is not supported by this build yet"
     );
     let target = Target::new(&args.url, &args.stream_prefix)?;
     let run_id = run_id();
