@@ -17,11 +17,10 @@ use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::LatencySummary;
-use crate::target::{create_stream, send, Conn, Target};
+use crate::target::{create_many, send, Conn, Target};
 
 #[derive(Debug, Clone)]
 pub struct AppendsConfig {
-    pub streams: usize,
     pub connections: usize,
     pub message_size: usize,
     pub warmup: Duration,
@@ -64,25 +63,41 @@ impl Tally {
     }
 }
 
+/// The streams an appends run writes to, created once and shared by every connection count.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    uris: Arc<Vec<Uri>>,
+}
+
+/// Creates `count` streams for the appends runs of this bench run.
+pub async fn create_streams(
+    target: &Target,
+    count: usize,
+    run_id: &str,
+) -> anyhow::Result<Streams> {
+    anyhow::ensure!(count > 0, "need at least one stream");
+    let names: Vec<String> = (0..count)
+        .map(|i| format!("bench-{run_id}-append-s{count}-{i}"))
+        .collect();
+    create_many(target, &names, "application/octet-stream")
+        .await
+        .context("creating the append streams")?;
+    let uris = names
+        .iter()
+        .map(|n| target.stream_path(n).parse())
+        .collect::<Result<_, _>>()?;
+    Ok(Streams {
+        uris: Arc::new(uris),
+    })
+}
+
 pub async fn run(
     target: &Target,
     cfg: &AppendsConfig,
-    run_id: &str,
+    streams: &Streams,
 ) -> anyhow::Result<AppendsResult> {
-    anyhow::ensure!(
-        cfg.streams > 0 && cfg.connections > 0,
-        "need at least one stream and one connection"
-    );
-    let names: Vec<String> = (0..cfg.streams)
-        .map(|i| format!("bench-{run_id}-append-c{}-{i}", cfg.connections))
-        .collect();
-    create_all(target, &names).await?;
-    let uris: Arc<Vec<Uri>> = Arc::new(
-        names
-            .iter()
-            .map(|n| target.stream_path(n).parse())
-            .collect::<Result<_, _>>()?,
-    );
+    anyhow::ensure!(cfg.connections > 0, "need at least one connection");
+    let uris = streams.uris.clone();
 
     // Connect everyone before the clock starts, so the warm-up measures appends, not connects.
     let conns = futures::future::try_join_all((0..cfg.connections).map(|_| target.connect()))
@@ -119,7 +134,7 @@ pub async fn run(
     let errors = total.errors.values().sum();
     Ok(AppendsResult {
         connections: cfg.connections,
-        streams: cfg.streams,
+        streams: uris.len(),
         message_size: cfg.message_size,
         duration_s: cfg.duration.as_secs_f64(),
         ok: total.ok,
@@ -128,21 +143,6 @@ pub async fn run(
         appends_per_s: total.ok as f64 / cfg.duration.as_secs_f64(),
         latency: LatencySummary::from_nanos(&mut latencies),
     })
-}
-
-/// Creates the streams over a few connections in parallel.
-async fn create_all(target: &Target, names: &[String]) -> anyhow::Result<()> {
-    let per_conn = names.len().div_ceil(8);
-    futures::future::try_join_all(names.chunks(per_conn).map(|chunk| async move {
-        let mut conn = target.connect().await?;
-        for name in chunk {
-            create_stream(target, &mut conn, name, "application/octet-stream").await?;
-        }
-        anyhow::Ok(())
-    }))
-    .await
-    .context("creating the append streams")?;
-    Ok(())
 }
 
 /// One connection's loop: POST to the streams round-robin (each connection starting at a

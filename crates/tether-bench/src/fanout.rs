@@ -11,19 +11,20 @@
 //! the sequence numbers then tell exactly which deliveries were missing or repeated.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 
+use crate::live::{self, Progress};
 use crate::memory::rss_kb;
 use crate::sse::SseParser;
 use crate::stats::LatencySummary;
@@ -70,19 +71,6 @@ pub struct FanoutResult {
     pub rss_before_kb: Option<u64>,
     pub rss_connected_kb: Option<u64>,
     pub notes: Vec<String>,
-}
-
-/// Counters the subscribers update and the coordinator polls.
-#[derive(Default)]
-struct Progress {
-    /// Response headers arrived with status 200.
-    accepted: AtomicUsize,
-    /// The first `control` event arrived: the subscription is certainly live.
-    ready: AtomicUsize,
-    /// Received every message.
-    finished: AtomicUsize,
-    /// Gave up with an error.
-    failed: AtomicUsize,
 }
 
 struct SubscriberOutcome {
@@ -137,7 +125,13 @@ pub async fn run(
         })
         .collect();
 
-    let connect_s = wait_until_ready(&progress, cfg.subscribers, &mut notes).await;
+    let connect_s = live::wait_until_ready(
+        &progress,
+        cfg.subscribers,
+        Duration::from_millis(20),
+        &mut notes,
+    )
+    .await;
     let rss_connected_kb = cfg.server_pid.and_then(rss_kb);
 
     // Publish at a steady pace. A slow acknowledgement delays the next append rather than
@@ -221,44 +215,6 @@ pub async fn run(
     })
 }
 
-/// Waits until every subscriber has had its first control event (or failed). A server that
-/// sends nothing until the first append is given three seconds after every subscriber's
-/// response headers arrived; the explicit start offset means nothing is lost either way.
-/// Returns the seconds it took.
-async fn wait_until_ready(progress: &Progress, subscribers: usize, notes: &mut Vec<String>) -> f64 {
-    let start = Instant::now();
-    let give_up = start + Duration::from_secs(30) + Duration::from_millis(20 * subscribers as u64);
-    let mut all_accepted_at: Option<Instant> = None;
-    loop {
-        let failed = progress.failed.load(Ordering::Relaxed);
-        if progress.ready.load(Ordering::Relaxed) + failed >= subscribers {
-            break;
-        }
-        let now = Instant::now();
-        if progress.accepted.load(Ordering::Relaxed) + failed >= subscribers {
-            let at = *all_accepted_at.get_or_insert(now);
-            if now - at > Duration::from_secs(3) {
-                notes.push(
-                    "not every subscriber got an initial control event; readiness taken from \
-                     the response headers"
-                        .into(),
-                );
-                break;
-            }
-        }
-        if now > give_up {
-            notes.push(format!(
-                "only {} of {subscribers} subscribers were ready after {:.0} s; published anyway",
-                progress.ready.load(Ordering::Relaxed),
-                (now - start).as_secs_f64()
-            ));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed().as_secs_f64()
-}
-
 struct Subscriber {
     target: Target,
     uri: Uri,
@@ -286,38 +242,9 @@ impl Subscriber {
     }
 
     async fn listen(&mut self, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
-        let resp = {
-            let _permit = self.gate.acquire().await?;
-            let mut conn = self.target.connect().await?;
-            let req = self
-                .target
-                .request(Method::GET, self.uri.clone())
-                .header(ACCEPT, "text/event-stream")
-                .body(Full::new(Bytes::new()))?;
-            conn.ready().await?;
-            conn.send_request(req).await.context("SSE request")?
-        };
-        anyhow::ensure!(
-            resp.status().is_success(),
-            "SSE request answered {}",
-            resp.status()
-        );
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        anyhow::ensure!(
-            content_type.starts_with("text/event-stream"),
-            "SSE response has Content-Type {content_type:?}"
-        );
-        anyhow::ensure!(
-            resp.headers().get("stream-sse-data-encoding").is_none(),
-            "a text/plain stream should not be base64-encoded over SSE"
-        );
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut body =
+            live::subscribe(&self.target, self.uri.clone(), &self.gate, &self.progress).await?;
 
-        let mut body = resp.into_body();
         let mut parser = SseParser::new();
         let mut partial = Vec::new();
         let mut ready = false;

@@ -3,8 +3,28 @@
 //! The subscribers connect, reach the tail and then wait; nothing is appended while the
 //! server's resident memory is sampled, so the figure is the price of the connections and the
 //! server's per-subscriber state, not of traffic.
+//!
+//! Each subscriber is an SSE read (`live=sse`) from the tail of one of a set of `text/plain`
+//! streams, on its own connection. It counts as waiting once the server answered with
+//! `200 text/event-stream`, and as live once its first `control` event (the up-to-date marker)
+//! arrived; memory is sampled a moment after every subscriber is live.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Uri;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+
+use crate::live::{self, Progress};
+use crate::memory::rss_kb;
+use crate::sse::SseParser;
+use crate::target::{create_many, encode_query_value, Target};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleResult {
@@ -18,4 +38,176 @@ pub struct IdleResult {
     pub rss_before_kb: Option<u64>,
     /// Server RSS with all of them connected and waiting.
     pub rss_with_subscribers_kb: Option<u64>,
+}
+
+impl IdleResult {
+    /// How much the server's resident memory grew per thousand waiting subscribers, in MiB
+    /// (negative growth, from memory returned meanwhile, is reported as it is).
+    pub fn mb_per_1000(&self) -> Option<f64> {
+        if self.connected == 0 {
+            return None;
+        }
+        let grown = self.rss_with_subscribers_kb? as f64 - self.rss_before_kb? as f64;
+        Some(grown / 1024.0 / self.connected as f64 * 1000.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdleConfig {
+    pub subscribers: usize,
+    pub streams: usize,
+    /// How many subscribers may be connecting at once.
+    pub connect_concurrency: usize,
+    /// How long the server is left alone, every subscriber waiting, before memory is sampled:
+    /// long enough for work queued by the connects (buffers, allocator caches) to settle.
+    pub settle: Duration,
+    pub server_pid: Option<u32>,
+}
+
+/// The result, and what the table prints beside it.
+pub struct IdleRun {
+    pub result: IdleResult,
+    /// Time from the first connect until every subscriber was waiting.
+    pub connect_s: f64,
+    pub notes: Vec<String>,
+}
+
+pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Result<IdleRun> {
+    anyhow::ensure!(
+        cfg.subscribers > 0 && cfg.streams > 0,
+        "need at least one subscriber and one stream"
+    );
+    let names: Vec<String> = (0..cfg.streams)
+        .map(|i| format!("bench-{run_id}-idle-{i}"))
+        .collect();
+    let offsets = create_many(target, &names, "text/plain")
+        .await
+        .context("creating the idle streams")?;
+    let uris: Vec<Uri> = names
+        .iter()
+        .zip(&offsets)
+        .map(|(name, offset)| {
+            let offset = offset.as_deref().unwrap_or("now");
+            format!(
+                "{}?offset={}&live=sse",
+                target.stream_path(name),
+                encode_query_value(offset)
+            )
+            .parse()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut notes = Vec::new();
+    if offsets.iter().any(Option::is_none) {
+        notes.push("PUT gave no Stream-Next-Offset; subscribed with offset=now".into());
+    }
+
+    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
+    let progress = Arc::new(Progress::default());
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handles: Vec<_> = (0..cfg.subscribers)
+        .map(|i| {
+            let sub = Waiter {
+                target: target.clone(),
+                uri: uris[i % uris.len()].clone(),
+                progress: progress.clone(),
+                waiting: waiting.clone(),
+                gate: gate.clone(),
+                stop: stop_rx.clone(),
+            };
+            tokio::spawn(sub.run())
+        })
+        .collect();
+
+    let connect_s = live::wait_until_ready(
+        &progress,
+        cfg.subscribers,
+        Duration::from_millis(5),
+        &mut notes,
+    )
+    .await;
+    tokio::time::sleep(cfg.settle).await;
+    let rss_with_subscribers_kb = cfg.server_pid.and_then(rss_kb);
+    let connected = waiting.load(Ordering::Relaxed);
+
+    let _ = stop_tx.send(true);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for handle in handles {
+        if let Some(e) = handle.await.context("idle subscriber task panicked")? {
+            *errors.entry(e).or_default() += 1;
+        }
+    }
+    for (e, n) in errors {
+        notes.push(format!("{n} subscribers failed: {e}"));
+    }
+    Ok(IdleRun {
+        result: IdleResult {
+            subscribers: cfg.subscribers,
+            streams: cfg.streams,
+            connected,
+            rss_before_kb,
+            rss_with_subscribers_kb,
+        },
+        connect_s,
+        notes,
+    })
+}
+
+/// One idle subscriber: subscribes at the tail, notes when it is live, then reads whatever the
+/// server sends (keep-alives, if any) until told to stop.
+struct Waiter {
+    target: Target,
+    uri: Uri,
+    progress: Arc<Progress>,
+    /// Subscribers whose response is open right now.
+    waiting: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Waiter {
+    /// Returns the error that ended the subscription early, if one did.
+    async fn run(mut self) -> Option<String> {
+        let body = match live::subscribe(&self.target, self.uri.clone(), &self.gate, &self.progress)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                self.progress.failed.fetch_add(1, Ordering::Relaxed);
+                return Some(format!("{e:#}"));
+            }
+        };
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = self.wait(body).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        result.err().map(|e| {
+            self.progress.failed.fetch_add(1, Ordering::Relaxed);
+            format!("{e:#}")
+        })
+    }
+
+    async fn wait(&mut self, mut body: Incoming) -> anyhow::Result<()> {
+        let mut parser = SseParser::new();
+        let mut ready = false;
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                _ = self.stop.changed() => return Ok(()),
+            };
+            let frame = match frame {
+                None => anyhow::bail!("the server ended the SSE response"),
+                Some(frame) => frame.context("reading the SSE response")?,
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            if !ready {
+                parser.feed(&chunk, |event| ready |= event.event == b"control");
+                if ready {
+                    self.progress.ready.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //!
 //! - `appends`: durable appends per second from many concurrent keep-alive connections;
 //! - `fanout`: append-to-subscriber latency over SSE with many live subscribers;
-//! - `catchup`: replay throughput of a long stream read from the beginning.
+//! - `catchup`: replay throughput of a long stream read from the beginning;
+//! - `idle`: the server's memory with thousands of live subscribers waiting at the tail.
 //!
 //! `--summarize` folds the JSON reports of several runs into one Markdown comparison; the
 //! script `bench/compare.sh` uses it.
@@ -16,7 +17,9 @@ mod catchup;
 mod fanout;
 mod idle;
 mod lifecycle;
+mod live;
 mod memory;
+mod plot;
 mod report;
 mod sse;
 mod stats;
@@ -43,7 +46,7 @@ pub enum Workload {
     Catchup,
     /// Tether's task lifecycle (submit, claim, events, finish); not part of `all`.
     Lifecycle,
-    /// Server memory with `--idle-subscribers` live subscribers waiting at the tail.
+    /// Server memory with `--idle-subscribers` live subscribers waiting at the tail; run last.
     Idle,
     All,
 }
@@ -79,9 +82,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Workload::All)]
     pub workload: Workload,
 
-    /// appends: number of streams written round-robin.
-    #[arg(long, default_value_t = 100)]
-    pub streams: usize,
+    /// appends: number of streams written round-robin; a comma-separated list runs each value
+    /// with each connection count.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub streams: Vec<usize>,
 
     /// appends: concurrent keep-alive connections; a comma-separated list runs each value.
     #[arg(long, value_delimiter = ',', default_value = "64")]
@@ -165,7 +169,8 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
 
     /// Instead of running load, fold JSON reports into a Markdown comparison. Repeat as
-    /// `--summarize Tether=DIR --summarize Electric=DIR`; the ratio column is first/second.
+    /// `--summarize Tether=DIR --summarize Electric=DIR ...`; the first is the reference, with
+    /// a ratio column first/other for each of the others.
     #[arg(long, value_name = "LABEL=DIR")]
     pub summarize: Vec<String>,
 
@@ -176,6 +181,10 @@ pub struct BenchArgs {
     /// With --summarize: write the Markdown to this file as well as to stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+
+    /// With --summarize: also draw the comparison as a PNG at this path.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -187,10 +196,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.system == System::Ds,
         "--system {:?} is not supported by this build yet",
         args.system
-    );
-    anyhow::ensure!(
-        args.workload != Workload::Idle,
-        "--workload idle is not supported by this build yet"
     );
     let target = Target::new(&args.url, &args.stream_prefix)?;
     let run_id = run_id();
@@ -241,21 +246,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     if wants(Workload::Appends) {
-        for &connections in &args.connections {
-            let cfg = AppendsConfig {
-                streams: args.streams,
-                connections,
-                message_size: args.message_size,
-                warmup: args.warmup,
-                duration: args.duration,
+        for &streams in &args.streams {
+            let created = match appends::create_streams(&target, streams, &run_id).await {
+                Ok(created) => created,
+                Err(e) => {
+                    fail(&mut report, format!("appends, {streams} streams"), e);
+                    continue;
+                }
             };
-            match appends::run(&target, &cfg, &run_id).await {
-                Ok(r) => report.appends.push(r),
-                Err(e) => fail(
-                    &mut report,
-                    format!("appends, {connections} connections"),
-                    e,
-                ),
+            for &connections in &args.connections {
+                let cfg = AppendsConfig {
+                    connections,
+                    message_size: args.message_size,
+                    warmup: args.warmup,
+                    duration: args.duration,
+                };
+                match appends::run(&target, &cfg, &created).await {
+                    Ok(r) => report.appends.push(r),
+                    Err(e) => fail(
+                        &mut report,
+                        format!("appends, {streams} streams, {connections} connections"),
+                        e,
+                    ),
+                }
             }
         }
         println!("\nappends ({} bytes each)", args.message_size);
@@ -311,6 +324,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
+    // Last, so that ten thousand connections coming and going disturb no other workload.
+    if wants(Workload::Idle) {
+        let cfg = idle::IdleConfig {
+            subscribers: args.idle_subscribers,
+            streams: args.idle_streams,
+            connect_concurrency: 64,
+            settle: Duration::from_secs(1),
+            server_pid: args.server_pid,
+        };
+        match idle::run(&target, &cfg, &run_id).await {
+            Ok(run) => {
+                println!(
+                    "\nidle live subscribers over SSE ({} streams)",
+                    args.idle_streams
+                );
+                print!("{}", report::idle_table(&run));
+                report.idle = Some(run.result);
+            }
+            Err(e) => fail(&mut report, "idle".into(), e),
+        }
+    }
+
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {path:?}"))?;
@@ -344,16 +379,30 @@ fn summarize(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         std::fs::write(path, &page).with_context(|| format!("writing {path:?}"))?;
     }
+    if let Some(path) = &args.plot {
+        let labels: Vec<String> = series.iter().map(|s| s.label.clone()).collect();
+        plot::draw(
+            &summarize::rows(&series),
+            &labels,
+            &summarize::plot_subtitle(&series),
+            path,
+        )?;
+    }
     Ok(())
 }
 
 /// Every subscriber and connection is a file descriptor; the usual soft limit of 1024 is too
 /// low for a thousand subscribers, so raise it towards the hard limit.
 fn raise_fd_limit(args: &BenchArgs) {
+    let idle = match args.workload {
+        Workload::Idle | Workload::All => args.idle_subscribers,
+        _ => 0,
+    };
     let needed = args
         .subscribers
         .iter()
         .chain(&args.connections)
+        .chain([&idle])
         .max()
         .copied()
         .unwrap_or(0) as u64

@@ -250,6 +250,32 @@ pub fn catchup_table(r: &CatchupResult) -> String {
     t.render()
 }
 
+pub fn idle_table(run: &crate::idle::IdleRun) -> String {
+    let r = &run.result;
+    let mut t = Table::new(&[
+        "subscribers",
+        "waiting",
+        "connect s",
+        "server RSS MB before/with",
+        "MB per 1000",
+    ]);
+    let mb =
+        |kb: Option<u64>| kb.map_or("-".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0));
+    t.row(vec![
+        r.subscribers.to_string(),
+        r.connected.to_string(),
+        format!("{:.2}", run.connect_s),
+        format!("{}/{}", mb(r.rss_before_kb), mb(r.rss_with_subscribers_kb)),
+        r.mb_per_1000()
+            .map_or("-".to_string(), |v| format!("{v:.1}")),
+    ]);
+    let mut out = t.render();
+    for note in &run.notes {
+        out.push_str(&format!("  {note}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

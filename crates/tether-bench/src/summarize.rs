@@ -1,5 +1,6 @@
 //! Folds the JSON reports of several rounds against several servers into one Markdown page:
-//! one row per figure, the median per server, and the ratio of the first server to the second.
+//! one row per figure, the median per server, and the ratio of the first server (the one under
+//! study, Tether) to each of the others. The same folded figures feed the plot.
 //!
 //! This lives in Rust rather than in the comparison shell script so that the arithmetic
 //! (medians, ratios, which figures exist) is tested, and the script needs no JSON tool.
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::plot::{Panel, Spot};
 use crate::report::{ms, thousands, Report};
 use crate::stats::median;
 
@@ -58,155 +60,274 @@ enum Fold {
 
 type Extract = Box<dyn Fn(&Report) -> Option<f64>>;
 
-struct Figure {
-    name: String,
+/// One figure of the comparison: how to read it from a report, fold it over rounds and show it.
+pub struct Figure {
+    pub name: String,
     /// Whether a larger value is better (throughput) or worse (latency, errors).
-    higher_is_better: bool,
+    pub higher_is_better: bool,
     fold: Fold,
     format: fn(f64) -> String,
     extract: Extract,
+    /// Where the figure goes in the plot, if it is plotted.
+    pub spot: Option<Spot>,
+}
+
+impl Figure {
+    fn new(name: String, higher_is_better: bool, fold: Fold, format: fn(f64) -> String) -> Self {
+        Self {
+            name,
+            higher_is_better,
+            fold,
+            format,
+            extract: Box::new(|_| None),
+            spot: None,
+        }
+    }
+
+    fn of(mut self, extract: impl Fn(&Report) -> Option<f64> + 'static) -> Self {
+        self.extract = Box::new(extract);
+        self
+    }
+
+    fn plot(mut self, panel: Panel, group: String) -> Self {
+        self.spot = Some(Spot { panel, group });
+        self
+    }
 }
 
 fn figures(all: &[&Report]) -> Vec<Figure> {
-    let connections: BTreeSet<usize> = all
+    // Old reports have one streams count per run; the pair keys both old and new ones.
+    let appends: BTreeSet<(usize, usize)> = all
         .iter()
-        .flat_map(|r| r.appends.iter().map(|a| a.connections))
+        .flat_map(|r| r.appends.iter().map(|a| (a.streams, a.connections)))
         .collect();
     let subscribers: BTreeSet<usize> = all
         .iter()
         .flat_map(|r| r.fanout.iter().map(|f| f.subscribers))
         .collect();
+    let idle: BTreeSet<usize> = all
+        .iter()
+        .filter_map(|r| r.idle.as_ref().map(|i| i.subscribers))
+        .collect();
     let mut out = Vec::new();
-    let mut add = |name: String, higher_is_better, fold, format: fn(f64) -> String, extract| {
-        out.push(Figure {
-            name,
-            higher_is_better,
-            fold,
-            format,
-            extract,
-        })
-    };
-    for &c in &connections {
-        let find = move |r: &Report| r.appends.iter().find(|a| a.connections == c).cloned();
-        add(
-            format!("durable appends/s, {c} connections"),
-            true,
-            Fold::Median,
-            thousands,
-            Box::new(move |r| find(r).map(|a| a.appends_per_s)),
+    for &(s, c) in &appends {
+        let find = move |r: &Report| {
+            r.appends
+                .iter()
+                .find(|a| a.streams == s && a.connections == c)
+                .cloned()
+        };
+        let load = format!("{s} streams, {c} connections");
+        let group = format!("{s} streams\n{c} conns");
+        out.push(
+            Figure::new(
+                format!("durable appends/s, {load}"),
+                true,
+                Fold::Median,
+                thousands,
+            )
+            .of(move |r| find(r).map(|a| a.appends_per_s))
+            .plot(Panel::Appends, group.clone()),
         );
-        add(
-            format!("append latency p50 ms, {c} connections"),
-            false,
-            Fold::Median,
-            ms,
-            Box::new(move |r| find(r).map(|a| a.latency.p50_ms)),
+        out.push(
+            Figure::new(
+                format!("append latency p50 ms, {load}"),
+                false,
+                Fold::Median,
+                ms,
+            )
+            .of(move |r| find(r).map(|a| a.latency.p50_ms)),
         );
-        add(
-            format!("append latency p99 ms, {c} connections"),
-            false,
-            Fold::Median,
-            ms,
-            Box::new(move |r| find(r).map(|a| a.latency.p99_ms)),
+        out.push(
+            Figure::new(
+                format!("append latency p99 ms, {load}"),
+                false,
+                Fold::Median,
+                ms,
+            )
+            .of(move |r| find(r).map(|a| a.latency.p99_ms))
+            .plot(Panel::AppendP99, group),
         );
-        add(
-            format!("append non-2xx/errors, {c} connections (all rounds)"),
-            false,
-            Fold::Sum,
-            thousands,
-            Box::new(move |r| find(r).map(|a| a.errors as f64)),
+        out.push(
+            Figure::new(
+                format!("append non-2xx/errors, {load} (all rounds)"),
+                false,
+                Fold::Sum,
+                thousands,
+            )
+            .of(move |r| find(r).map(|a| a.errors as f64)),
         );
     }
     for &s in &subscribers {
         let find = move |r: &Report| r.fanout.iter().find(|f| f.subscribers == s).cloned();
-        add(
-            format!("SSE delivery p50 ms, {}", subscribers_text(s)),
-            false,
-            Fold::Median,
-            ms,
-            Box::new(move |r| find(r).map(|f| f.latency.p50_ms)),
+        let who = subscribers_text(s);
+        out.push(
+            Figure::new(
+                format!("SSE delivery p50 ms, {who}"),
+                false,
+                Fold::Median,
+                ms,
+            )
+            .of(move |r| find(r).map(|f| f.latency.p50_ms))
+            .plot(Panel::FanoutP50, who.clone()),
         );
-        add(
-            format!("SSE delivery p99 ms, {}", subscribers_text(s)),
-            false,
-            Fold::Median,
-            ms,
-            Box::new(move |r| find(r).map(|f| f.latency.p99_ms)),
+        out.push(
+            Figure::new(
+                format!("SSE delivery p99 ms, {who}"),
+                false,
+                Fold::Median,
+                ms,
+            )
+            .of(move |r| find(r).map(|f| f.latency.p99_ms))
+            .plot(Panel::FanoutP99, who.clone()),
         );
-        add(
-            format!(
-                "SSE missing deliveries, {} (all rounds)",
-                subscribers_text(s)
-            ),
+        out.push(
+            Figure::new(
+                format!("SSE missing deliveries, {who} (all rounds)"),
+                false,
+                Fold::Sum,
+                thousands,
+            )
+            .of(move |r| find(r).map(|f| f.missing as f64)),
+        );
+    }
+    let messages = all
+        .iter()
+        .find_map(|r| r.catchup.as_ref().map(|c| c.messages_expected))
+        .unwrap_or(0);
+    out.push(
+        Figure::new(
+            "catch-up read, messages/s".into(),
+            true,
+            Fold::Median,
+            thousands,
+        )
+        .of(|r| r.catchup.as_ref().map(|c| c.messages_per_s))
+        .plot(
+            Panel::Catchup,
+            format!("{} messages\nfrom the start", thousands(messages as f64)),
+        ),
+    );
+    out.push(
+        Figure::new("catch-up read, MB/s".into(), true, Fold::Median, |v| {
+            format!("{v:.0}")
+        })
+        .of(|r| r.catchup.as_ref().map(|c| c.mb_per_s)),
+    );
+    out.push(
+        Figure::new(
+            "catch-up count mismatches (all rounds)".into(),
             false,
             Fold::Sum,
             thousands,
-            Box::new(move |r| find(r).map(|f| f.missing as f64)),
-        );
-    }
-    add(
-        "catch-up read, messages/s".into(),
-        true,
-        Fold::Median,
-        thousands,
-        Box::new(|r| r.catchup.as_ref().map(|c| c.messages_per_s)),
+        )
+        .of(|r| r.catchup.as_ref().map(|c| f64::from(u8::from(!c.verified)))),
     );
-    add(
-        "catch-up read, MB/s".into(),
-        true,
-        Fold::Median,
-        |v| format!("{v:.0}"),
-        Box::new(|r| r.catchup.as_ref().map(|c| c.mb_per_s)),
+    out.push(
+        Figure::new(
+            "task lifecycle, tasks/s (Tether only)".into(),
+            true,
+            Fold::Median,
+            thousands,
+        )
+        .of(|r| r.lifecycle.as_ref().map(|l| l.tasks_per_s)),
     );
-    add(
-        "catch-up count mismatches (all rounds)".into(),
-        false,
-        Fold::Sum,
-        thousands,
-        Box::new(|r| r.catchup.as_ref().map(|c| f64::from(u8::from(!c.verified)))),
-    );
-    add(
-        "task lifecycle, tasks/s (Tether only)".into(),
-        true,
-        Fold::Median,
-        thousands,
-        Box::new(|r| r.lifecycle.as_ref().map(|l| l.tasks_per_s)),
-    );
-    add(
-        "task lifecycle p99 ms, submit to finish".into(),
-        false,
-        Fold::Median,
-        |v| format!("{v:.1}"),
-        Box::new(|r| r.lifecycle.as_ref().map(|l| l.latency.p99_ms)),
-    );
-    add(
-        "server RSS when idle, MB (first round)".into(),
-        false,
-        Fold::First,
-        |v| format!("{v:.1}"),
-        Box::new(|r| r.server_rss_start_kb.map(|kb| kb as f64 / 1024.0)),
-    );
-    if let Some(&s) = subscribers.last() {
-        add(
-            format!("server RSS per 1000 SSE subscribers, MB (measured with {s})"),
+    out.push(
+        Figure::new(
+            "task lifecycle p99 ms, submit to finish".into(),
             false,
             Fold::Median,
-            |v| format!("{v:.1}"),
-            Box::new(move |r| {
+            one_decimal,
+        )
+        .of(|r| r.lifecycle.as_ref().map(|l| l.latency.p99_ms)),
+    );
+    out.push(
+        Figure::new(
+            "server RSS when idle, MB (first round)".into(),
+            false,
+            Fold::First,
+            one_decimal,
+        )
+        .of(|r| r.server_rss_start_kb.map(mib))
+        .plot(Panel::Memory, "fresh server\nno clients".into()),
+    );
+    if let Some(&s) = subscribers.last() {
+        out.push(
+            Figure::new(
+                format!("server RSS per 1000 SSE subscribers, MB (measured with {s})"),
+                false,
+                Fold::Median,
+                one_decimal,
+            )
+            .of(move |r| {
                 let f = r.fanout.iter().find(|f| f.subscribers == s)?;
                 let grown = f.rss_connected_kb? as f64 - f.rss_before_kb? as f64;
                 Some(grown / 1024.0 / s as f64 * 1000.0)
             }),
         );
     }
-    add(
-        "workloads that failed (all rounds)".into(),
-        false,
-        Fold::Sum,
-        thousands,
-        Box::new(|r| Some(r.failures.len() as f64)),
+    for &n in &idle {
+        let find = move |r: &Report| r.idle.clone().filter(|i| i.subscribers == n);
+        out.push(
+            Figure::new(
+                format!("server RSS before {n} idle subscribers, MB"),
+                false,
+                Fold::Median,
+                one_decimal,
+            )
+            .of(move |r| find(r)?.rss_before_kb.map(mib))
+            .plot(Panel::Memory, "before the idle\nsubscribers".into()),
+        );
+        out.push(
+            Figure::new(
+                format!("server RSS with {n} idle subscribers, MB"),
+                false,
+                Fold::Median,
+                one_decimal,
+            )
+            .of(move |r| find(r)?.rss_with_subscribers_kb.map(mib))
+            .plot(
+                Panel::Memory,
+                format!("with {} idle\nsubscribers", thousands(n as f64)),
+            ),
+        );
+        out.push(
+            Figure::new(
+                format!("server RSS per 1000 idle subscribers, MB (measured with {n})"),
+                false,
+                Fold::Median,
+                one_decimal,
+            )
+            .of(move |r| find(r)?.mb_per_1000()),
+        );
+        out.push(
+            Figure::new(
+                format!("idle subscribers not waiting when sampled, of {n} (all rounds)"),
+                false,
+                Fold::Sum,
+                thousands,
+            )
+            .of(move |r| find(r).map(|i| i.subscribers.saturating_sub(i.connected) as f64)),
+        );
+    }
+    out.push(
+        Figure::new(
+            "workloads that failed (all rounds)".into(),
+            false,
+            Fold::Sum,
+            thousands,
+        )
+        .of(|r| Some(r.failures.len() as f64)),
     );
     out
+}
+
+fn one_decimal(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
 }
 
 fn subscribers_text(s: usize) -> String {
@@ -242,9 +363,27 @@ fn fold(figure: &Figure, reports: &[Report]) -> Option<(f64, String)> {
     Some((value, cell))
 }
 
+/// One figure with a cell per server (`None` where that server has no value).
+pub struct Row {
+    pub figure: Figure,
+    pub cells: Vec<Option<(f64, String)>>,
+}
+
+/// Every figure that at least one server has, folded over each server's rounds.
+pub fn rows(series: &[Series]) -> Vec<Row> {
+    let all: Vec<&Report> = series.iter().flat_map(|s| &s.reports).collect();
+    figures(&all)
+        .into_iter()
+        .map(|figure| {
+            let cells = series.iter().map(|s| fold(&figure, &s.reports)).collect();
+            Row { figure, cells }
+        })
+        .filter(|row| row.cells.iter().any(Option::is_some))
+        .collect()
+}
+
 /// The Markdown page. `context` lines (what was run, versions) are listed under the title.
 pub fn markdown(series: &[Series], context: &[String]) -> String {
-    let all: Vec<&Report> = series.iter().flat_map(|s| &s.reports).collect();
     let rounds: Vec<String> = series
         .iter()
         .map(|s| format!("{} {}", s.reports.len(), s.label))
@@ -265,10 +404,10 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
          brackets\n",
         rounds.join(", ")
     ));
-    if let [a, b, ..] = labels.as_slice() {
+    if let [first, _, ..] = labels.as_slice() {
         out.push_str(&format!(
-            "- {a}/{b} above 1 means {a}'s figure is larger: better in rows marked higher, worse \
-             in rows marked lower\n"
+            "- {first}/peer is {first}'s figure over the peer's, measured in the same run: above 1 \
+             means {first}'s is larger, better in rows marked higher, worse in rows marked lower\n"
         ));
     }
     for line in context {
@@ -276,23 +415,19 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
     }
     out.push('\n');
 
-    let ratio_header = match labels.as_slice() {
-        [a, b, ..] => format!(" {a}/{b} |"),
-        _ => String::new(),
-    };
+    // The first server is the reference: one ratio column for each of the others.
+    let (first, peers) = labels.split_first().map_or(("", &[][..]), |(f, p)| (*f, p));
     out.push_str(&format!(
         "| figure | better |{}{}\n",
         labels.iter().map(|l| format!(" {l} |")).collect::<String>(),
-        ratio_header
+        peers
+            .iter()
+            .map(|p| format!(" {first}/{p} |"))
+            .collect::<String>()
     ));
-    let columns = 2 + labels.len() + usize::from(!ratio_header.is_empty());
+    let columns = 2 + labels.len() + peers.len();
     out.push_str(&format!("|{}\n", "---|".repeat(columns)));
-    for figure in figures(&all) {
-        let cells: Vec<Option<(f64, String)>> =
-            series.iter().map(|s| fold(&figure, &s.reports)).collect();
-        if cells.iter().all(Option::is_none) {
-            continue;
-        }
+    for Row { figure, cells } in rows(series) {
         out.push_str(&format!(
             "| {} | {} |",
             figure.name,
@@ -306,11 +441,8 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
             let text = cell.as_ref().map_or("n/a", |(_, text)| text.as_str());
             out.push_str(&format!(" {text} |"));
         }
-        if !ratio_header.is_empty() {
-            out.push_str(&format!(
-                " {} |",
-                ratio(figure.format, &cells[0], &cells[1])
-            ));
+        for peer in &cells[1..] {
+            out.push_str(&format!(" {} |", ratio(figure.format, &cells[0], peer)));
         }
         out.push('\n');
     }
@@ -339,6 +471,17 @@ pub fn markdown(series: &[Series], context: &[String]) -> String {
         }
     }
     out
+}
+
+/// The line under the plot's title: what each bar is, when and where it was measured.
+pub fn plot_subtitle(series: &[Series]) -> String {
+    let rounds = series.iter().map(|s| s.reports.len()).max().unwrap_or(0);
+    format!(
+        "median of {rounds} round{} per server, alternating; {}; {}",
+        if rounds == 1 { "" } else { "s" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine()
+    )
 }
 
 /// `a / b`, unless `b` shows as zero at the figure's precision: a ratio to a rounding error
@@ -393,25 +536,56 @@ fn machine() -> String {
 mod tests {
     use super::*;
     use crate::appends::AppendsResult;
+    use crate::idle::IdleResult;
     use crate::stats::LatencySummary;
 
     fn report(appends_per_s: f64, p99_ms: f64) -> Report {
         Report {
-            appends: vec![AppendsResult {
-                connections: 64,
-                streams: 100,
-                message_size: 256,
-                duration_s: 10.0,
-                ok: 1,
-                errors: 2,
-                error_kinds: Default::default(),
-                appends_per_s,
-                latency: LatencySummary {
-                    p99_ms,
-                    ..Default::default()
-                },
-            }],
+            appends: vec![appends(100, 64, appends_per_s, p99_ms)],
             ..Default::default()
+        }
+    }
+
+    fn appends(
+        streams: usize,
+        connections: usize,
+        appends_per_s: f64,
+        p99_ms: f64,
+    ) -> AppendsResult {
+        AppendsResult {
+            connections,
+            streams,
+            message_size: 256,
+            duration_s: 10.0,
+            ok: 1,
+            errors: 2,
+            error_kinds: Default::default(),
+            appends_per_s,
+            latency: LatencySummary {
+                p99_ms,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn idle(before_mb: u64, with_mb: u64, connected: usize) -> Report {
+        Report {
+            server_rss_start_kb: Some(before_mb * 1024),
+            idle: Some(IdleResult {
+                subscribers: 10_000,
+                streams: 100,
+                connected,
+                rss_before_kb: Some(before_mb * 1024),
+                rss_with_subscribers_kb: Some(with_mb * 1024),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn series(label: &str, reports: Vec<Report>) -> Series {
+        Series {
+            label: label.into(),
+            reports,
         }
     }
 
@@ -438,21 +612,24 @@ mod tests {
         let page = markdown(&[a, b], &["context line".into()]);
         assert!(page.contains("| figure | better | A | B | A/B |"), "{page}");
         assert!(page.contains("- context line"));
-        let appends = row(&page, "durable appends/s, 64 connections");
+        let appends = row(&page, "durable appends/s, 100 streams, 64 connections");
         assert_eq!(
             appends,
             [
-                "durable appends/s, 64 connections",
+                "durable appends/s, 100 streams, 64 connections",
                 "higher",
                 "200 (100–300)",
                 "100 (100–100)",
                 "2.00"
             ]
         );
-        let p99 = row(&page, "append latency p99 ms, 64 connections");
+        let p99 = row(&page, "append latency p99 ms, 100 streams, 64 connections");
         assert_eq!(p99[4], "3.00");
         // Errors are summed over rounds: 3 rounds of 2 against 2 rounds of 2.
-        let errors = row(&page, "append non-2xx/errors, 64 connections (all rounds)");
+        let errors = row(
+            &page,
+            "append non-2xx/errors, 100 streams, 64 connections (all rounds)",
+        );
         assert_eq!(&errors[2..], ["6", "4", "1.50"]);
         assert!(
             !page.contains("SSE delivery"),
@@ -482,7 +659,138 @@ mod tests {
             reports: vec![Report::default()],
         };
         let page = markdown(&[a, b], &[]);
-        let appends = row(&page, "durable appends/s, 64 connections");
+        let appends = row(&page, "durable appends/s, 100 streams, 64 connections");
         assert_eq!(&appends[2..], ["300", "n/a", "n/a"]);
+    }
+
+    #[test]
+    fn every_peer_gets_a_ratio_column_against_the_first_server() {
+        let page = markdown(
+            &[
+                series("T", vec![report(300.0, 4.0)]),
+                series("E", vec![report(100.0, 2.0)]),
+                series("N", vec![report(600.0, 8.0)]),
+                series("R", vec![Report::default()]),
+            ],
+            &[],
+        );
+        assert!(
+            page.contains("| figure | better | T | E | N | R | T/E | T/N | T/R |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("|---|---|---|---|---|---|---|---|---|\n"),
+            "{page}"
+        );
+        let appends = row(&page, "durable appends/s, 100 streams, 64 connections");
+        assert_eq!(
+            &appends[2..],
+            ["300", "100", "600", "n/a", "3.00", "0.50", "n/a"]
+        );
+        let p99 = row(&page, "append latency p99 ms, 100 streams, 64 connections");
+        assert_eq!(&p99[6..], ["2.00", "0.50", "n/a"]);
+    }
+
+    #[test]
+    fn appends_rows_are_keyed_by_streams_and_connections() {
+        let both = Report {
+            appends: vec![
+                appends(100, 16, 1000.0, 1.0),
+                appends(100, 256, 2000.0, 2.0),
+                appends(10_000, 16, 500.0, 3.0),
+                appends(10_000, 256, 800.0, 4.0),
+            ],
+            ..Default::default()
+        };
+        let page = markdown(&[series("T", vec![both])], &[]);
+        for (name, value) in [
+            ("durable appends/s, 100 streams, 16 connections", "1,000"),
+            ("durable appends/s, 100 streams, 256 connections", "2,000"),
+            ("durable appends/s, 10000 streams, 16 connections", "500"),
+            ("durable appends/s, 10000 streams, 256 connections", "800"),
+            (
+                "append latency p99 ms, 10000 streams, 256 connections",
+                "4.00",
+            ),
+        ] {
+            assert_eq!(row(&page, name)[2], value, "{name}");
+        }
+        assert!(
+            page.contains("| figure | better | T |\n"),
+            "no ratio column alone: {page}"
+        );
+    }
+
+    #[test]
+    fn idle_memory_rows_give_the_growth_per_thousand_waiting_subscribers() {
+        // 10 MB before, 110 MB with 10,000 waiting: 10 MB per 1000. With 5,000 waiting of
+        // 10,000: 60 MB grown is 12 MB per 1000 (the median of 10 and 12 is 11).
+        let t = series("T", vec![idle(10, 110, 10_000), idle(10, 70, 5_000)]);
+        let e = series("E", vec![idle(4, 24, 10_000)]);
+        let page = markdown(&[t, e], &[]);
+        assert_eq!(
+            &row(&page, "server RSS with 10000 idle subscribers, MB")[2..],
+            ["90.0 (70.0–110.0)", "24.0", "3.75"]
+        );
+        assert_eq!(
+            &row(
+                &page,
+                "server RSS per 1000 idle subscribers, MB (measured with 10000)"
+            )[2..],
+            ["11.0 (10.0–12.0)", "2.0", "5.50"]
+        );
+        assert_eq!(
+            &row(
+                &page,
+                "idle subscribers not waiting when sampled, of 10000 (all rounds)"
+            )[2..],
+            ["5,000", "0", "n/a"]
+        );
+        assert_eq!(
+            &row(&page, "server RSS when idle, MB (first round)")[2..],
+            ["10.0", "4.0", "2.50"]
+        );
+    }
+
+    #[test]
+    fn a_report_from_an_older_build_is_still_summarised() {
+        // No idle, no system, and one streams count per run, as the first reports were.
+        let old = r#"{"label":"Tether","url":"http://127.0.0.1:1","stream_prefix":"/v1/stream",
+            "started_at":"2026-11-21T16:29:00Z","server_rss_start_kb":12500,
+            "appends":[{"connections":64,"streams":100,"message_size":256,"duration_s":10.0,
+              "ok":400000,"errors":0,"error_kinds":{},"appends_per_s":40000.0,
+              "latency":{"count":400000,"p50_ms":1.5,"p99_ms":5.0,"max_ms":9.0,"mean_ms":1.6}}],
+            "failures":[]}"#;
+        let report: Report = serde_json::from_str(old).unwrap();
+        let page = markdown(&[series("Tether", vec![report])], &[]);
+        assert_eq!(
+            row(&page, "durable appends/s, 100 streams, 64 connections")[2],
+            "40,000"
+        );
+    }
+
+    #[test]
+    fn plotted_figures_say_where_they_go() {
+        let t = Report {
+            appends: vec![appends(100, 64, 1.0, 1.0)],
+            ..idle(10, 20, 10_000)
+        };
+        let rows = rows(&[series("T", vec![t])]);
+        let spot = |name: &str| {
+            let row = rows.iter().find(|r| r.figure.name == name).unwrap();
+            row.figure.spot.as_ref().map(|s| (s.panel, s.group.clone()))
+        };
+        assert_eq!(
+            spot("durable appends/s, 100 streams, 64 connections"),
+            Some((Panel::Appends, "100 streams\n64 conns".into()))
+        );
+        assert_eq!(
+            spot("server RSS with 10000 idle subscribers, MB"),
+            Some((Panel::Memory, "with 10,000 idle\nsubscribers".into()))
+        );
+        assert_eq!(
+            spot("append latency p50 ms, 100 streams, 64 connections"),
+            None
+        );
     }
 }

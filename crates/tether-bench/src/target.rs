@@ -199,6 +199,27 @@ pub async fn create_stream(
     Ok(resp)
 }
 
+/// Creates the streams `names` over a few connections in parallel, and returns each one's
+/// tail offset (`Stream-Next-Offset`), in the order of `names`.
+pub async fn create_many(
+    target: &Target,
+    names: &[String],
+    content_type: &str,
+) -> anyhow::Result<Vec<Option<String>>> {
+    let per_conn = names.len().div_ceil(8).max(1);
+    let chunks = futures::future::try_join_all(names.chunks(per_conn).map(|chunk| async move {
+        let mut conn = target.connect().await?;
+        let mut offsets = Vec::with_capacity(chunk.len());
+        for name in chunk {
+            let created = create_stream(target, &mut conn, name, content_type).await?;
+            offsets.push(created.header("stream-next-offset").map(str::to_string));
+        }
+        anyhow::Ok(offsets)
+    }))
+    .await?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
 /// Offsets are opaque strings chosen by the server: encode them as query values.
 pub use tether_types::percent_encode as encode_query_value;
 
