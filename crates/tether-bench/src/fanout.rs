@@ -242,8 +242,8 @@ impl Subscriber {
     }
 
     async fn listen(&mut self, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
-        let mut body =
-            live::subscribe(&self.target, self.uri.clone(), &self.gate, &self.progress).await?;
+        let mut body = live::subscribe(&self.target, self.uri.clone(), &self.gate).await?;
+        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
 
         let mut parser = SseParser::new();
         let mut partial = Vec::new();

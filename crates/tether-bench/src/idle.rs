@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http_body_util::BodyExt;
@@ -104,6 +104,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
     let rss_before_kb = cfg.server_pid.and_then(rss_kb);
     let progress = Arc::new(Progress::default());
     let waiting = Arc::new(AtomicUsize::new(0));
+    let reopened = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let handles: Vec<_> = (0..cfg.subscribers)
@@ -113,6 +114,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
                 uri: uris[i % uris.len()].clone(),
                 progress: progress.clone(),
                 waiting: waiting.clone(),
+                reopened: reopened.clone(),
                 gate: gate.clone(),
                 stop: stop_rx.clone(),
             };
@@ -141,6 +143,12 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
     for (e, n) in errors {
         notes.push(format!("{n} subscribers failed: {e}"));
     }
+    match reopened.load(Ordering::Relaxed) {
+        0 => {}
+        n => notes.push(format!(
+            "the server ended {n} SSE responses after a while; they were reopened at the tail"
+        )),
+    }
     Ok(IdleRun {
         result: IdleResult {
             subscribers: cfg.subscribers,
@@ -155,56 +163,91 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
 }
 
 /// One idle subscriber: subscribes at the tail, notes when it is live, then reads whatever the
-/// server sends (keep-alives, if any) until told to stop.
+/// server sends (keep-alives, if any) until told to stop. Servers may end an SSE response after
+/// a while (Electric's does after 60 s) for the client to resume from its offset; the subscriber
+/// then does what a client does and subscribes again from the same tail, as nothing is appended.
 struct Waiter {
     target: Target,
     uri: Uri,
     progress: Arc<Progress>,
     /// Subscribers whose response is open right now.
     waiting: Arc<AtomicUsize>,
+    /// Responses the server ended and the subscriber reopened.
+    reopened: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 }
 
+/// How a subscription ended.
+enum Ended {
+    /// The bench told the subscriber to stop.
+    Stopped,
+    /// The server ended the response, this long after it was opened.
+    ByServer(Duration),
+}
+
+/// A response ended sooner than this after it was opened is not a periodic close but a
+/// server that cannot hold the subscription: reopening it would only spin.
+const SHORTEST_SERVER_CLOSE: Duration = Duration::from_secs(5);
+
 impl Waiter {
-    /// Returns the error that ended the subscription early, if one did.
+    /// Returns the error that ended the subscriber early, if one did.
     async fn run(mut self) -> Option<String> {
-        let body = match live::subscribe(&self.target, self.uri.clone(), &self.gate, &self.progress)
-            .await
-        {
-            Ok(body) => body,
-            Err(e) => {
-                self.progress.failed.fetch_add(1, Ordering::Relaxed);
-                return Some(format!("{e:#}"));
+        let mut ready = false;
+        let mut accepted = false;
+        let error = loop {
+            if *self.stop.borrow() {
+                break None;
+            }
+            let body = match live::subscribe(&self.target, self.uri.clone(), &self.gate).await {
+                Ok(body) => body,
+                Err(e) => break Some(format!("{e:#}")),
+            };
+            if !accepted {
+                accepted = true;
+                self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let ended = self.wait(body, &mut ready).await;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            match ended {
+                Ok(Ended::Stopped) => break None,
+                Ok(Ended::ByServer(after)) if after >= SHORTEST_SERVER_CLOSE => {
+                    self.reopened.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Ended::ByServer(after)) => {
+                    break Some(format!(
+                        "the server ended the SSE response after {:.1} s",
+                        after.as_secs_f64()
+                    ))
+                }
+                Err(e) => break Some(format!("{e:#}")),
             }
         };
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = self.wait(body).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        result.err().map(|e| {
+        if error.is_some() {
             self.progress.failed.fetch_add(1, Ordering::Relaxed);
-            format!("{e:#}")
-        })
+        }
+        error
     }
 
-    async fn wait(&mut self, mut body: Incoming) -> anyhow::Result<()> {
+    async fn wait(&mut self, mut body: Incoming, ready: &mut bool) -> anyhow::Result<Ended> {
+        let opened = Instant::now();
         let mut parser = SseParser::new();
-        let mut ready = false;
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                _ = self.stop.changed() => return Ok(()),
+                _ = self.stop.changed() => return Ok(Ended::Stopped),
             };
             let frame = match frame {
-                None => anyhow::bail!("the server ended the SSE response"),
+                None => return Ok(Ended::ByServer(opened.elapsed())),
                 Some(frame) => frame.context("reading the SSE response")?,
             };
             let Ok(chunk) = frame.into_data() else {
                 continue;
             };
-            if !ready {
-                parser.feed(&chunk, |event| ready |= event.event == b"control");
-                if ready {
+            if !*ready {
+                parser.feed(&chunk, |event| *ready |= event.event == b"control");
+                if *ready {
                     self.progress.ready.fetch_add(1, Ordering::Relaxed);
                 }
             }

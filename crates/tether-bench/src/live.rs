@@ -29,14 +29,9 @@ pub struct Progress {
 
 /// Opens `uri` (a `live=sse` read of a `text/plain` stream) on a new connection, holding a
 /// permit of `gate` while connecting: a burst of thousands of connects can overflow a listen
-/// backlog and turn into one-second SYN retries. Counts the subscriber as accepted once the
-/// server answered `200 text/event-stream`, and returns the body to read events from.
-pub async fn subscribe(
-    target: &Target,
-    uri: Uri,
-    gate: &Semaphore,
-    progress: &Progress,
-) -> anyhow::Result<Incoming> {
+/// backlog and turn into one-second SYN retries. Returns the body to read events from once the
+/// server answered `200 text/event-stream`.
+pub async fn subscribe(target: &Target, uri: Uri, gate: &Semaphore) -> anyhow::Result<Incoming> {
     let resp = {
         let _permit = gate.acquire().await?;
         let mut conn = target.connect().await?;
@@ -65,7 +60,6 @@ pub async fn subscribe(
         resp.headers().get("stream-sse-data-encoding").is_none(),
         "a text/plain stream should not be base64-encoded over SSE"
     );
-    progress.accepted.fetch_add(1, Ordering::Relaxed);
     Ok(resp.into_body())
 }
 

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::Context;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
@@ -46,6 +48,10 @@ impl Panel {
             Panel::Catchup => "Catch-up read, messages/s (higher is better)",
             Panel::Memory => "Server resident memory, MB (lower is better)",
         }
+    }
+
+    fn is_latency(self) -> bool {
+        matches!(self, Panel::AppendP99 | Panel::FanoutP50 | Panel::FanoutP99)
     }
 }
 
@@ -136,14 +142,20 @@ fn draw_header(area: &Area<'_>, labels: &[String], subtitle: &str) -> anyhow::Re
         (FONT, 17).into_font().color(&RGBColor(90, 90, 90)),
     ))?;
     let mut x = 30;
+    let font = TextStyle::from((FONT, 20).into_font());
     for (i, label) in labels.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         area.draw(&Rectangle::new([(x, 86), (x + 22, 106)], colour.filled()))?;
-        area.draw(&Text::new(label.clone(), (x + 30, 86), (FONT, 20)))?;
-        x += 60 + 12 * label.chars().count() as i32;
+        area.draw(&Text::new(label.clone(), (x + 30, 86), font.clone()))?;
+        let (width, _) = area.estimate_text_size(label, &font)?;
+        x += 30 + width as i32 + 36;
     }
     Ok(())
 }
+
+/// A latency panel whose values span more than this factor is drawn on a log scale, so that one
+/// slow server does not flatten the bars of the others.
+const LOG_SCALE_SPREAD: f64 = 30.0;
 
 /// One panel: a group of bars per figure, a bar per server.
 fn draw_panel(
@@ -153,18 +165,63 @@ fn draw_panel(
     rows: &[&Row],
     servers: usize,
 ) -> anyhow::Result<()> {
-    let groups = rows.len();
-    let top = rows
+    let values: Vec<f64> = rows
         .iter()
         .flat_map(|r| r.cells.iter().flatten().map(|(v, _)| *v))
-        .fold(0.0f64, f64::max);
-    let top = if top > 0.0 { top * 1.18 } else { 1.0 };
-    let mut chart = ChartBuilder::on(area)
-        .caption(panel.title(), (FONT, 21).into_font().style(FontStyle::Bold))
-        .margin(18)
-        .x_label_area_size(48)
-        .y_label_area_size(78)
-        .build_cartesian_2d(0.0..groups as f64, 0.0..top)?;
+        .collect();
+    let top = values.iter().copied().fold(0.0f64, f64::max);
+    let x = 0.0..rows.len() as f64;
+    let caption = |extra: &str| {
+        (
+            format!("{}{extra}", panel.title()),
+            (FONT, 21).into_font().style(FontStyle::Bold),
+        )
+    };
+    if let Some(floor) = log_floor(panel, &values) {
+        let (title, font) = caption(", log scale");
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, font)
+            .margin(18)
+            .x_label_area_size(48)
+            .y_label_area_size(78)
+            .build_cartesian_2d(x, (floor..top * 2.0).log_scale())?;
+        configure_axes(&mut chart)?;
+        draw_bars(root, &mut chart, rows, servers, floor)
+    } else {
+        let top = if top > 0.0 { top * 1.18 } else { 1.0 };
+        let (title, font) = caption("");
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, font)
+            .margin(18)
+            .x_label_area_size(48)
+            .y_label_area_size(78)
+            .build_cartesian_2d(x, 0.0..top)?;
+        configure_axes(&mut chart)?;
+        draw_bars(root, &mut chart, rows, servers, 0.0)
+    }
+}
+
+/// Where the axis of a log-scaled panel starts, or `None` for a linear one: the power of ten
+/// below half the smallest value, so that its bar still shows.
+fn log_floor(panel: Panel, values: &[f64]) -> Option<f64> {
+    let top = values.iter().copied().fold(0.0f64, f64::max);
+    let bottom = values
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if !panel.is_latency() || !bottom.is_finite() || top / bottom <= LOG_SCALE_SPREAD {
+        return None;
+    }
+    Some(10f64.powf((bottom / 2.0).log10().floor()))
+}
+
+type Chart<'a, Y> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
+
+fn configure_axes<'a, Y>(chart: &mut Chart<'a, Y>) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -175,44 +232,55 @@ fn draw_panel(
         .y_max_light_lines(1)
         .light_line_style(RGBColor(240, 240, 240))
         .draw()?;
+    Ok(())
+}
 
+/// The bars of one panel, the value above each (or "n/a"), and each group's label under the
+/// axis. `base` is where bars start: 0, or the bottom of a log axis.
+fn draw_bars<'a, Y>(
+    root: &Area<'_>,
+    chart: &mut Chart<'a, Y>,
+    rows: &[&Row],
+    servers: usize,
+    base: f64,
+) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let slot = 0.8 / servers.max(1) as f64;
     // How wide one bar is in pixels decides how large its value may be written.
-    let bar_px = f64::from(area.dim_in_pixel().0) * 0.8 / (groups * servers.max(1)) as f64;
+    let width = chart.plotting_area().dim_in_pixel().0;
+    let bar_px = f64::from(width) * 0.8 / (rows.len() * servers.max(1)) as f64;
     let value_font = if bar_px < 34.0 { 12 } else { 15 };
+    let above =
+        TextStyle::from((FONT, value_font).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     for (g, row) in rows.iter().enumerate() {
         for (s, cell) in row.cells.iter().enumerate() {
             let x0 = g as f64 + 0.1 + s as f64 * slot;
             let x1 = x0 + slot * 0.9;
             let middle = (x0 + x1) / 2.0;
             let colour = COLOURS[s % COLOURS.len()];
-            let anchor = Pos::new(HPos::Center, VPos::Bottom);
-            match cell {
+            let (text, at, style) = match cell {
                 Some((value, _)) => {
                     chart.draw_series(std::iter::once(Rectangle::new(
-                        [(x0, 0.0), (x1, *value)],
+                        [(x0, base), (x1, value.max(base))],
                         colour.filled(),
                     )))?;
-                    chart.draw_series(std::iter::once(Text::new(
-                        compact(*value),
-                        (middle, *value + top * 0.01),
-                        TextStyle::from((FONT, value_font).into_font()).pos(anchor),
-                    )))?;
+                    (compact(*value), value.max(base), above.clone())
                 }
-                None => {
-                    chart.draw_series(std::iter::once(Text::new(
-                        "n/a",
-                        (middle, top * 0.01),
-                        TextStyle::from((FONT, value_font).into_font())
-                            .color(&RGBColor(120, 120, 120))
-                            .pos(anchor),
-                    )))?;
-                }
-            }
+                None => (
+                    "n/a".to_string(),
+                    base,
+                    above.clone().color(&RGBColor(120, 120, 120)),
+                ),
+            };
+            // A few pixels above the bar, whatever the scale.
+            let (px, py) = chart.backend_coord(&(middle, at));
+            root.draw(&Text::new(text, (px, py - 4), style))?;
         }
         // The group's label, under the axis (drawn on the whole image, in pixels).
         if let Some(spot) = &row.figure.spot {
-            let (x, y) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
+            let (x, y) = chart.backend_coord(&(g as f64 + 0.5, base));
             for (line, text) in spot.group.lines().enumerate() {
                 root.draw(&Text::new(
                     text.to_string(),
@@ -272,6 +340,20 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_panels_spread_over_decades_use_a_log_scale() {
+        // 1.14 ms against 1263 ms: the axis starts at the power of ten below half of 1.14.
+        assert_eq!(
+            log_floor(Panel::FanoutP50, &[1.14, 21.9, 1263.0]),
+            Some(0.1)
+        );
+        assert_eq!(log_floor(Panel::AppendP99, &[8.0, 722.0]), Some(1.0));
+        // Within a factor of 30, or for throughput and memory, the scale stays linear.
+        assert_eq!(log_floor(Panel::AppendP99, &[10.0, 290.0]), None);
+        assert_eq!(log_floor(Panel::Catchup, &[290e3, 4e6, 1.0]), None);
+        assert_eq!(log_floor(Panel::FanoutP99, &[0.0]), None);
+    }
 
     #[test]
     fn compact_numbers_keep_three_significant_digits() {
