@@ -17,7 +17,7 @@ use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::LatencySummary;
-use crate::target::{create_many, send, Conn, Target};
+use crate::target::{create_many, delete_many, send, Conn, Target};
 
 #[derive(Debug, Clone)]
 pub struct AppendsConfig {
@@ -66,7 +66,17 @@ impl Tally {
 /// The streams an appends run writes to, created once and shared by every connection count.
 #[derive(Debug, Clone)]
 pub struct Streams {
+    names: Vec<String>,
     uris: Arc<Vec<Uri>>,
+}
+
+impl Streams {
+    /// Deletes the streams. Ten thousand streams left behind would cost some servers a file
+    /// descriptor each (Electric's keeps every stream's file open), which later workloads and
+    /// rounds would run short of.
+    pub async fn delete(self, target: &Target) -> anyhow::Result<()> {
+        delete_many(target, &self.names).await
+    }
 }
 
 /// Creates `count` streams for the appends runs of this bench run.
@@ -87,6 +97,7 @@ pub async fn create_streams(
         .map(|n| target.stream_path(n).parse())
         .collect::<Result<_, _>>()?;
     Ok(Streams {
+        names,
         uris: Arc::new(uris),
     })
 }

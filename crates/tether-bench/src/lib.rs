@@ -270,6 +270,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     ),
                 }
             }
+            // Not timed; a stream count's streams are not needed after its runs.
+            if let Err(e) = created.delete(&target).await {
+                eprintln!("warning: deleting the {streams} append streams: {e:#}");
+            }
         }
         println!("\nappends ({} bytes each)", args.message_size);
         print!("{}", report::appends_table(&report.appends));

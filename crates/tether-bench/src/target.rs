@@ -206,15 +206,60 @@ pub async fn create_many(
     names: &[String],
     content_type: &str,
 ) -> anyhow::Result<Vec<Option<String>>> {
+    let answers = each_stream(target, names, |name| {
+        target
+            .request(Method::PUT, target.stream_path(name))
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::new()))
+    })
+    .await?;
+    names
+        .iter()
+        .zip(answers)
+        .map(|(name, resp)| {
+            if !resp.status.is_success() {
+                bail!("PUT {name} answered {}", resp.describe());
+            }
+            Ok(resp.header("stream-next-offset").map(str::to_string))
+        })
+        .collect()
+}
+
+/// Deletes the streams `names` over a few connections in parallel; one already gone is fine.
+pub async fn delete_many(target: &Target, names: &[String]) -> anyhow::Result<()> {
+    let answers = each_stream(target, names, |name| {
+        target
+            .request(Method::DELETE, target.stream_path(name))
+            .body(Full::new(Bytes::new()))
+    })
+    .await?;
+    for (name, resp) in names.iter().zip(answers) {
+        if !resp.status.is_success() && resp.status != StatusCode::NOT_FOUND {
+            bail!("DELETE {name} answered {}", resp.describe());
+        }
+    }
+    Ok(())
+}
+
+/// Sends the request `request` makes for each of the streams `names`, over eight connections
+/// in parallel, and returns the answers in the order of `names`.
+async fn each_stream<F>(
+    target: &Target,
+    names: &[String],
+    request: F,
+) -> anyhow::Result<Vec<Collected>>
+where
+    F: Fn(&str) -> Result<Request<Full<Bytes>>, hyper::http::Error> + Sync,
+{
     let per_conn = names.len().div_ceil(8).max(1);
+    let request = &request;
     let chunks = futures::future::try_join_all(names.chunks(per_conn).map(|chunk| async move {
         let mut conn = target.connect().await?;
-        let mut offsets = Vec::with_capacity(chunk.len());
+        let mut answers = Vec::with_capacity(chunk.len());
         for name in chunk {
-            let created = create_stream(target, &mut conn, name, content_type).await?;
-            offsets.push(created.header("stream-next-offset").map(str::to_string));
+            answers.push(send(&mut conn, request(name)?).await?);
         }
-        anyhow::Ok(offsets)
+        anyhow::Ok(answers)
     }))
     .await?;
     Ok(chunks.into_iter().flatten().collect())
