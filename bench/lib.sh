@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the benchmark scripts: start servers on free loopback ports, wait
 # for them, stop them. Scripts that source this keep SERVER_PIDS and stop them on exit.
 
@@ -15,10 +16,15 @@ stop_server() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Picks a port below the kernel's ephemeral range: a port in that range may be held by one of
+# the thousands of client connections a benchmark opens (or their TIME_WAIT), and then a server
+# cannot bind it even though nothing listens there.
 free_port() {
-    local port
+    local port low=32768
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    ((low > 11000)) || low=32768
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! port_open "$port"; then
             echo "$port"
             return 0
