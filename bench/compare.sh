@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# Compares Tether with Electric's Rust Durable Streams server on this machine, in one run:
-# builds Tether, starts both servers on loopback with fresh data directories, runs every
-# workload against each in turn (Tether, Electric, Tether, Electric, ...), and writes the
-# medians and ratios to bench/results/latest.md.
+# shellcheck disable=SC2016 # '$PORT' is a placeholder that start_server (lib.sh) fills in.
+# Compares Tether with its peers on this machine, in one run: Electric's Rust Durable Streams
+# server, the Node reference server, Redis Streams and NATS JetStream. Builds Tether, installs
+# the Durable Streams peers that are missing (or says what to install), starts every server on
+# loopback with a fresh data directory, runs every workload against each in turn within each
+# round (Tether, Electric, Node, Redis, NATS, Tether, ...), and writes the medians and the
+# ratios Tether/peer to bench/results/latest.md and a plot to bench/results/latest.png.
+# A peer that cannot be had is skipped with a line saying why, never silently.
 #
-# Settings (environment): ROUNDS (3), DURATION (10s), WARMUP (2s), CONNECTIONS (64,256),
-# STREAMS (100), SUBSCRIBERS (1,100,1000), FANOUT_MESSAGES (200), MESSAGES (1000000).
-# TETHER_BIN uses that server binary instead of building one; BENCH overrides the load
-# generator command (default: "$TETHER bench").
+# Settings (environment): ROUNDS (3), DURATION (8s), WARMUP (2s), STREAMS (100,10000),
+# CONNECTIONS (16,256), SUBSCRIBERS (1,100,1000), FANOUT_MESSAGES (200), MESSAGES (1000000),
+# IDLE_SUBSCRIBERS (10000), IDLE_STREAMS (100), LIFECYCLE_WORKERS (32), PEERS
+# (electric,node,redis,nats: the peers to measure beside Tether). TETHER_BIN uses that server
+# binary instead of building one; BENCH overrides the load generator command (default:
+# "$TETHER bench").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 ROUNDS="${ROUNDS:-3}"
-DURATION="${DURATION:-10s}"
+DURATION="${DURATION:-8s}"
 WARMUP="${WARMUP:-2s}"
-CONNECTIONS="${CONNECTIONS:-64,256}"
-STREAMS="${STREAMS:-100}"
+STREAMS="${STREAMS:-100,10000}"
+CONNECTIONS="${CONNECTIONS:-16,256}"
 SUBSCRIBERS="${SUBSCRIBERS:-1,100,1000}"
 FANOUT_MESSAGES="${FANOUT_MESSAGES:-200}"
 MESSAGES="${MESSAGES:-1000000}"
+IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
+IDLE_STREAMS="${IDLE_STREAMS:-100}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
-TETHER="$ROOT/target/release/tether"
+PEERS="${PEERS:-electric,node,redis,nats}"
+TETHER="${TETHER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tether}"
 read -r -a BENCH <<<"${BENCH:-$TETHER bench}"
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-# Each SSE subscriber and connection is a file descriptor, in the bench and in the servers.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# Each subscriber and connection is a file descriptor, in the bench and in the servers, which
+# inherit this limit; so may each stream be (Electric's server keeps every stream's file open,
+# and every round creates its streams anew). Raise it as far as the kernel allows when we may
+# (root), else to the hard limit.
+ulimit -n "$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)" 2>/dev/null ||
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+MOST_STREAMS="$(tr ',' '\n' <<<"$STREAMS" | sort -n | tail -n 1)"
+FILES_NEEDED=$((IDLE_SUBSCRIBERS + IDLE_STREAMS + ROUNDS * (MOST_STREAMS + IDLE_STREAMS) + 2000))
+if [[ "$(ulimit -n)" != unlimited ]] && (($(ulimit -n) < FILES_NEEDED)); then
+    say "warning: the open-file limit is $(ulimit -n); a server that keeps a file per stream may need $FILES_NEEDED"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tether-compare.XXXXXX")"
 SERVER_PIDS=()
@@ -40,88 +59,183 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+STARTED_AT=$SECONDS
 
 if [[ -n "${TETHER_BIN:-}" ]]; then
-    TETHER="$TETHER_BIN"
     say "using $TETHER as given by TETHER_BIN (not building)"
 else
     say "building tether (release)"
     cargo build --release -p tether
 fi
 
-ELECTRIC="$(command -v durable-streams-server || true)"
-if [[ -z "$ELECTRIC" && -x "$HOME/.cargo/bin/durable-streams-server" ]]; then
-    ELECTRIC="$HOME/.cargo/bin/durable-streams-server"
-fi
-if [[ -z "$ELECTRIC" ]]; then
-    say "durable-streams-server is missing: installing it with 'cargo install durable-streams'"
-    if cargo install durable-streams; then
-        ELECTRIC="$HOME/.cargo/bin/durable-streams-server"
-    else
-        say "SKIPPING Electric: 'cargo install durable-streams' failed; Tether is measured alone"
-    fi
-fi
-
 CONTEXT=(
-    "load: ${STREAMS} streams, ${CONNECTIONS} connections for ${DURATION} after ${WARMUP} warm-up; SSE ${SUBSCRIBERS} subscribers x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} JSON messages; 256-byte messages; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client on the same machine"
+    "load: appends of 256-byte messages to ${STREAMS} streams from ${CONNECTIONS} connections (every pair), ${DURATION} each after ${WARMUP} warm-up; ${SUBSCRIBERS} live subscribers on one stream x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} messages from the start; ${IDLE_SUBSCRIBERS} idle live subscribers over ${IDLE_STREAMS} streams; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client on the same machine"
 )
-
 LABELS=()
-declare -A URL PID LOG
-if start_server Tether "$WORK/tether.log" \
-    "$TETHER" serve --listen '127.0.0.1:$PORT' --data-dir "$WORK/tether-data" --auth off \
-    --max-concurrent 100000; then
-    LABELS+=(Tether)
-    CONTEXT+=("Tether: \`tether serve --auth off --max-concurrent 100000\` (the lifecycle workload's tasks all belong to one user) ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet'))")
-    mkdir -p "$WORK/Tether"
-    URL[Tether]="http://127.0.0.1:$STARTED_PORT"
-    PID[Tether]="$STARTED_PID"
-    LOG[Tether]="$WORK/tether.log"
-else
-    say "SKIPPING Tether: its server did not start"
-    CONTEXT+=("Tether: skipped, its server did not start: $(tail -n 3 "$WORK/tether.log" | tr '\n' ' ')")
-fi
+declare -A PID LOG ARGS
 
-if [[ -n "$ELECTRIC" ]]; then
-    version="$(cargo install --list 2>/dev/null | sed -n 's/^durable-streams \(v[^:]*\):$/\1/p')"
-    if start_server Electric "$WORK/electric.log" \
-        "$ELECTRIC" --host 127.0.0.1 --port '$PORT' --data-dir "$WORK/electric-data"; then
-        LABELS+=(Electric)
-        mkdir -p "$WORK/Electric"
-        URL[Electric]="http://127.0.0.1:$STARTED_PORT"
-        PID[Electric]="$STARTED_PID"
-        LOG[Electric]="$WORK/electric.log"
-        CONTEXT+=("Electric: \`durable-streams-server\` ${version:-unknown version}, default (durable WAL) mode")
+# measure LABEL CONTEXT BENCH_ARGS...: after start_server succeeded, adds the server to the
+# rounds with the bench arguments that reach it and a context line (version, durability).
+measure() {
+    local label="$1" line="$2"
+    shift 2
+    LABELS+=("$label")
+    PID[$label]="$STARTED_PID"
+    LOG[$label]="$WORK/$label.log"
+    ARGS[$label]="$*"
+    CONTEXT+=("$label: $line")
+    mkdir -p "$WORK/$label"
+}
+
+skip() {
+    say "SKIPPING $1: $2"
+    CONTEXT+=("$1: not measured, $2")
+}
+
+wanted() { [[ ",$PEERS," == *",$1,"* ]]; }
+
+start_tether() {
+    local commit
+    commit="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet')"
+    if start_server Tether "$WORK/Tether.log" \
+        "$TETHER" serve --listen '127.0.0.1:$PORT' --data-dir "$WORK/tether-data" --auth off \
+        --max-concurrent 100000; then
+        measure Tether "\`tether serve --auth off --max-concurrent 100000\` ($commit; the lifecycle workload's tasks all belong to one user); SQLite with synchronous=FULL: an append is acknowledged after its group commit's fsync" \
+            --url "http://127.0.0.1:$STARTED_PORT" --with-lifecycle --workers "$LIFECYCLE_WORKERS"
     else
-        say "SKIPPING Electric: its server did not start"
-        CONTEXT+=("Electric: skipped, its server did not start")
+        skip Tether "its server did not start: $(tail -n 3 "$WORK/Tether.log" | tr '\n' ' ')"
     fi
-else
-    CONTEXT+=("Electric: skipped, durable-streams-server could not be installed")
+}
+
+start_electric() {
+    local bin version
+    bin="$(command -v durable-streams-server || true)"
+    if [[ -z "$bin" && -x "$CARGO_BIN/durable-streams-server" ]]; then
+        bin="$CARGO_BIN/durable-streams-server"
+    fi
+    if [[ -z "$bin" ]]; then
+        say "durable-streams-server is missing: installing it with 'cargo install durable-streams'"
+        if ! cargo install durable-streams; then
+            skip Electric "'cargo install durable-streams' failed"
+            return
+        fi
+        bin="$CARGO_BIN/durable-streams-server"
+    fi
+    version="$(cargo install --list 2>/dev/null | sed -n 's/^durable-streams \(v[^:]*\):$/\1/p')"
+    if start_server Electric "$WORK/Electric.log" \
+        "$bin" --host 127.0.0.1 --port '$PORT' --data-dir "$WORK/electric-data" --durability wal; then
+        measure Electric "\`durable-streams-server --durability wal\` ${version:-(version unknown)}: an append is acknowledged after its WAL group commit's fdatasync" \
+            --url "http://127.0.0.1:$STARTED_PORT"
+    else
+        skip Electric "its server did not start"
+    fi
+}
+
+start_node() {
+    local dir="$ROOT/bench/peers/node" version
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        skip Node "node and npm are not installed (Debian: apt-get install nodejs npm)"
+        return
+    fi
+    if [[ ! -d "$dir/node_modules/@durable-streams/server" ]]; then
+        say "installing the Node reference server: npm ci in bench/peers/node"
+        if ! (cd "$dir" && npm ci --no-audit --no-fund); then
+            skip Node "'npm ci' in bench/peers/node failed"
+            return
+        fi
+    fi
+    version="$(cd "$dir" && node -p 'require("@durable-streams/server/package.json").version' 2>/dev/null || echo unknown)"
+    if start_server Node "$WORK/Node.log" node "$dir/server.mjs" '$PORT' "$WORK/node-data"; then
+        measure Node "\`@durable-streams/server\` $version (DurableStreamTestServer) on Node $(node --version), file-backed: an append is written to the stream's log file and fdatasync'ed (concurrent appends to one file share a sync) before LMDB metadata is committed and the append acknowledged" \
+            --url "http://127.0.0.1:$STARTED_PORT"
+    else
+        skip Node "its server did not start"
+    fi
+}
+
+start_redis() {
+    local version
+    if ! command -v redis-server >/dev/null; then
+        skip Redis "redis-server is not installed (Debian: apt-get install redis-server)"
+        return
+    fi
+    version="$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+    mkdir -p "$WORK/redis-data"
+    if start_server Redis "$WORK/Redis.log" \
+        redis-server --port '$PORT' --bind 127.0.0.1 --dir "$WORK/redis-data" \
+        --appendonly yes --appendfsync always --save '' \
+        --maxclients $((IDLE_SUBSCRIBERS + 1000)); then
+        measure Redis "its own \`redis-server\` $version with --appendonly yes --appendfsync always --save '': a write is acknowledged after the append-only file's fsync (one per event-loop pass); streams by XADD, XREAD BLOCK and XRANGE" \
+            --system redis --url "redis://127.0.0.1:$STARTED_PORT"
+    else
+        skip Redis "its server did not start"
+    fi
+}
+
+start_nats() {
+    local version
+    if ! command -v nats-server >/dev/null; then
+        skip NATS "nats-server is not installed (Debian: apt-get install nats-server)"
+        return
+    fi
+    version="$(nats-server --version | sed -n 's/.*: *\(v.*\)$/\1/p')"
+    if start_server NATS "$WORK/NATS.log" \
+        nats-server -a 127.0.0.1 -p '$PORT' -js -sd "$WORK/nats-data"; then
+        measure NATS "its own \`nats-server\` ${version:-(version unknown)} with JetStream file storage: a publish is acknowledged once written to the file store, which fsyncs in the background on a timer, not per acknowledgement (2.9 has no sync_interval option to change that)" \
+            --system nats --url "nats://127.0.0.1:$STARTED_PORT"
+    else
+        skip NATS "its server did not start"
+    fi
+}
+
+start_tether
+wanted electric && start_electric
+wanted node && start_node
+wanted redis && start_redis
+wanted nats && start_nats
+
+if [[ ${#LABELS[@]} -eq 0 ]]; then
+    say "no server could be measured"
+    exit 1
 fi
 
 # Other work on the machine skews every figure; say how busy it was.
 CONTEXT+=("load average when the rounds started: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)")
+declare -A GONE
 for round in $(seq "$ROUNDS"); do
     for label in "${LABELS[@]}"; do
+        [[ -n "${GONE[$label]:-}" ]] && continue
         pid="${PID[$label]}"
         if ! kill -0 "$pid" 2>/dev/null; then
             say "round $round: $label's server has exited; skipping it. The end of its log:"
             tail -n 20 "${LOG[$label]}" >&2
+            GONE[$label]="its server exited in round $round"
             continue
         fi
         say "round $round of $ROUNDS: $label"
-        extra=()
-        [[ "$label" == Tether ]] && extra=(--with-lifecycle --workers "$LIFECYCLE_WORKERS")
+        began=$SECONDS
+        read -r -a args <<<"${ARGS[$label]}"
+        json="$WORK/$label/round-$round.json"
+        output="$WORK/$label/round-$round.out"
+        rc=0
         # The catch-up stream is preloaded in the first round and read again in later ones.
-        if ! "${BENCH[@]}" --url "${URL[$label]}" --label "$label" --server-pid "$pid" \
-            --workload all --streams "$STREAMS" --connections "$CONNECTIONS" \
-            --duration "$DURATION" --warmup "$WARMUP" --subscribers "$SUBSCRIBERS" \
+        "${BENCH[@]}" "${args[@]}" --label "$label" --server-pid "$pid" --workload all \
+            --streams "$STREAMS" --connections "$CONNECTIONS" --duration "$DURATION" \
+            --warmup "$WARMUP" --subscribers "$SUBSCRIBERS" \
             --fanout-messages "$FANOUT_MESSAGES" --messages "$MESSAGES" \
-            --catchup-stream bench-catchup "${extra[@]}" \
-            --json "$WORK/$label/round-$round.json"; then
+            --catchup-stream bench-catchup --idle-subscribers "$IDLE_SUBSCRIBERS" \
+            --idle-streams "$IDLE_STREAMS" --json "$json" 2>&1 | tee "$output" || rc=${PIPESTATUS[0]}
+        if ((rc == 0)); then
+            :
+        elif [[ -f "$json" ]]; then
             say "round $round: $label had failures (listed above and in the report)"
+        else
+            # No report at all: the bench cannot measure this server (say, a build without
+            # its driver). Later rounds would fail the same way.
+            GONE[$label]="the bench could not measure it: $(tail -n 1 "$output")"
+            say "SKIPPING $label from now on: ${GONE[$label]}"
         fi
+        say "round $round: $label took $((SECONDS - began)) s"
     done
 done
 
@@ -129,24 +243,37 @@ for label in "${LABELS[@]}"; do
     stop_server "${PID[$label]}"
 done
 
-if [[ ${#LABELS[@]} -eq 0 ]]; then
+MEASURED=()
+for label in "${LABELS[@]}"; do
+    if compgen -G "$WORK/$label/*.json" >/dev/null; then
+        MEASURED+=("$label")
+    fi
+    if [[ -n "${GONE[$label]:-}" ]]; then
+        CONTEXT+=("$label: dropped from the rounds, ${GONE[$label]}")
+    fi
+done
+if [[ ${#MEASURED[@]} -eq 0 ]]; then
     say "no server could be measured"
     exit 1
 fi
+CONTEXT+=("the run took $(((SECONDS - STARTED_AT + 30) / 60)) minutes, building included")
+
 mkdir -p "$ROOT/bench/results"
 SUMMARY=()
-for label in "${LABELS[@]}"; do
+for label in "${MEASURED[@]}"; do
     SUMMARY+=(--summarize "$label=$WORK/$label")
 done
 for line in "${CONTEXT[@]}"; do
     SUMMARY+=(--context "$line")
 done
-"${BENCH[@]}" "${SUMMARY[@]}" --out "$ROOT/bench/results/latest.md" >/dev/null
+"${BENCH[@]}" "${SUMMARY[@]}" --out "$ROOT/bench/results/latest.md" \
+    --plot "$ROOT/bench/results/latest.png" >/dev/null
 # Keep the per-round reports beside the summary, to look into or summarise again.
 rm -rf "$ROOT/bench/results/latest-json"
 mkdir -p "$ROOT/bench/results/latest-json"
-for label in "${LABELS[@]}"; do
-    cp -r "$WORK/$label" "$ROOT/bench/results/latest-json/"
+for label in "${MEASURED[@]}"; do
+    mkdir -p "$ROOT/bench/results/latest-json/$label"
+    cp "$WORK/$label/"*.json "$ROOT/bench/results/latest-json/$label/"
 done
-say "wrote bench/results/latest.md and the per-round JSON in bench/results/latest-json/"
+say "wrote bench/results/latest.md, bench/results/latest.png and the per-round JSON in bench/results/latest-json/ ($(((SECONDS - STARTED_AT) / 60)) min)"
 cat "$ROOT/bench/results/latest.md"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # '$PORT' is a placeholder that start_server (lib.sh) fills in.
 # Measures Tether on PostgreSQL with one node and with three nodes on one database, beside the
 # embedded SQLite store, in one run: builds Tether, creates a scratch database per deployment,
 # starts the servers, runs the same workloads against each in turn (alternating rounds), and
@@ -7,8 +8,9 @@
 #
 # Settings (environment): ROUNDS (3), DURATION (10s), WARMUP (2s), CONNECTIONS (64),
 # STREAMS (100), SUBSCRIBERS (100), FANOUT_MESSAGES (200), MESSAGES (200000),
-# LIFECYCLE_WORKERS (32), DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres: the
-# server to create the scratch databases on). TETHER_BIN uses that binary instead of building.
+# LIFECYCLE_WORKERS (32), IDLE_SUBSCRIBERS (10000), DATABASE_URL
+# (postgres://postgres@127.0.0.1:5432/postgres: the server to create the scratch databases on).
+# TETHER_BIN uses that binary instead of building.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +25,7 @@ SUBSCRIBERS="${SUBSCRIBERS:-100}"
 FANOUT_MESSAGES="${FANOUT_MESSAGES:-200}"
 MESSAGES="${MESSAGES:-200000}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
+IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 TETHER="${TETHER_BIN:-$ROOT/target/release/tether}"
 
@@ -78,7 +81,7 @@ node pg-1-node 1 --database "$SCRATCH_URL"
 node sqlite 1
 
 CONTEXT=(
-    "load: ${STREAMS} streams, ${CONNECTIONS} connections for ${DURATION} after ${WARMUP} warm-up; SSE ${SUBSCRIBERS} subscribers x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} JSON messages; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client and every server on the same machine"
+    "load: ${STREAMS} streams, ${CONNECTIONS} connections for ${DURATION} after ${WARMUP} warm-up; SSE ${SUBSCRIBERS} subscribers x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} JSON messages; ${IDLE_SUBSCRIBERS} idle SSE subscribers; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client and every server on the same machine"
     "Tether $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet'), \`tether serve --auth off --max-concurrent 100000\`; pg-*: \`--database\` on PostgreSQL $(psql "$DATABASE_URL" -tAc 'SHOW server_version' 2>/dev/null || echo '?') on this machine, default settings (synchronous_commit on); pg-3-nodes: three nodes on one database, connections spread over them in turn; memory rows are of the first node"
     "load average when the rounds started: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 )
@@ -92,7 +95,7 @@ for round in $(seq "$ROUNDS"); do
             --streams "$STREAMS" --connections "$CONNECTIONS" \
             --duration "$DURATION" --warmup "$WARMUP" --subscribers "$SUBSCRIBERS" \
             --fanout-messages "$FANOUT_MESSAGES" --messages "$MESSAGES" \
-            --catchup-stream bench-catchup --json "$WORK/$label/round-$round.json"; then
+            --catchup-stream bench-catchup --idle-subscribers "$IDLE_SUBSCRIBERS" --json "$WORK/$label/round-$round.json"; then
             say "round $round: $label had failures (listed above and in the report)"
         fi
     done
