@@ -110,24 +110,22 @@ pub async fn run(
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-    let handles: Vec<_> = (0..cfg.subscribers)
-        .map(|_| {
-            let sub = Subscriber {
-                target: target.clone(),
-                uri: sse_uri.clone(),
-                messages: cfg.messages,
-                epoch,
-                progress: progress.clone(),
-                gate: gate.clone(),
-                stop: stop_rx.clone(),
-            };
-            tokio::spawn(sub.run())
-        })
-        .collect();
-
-    let connect_s = live::wait_until_ready(
-        &progress,
+    let subscriber = |_: usize| {
+        Subscriber {
+            target: target.clone(),
+            uri: sse_uri.clone(),
+            messages: cfg.messages,
+            epoch,
+            progress: progress.clone(),
+            gate: gate.clone(),
+            stop: stop_rx.clone(),
+        }
+        .run()
+    };
+    let (handles, connect_s) = live::start(
         cfg.subscribers,
+        subscriber,
+        &progress,
         Duration::from_millis(20),
         &mut notes,
     )

@@ -107,24 +107,22 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
     let reopened = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let handles: Vec<_> = (0..cfg.subscribers)
-        .map(|i| {
-            let sub = Waiter {
-                target: target.clone(),
-                uri: uris[i % uris.len()].clone(),
-                progress: progress.clone(),
-                waiting: waiting.clone(),
-                reopened: reopened.clone(),
-                gate: gate.clone(),
-                stop: stop_rx.clone(),
-            };
-            tokio::spawn(sub.run())
-        })
-        .collect();
-
-    let connect_s = live::wait_until_ready(
-        &progress,
+    let waiter = |i: usize| {
+        Waiter {
+            target: target.clone(),
+            uri: uris[i % uris.len()].clone(),
+            progress: progress.clone(),
+            waiting: waiting.clone(),
+            reopened: reopened.clone(),
+            gate: gate.clone(),
+            stop: stop_rx.clone(),
+        }
+        .run()
+    };
+    let (handles, connect_s) = live::start(
         cfg.subscribers,
+        waiter,
+        &progress,
         Duration::from_millis(5),
         &mut notes,
     )

@@ -1,6 +1,7 @@
 //! Live SSE subscribers, shared by the fan-out and idle workloads: opening a subscription on
 //! its own connection, and waiting until a crowd of them is certainly listening.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Uri};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::target::Target;
 
@@ -63,11 +65,29 @@ pub async fn subscribe(target: &Target, uri: Uri, gate: &Semaphore) -> anyhow::R
     Ok(resp.into_body())
 }
 
+/// Spawns `count` subscriber tasks made by `spawn` (given each one's index), then waits until
+/// they are ready (see [`wait_until_ready`]). Returns their handles and the seconds it took.
+pub async fn start<T, F>(
+    count: usize,
+    spawn: impl Fn(usize) -> F,
+    progress: &Progress,
+    per_subscriber: Duration,
+    notes: &mut Vec<String>,
+) -> (Vec<JoinHandle<T>>, f64)
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles = (0..count).map(|i| tokio::spawn(spawn(i))).collect();
+    let connect_s = wait_until_ready(progress, count, per_subscriber, notes).await;
+    (handles, connect_s)
+}
+
 /// Waits until every subscriber has had its first control event (or failed). A server that
 /// sends nothing until the first append is given three seconds after every subscriber's
 /// response headers arrived. Gives up after 30 s plus `per_subscriber` for each subscriber.
 /// Returns the seconds it took; what went wrong is added to `notes`.
-pub async fn wait_until_ready(
+async fn wait_until_ready(
     progress: &Progress,
     subscribers: usize,
     per_subscriber: Duration,

@@ -171,34 +171,32 @@ fn draw_panel(
         .collect();
     let top = values.iter().copied().fold(0.0f64, f64::max);
     let x = 0.0..rows.len() as f64;
-    let caption = |extra: &str| {
-        (
-            format!("{}{extra}", panel.title()),
-            (FONT, 21).into_font().style(FontStyle::Bold),
-        )
-    };
     if let Some(floor) = log_floor(panel, &values) {
-        let (title, font) = caption(", log scale");
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, font)
-            .margin(18)
-            .x_label_area_size(48)
-            .y_label_area_size(78)
-            .build_cartesian_2d(x, (floor..top * 2.0).log_scale())?;
+        let title = format!("{}, log scale", panel.title());
+        let mut chart =
+            chart_builder(area, &title).build_cartesian_2d(x, (floor..top * 2.0).log_scale())?;
         configure_axes(&mut chart)?;
         draw_bars(root, &mut chart, rows, servers, floor)
     } else {
         let top = if top > 0.0 { top * 1.18 } else { 1.0 };
-        let (title, font) = caption("");
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, font)
-            .margin(18)
-            .x_label_area_size(48)
-            .y_label_area_size(78)
-            .build_cartesian_2d(x, 0.0..top)?;
+        let mut chart = chart_builder(area, panel.title()).build_cartesian_2d(x, 0.0..top)?;
         configure_axes(&mut chart)?;
         draw_bars(root, &mut chart, rows, servers, 0.0)
     }
+}
+
+/// A panel's frame: its title, and room for the axes' labels.
+fn chart_builder<'a, 'b>(
+    area: &'a Area<'b>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, (FONT, 21).into_font().style(FontStyle::Bold))
+        .margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(78);
+    builder
 }
 
 /// Where the axis of a log-scaled panel starts, or `None` for a linear one: the power of ten
