@@ -39,13 +39,14 @@ CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 source "$ROOT/bench/lib.sh"
 
 # Each subscriber and connection is a file descriptor, in the bench and in the servers, which
-# inherit this limit; so may each stream be (Electric's server keeps every stream's file open,
-# and every round creates its streams anew). Raise it as far as the kernel allows when we may
-# (root), else to the hard limit.
+# inherit this limit; so may each stream be (Electric's server keeps every stream's file open;
+# the bench deletes the append streams after their runs, but the idle ones stay). Raise it as
+# far as the kernel allows when we may, else to the hard limit.
 ulimit -n "$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)" 2>/dev/null ||
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MOST_STREAMS="$(tr ',' '\n' <<<"$STREAMS" | sort -n | tail -n 1)"
-FILES_NEEDED=$((IDLE_SUBSCRIBERS + IDLE_STREAMS + ROUNDS * (MOST_STREAMS + IDLE_STREAMS) + 2000))
+FILES_NEEDED=$((IDLE_SUBSCRIBERS + ROUNDS * (IDLE_STREAMS + 10) + 1000))
+((FILES_NEEDED > MOST_STREAMS + 2000)) || FILES_NEEDED=$((MOST_STREAMS + 2000))
 if [[ "$(ulimit -n)" != unlimited ]] && (($(ulimit -n) < FILES_NEEDED)); then
     say "warning: the open-file limit is $(ulimit -n); a server that keeps a file per stream may need $FILES_NEEDED"
 fi
@@ -74,37 +75,46 @@ CONTEXT=(
 LABELS=()
 declare -A PID LOG ARGS
 
-# measure LABEL CONTEXT BENCH_ARGS...: after start_server succeeded, adds the server to the
-# rounds with the bench arguments that reach it and a context line (version, durability).
-measure() {
-    local label="$1" line="$2"
-    shift 2
-    LABELS+=("$label")
-    PID[$label]="$STARTED_PID"
-    LOG[$label]="$WORK/$label.log"
-    ARGS[$label]="$*"
-    CONTEXT+=("$label: $line")
-    mkdir -p "$WORK/$label"
-}
-
 skip() {
     say "SKIPPING $1: $2"
     CONTEXT+=("$1: not measured, $2")
 }
 
+# serve LABEL CONTEXT BENCH_ARGS COMMAND...: starts the server COMMAND (see start_server) and,
+# once it listens, adds it to the rounds with a context line (version, durability) and the
+# bench arguments that reach it ('$PORT' in them is its port); else skips it.
+serve() {
+    local label="$1" line="$2" bench="$3"
+    shift 3
+    if ! start_server "$label" "$WORK/$label.log" "$@"; then
+        skip "$label" "its server did not start: $(tail -n 3 "$WORK/$label.log" | tr '\n' ' ')"
+        return 0
+    fi
+    LABELS+=("$label")
+    PID[$label]="$STARTED_PID"
+    LOG[$label]="$WORK/$label.log"
+    ARGS[$label]="${bench//\$PORT/$STARTED_PORT}"
+    CONTEXT+=("$label: $line")
+    mkdir -p "$WORK/$label"
+}
+
 wanted() { [[ ",$PEERS," == *",$1,"* ]]; }
+
+# installed COMMAND LABEL PACKAGE: whether COMMAND is on the PATH; if not, skips LABEL and
+# names the Debian package to install.
+installed() {
+    command -v "$1" >/dev/null && return 0
+    skip "$2" "$1 is not installed (Debian: apt-get install $3)"
+    return 1
+}
 
 start_tether() {
     local commit
     commit="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet')"
-    if start_server Tether "$WORK/Tether.log" \
+    serve Tether "\`tether serve --auth off --max-concurrent 100000\` ($commit; the lifecycle workload's tasks all belong to one user); SQLite with synchronous=FULL: an append is acknowledged after its group commit's fsync" \
+        "--url http://127.0.0.1:\$PORT --with-lifecycle --workers $LIFECYCLE_WORKERS" \
         "$TETHER" serve --listen '127.0.0.1:$PORT' --data-dir "$WORK/tether-data" --auth off \
-        --max-concurrent 100000; then
-        measure Tether "\`tether serve --auth off --max-concurrent 100000\` ($commit; the lifecycle workload's tasks all belong to one user); SQLite with synchronous=FULL: an append is acknowledged after its group commit's fsync" \
-            --url "http://127.0.0.1:$STARTED_PORT" --with-lifecycle --workers "$LIFECYCLE_WORKERS"
-    else
-        skip Tether "its server did not start: $(tail -n 3 "$WORK/Tether.log" | tr '\n' ' ')"
-    fi
+        --max-concurrent 100000
 }
 
 start_electric() {
@@ -122,21 +132,14 @@ start_electric() {
         bin="$CARGO_BIN/durable-streams-server"
     fi
     version="$(cargo install --list 2>/dev/null | sed -n 's/^durable-streams \(v[^:]*\):$/\1/p')"
-    if start_server Electric "$WORK/Electric.log" \
-        "$bin" --host 127.0.0.1 --port '$PORT' --data-dir "$WORK/electric-data" --durability wal; then
-        measure Electric "\`durable-streams-server --durability wal\` ${version:-(version unknown)}: an append is acknowledged after its WAL group commit's fdatasync" \
-            --url "http://127.0.0.1:$STARTED_PORT"
-    else
-        skip Electric "its server did not start"
-    fi
+    serve Electric "\`durable-streams-server --durability wal\` ${version:-(version unknown)}: an append is acknowledged after its WAL group commit's fdatasync" \
+        '--url http://127.0.0.1:$PORT' \
+        "$bin" --host 127.0.0.1 --port '$PORT' --data-dir "$WORK/electric-data" --durability wal
 }
 
 start_node() {
     local dir="$ROOT/bench/peers/node" version
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        skip Node "node and npm are not installed (Debian: apt-get install nodejs npm)"
-        return
-    fi
+    installed node Node nodejs && installed npm Node npm || return 0
     if [[ ! -d "$dir/node_modules/@durable-streams/server" ]]; then
         say "installing the Node reference server: npm ci in bench/peers/node"
         if ! (cd "$dir" && npm ci --no-audit --no-fund); then
@@ -145,47 +148,29 @@ start_node() {
         fi
     fi
     version="$(cd "$dir" && node -p 'require("@durable-streams/server/package.json").version' 2>/dev/null || echo unknown)"
-    if start_server Node "$WORK/Node.log" node "$dir/server.mjs" '$PORT' "$WORK/node-data"; then
-        measure Node "\`@durable-streams/server\` $version (DurableStreamTestServer) on Node $(node --version), file-backed: an append is written to the stream's log file and fdatasync'ed (concurrent appends to one file share a sync) before LMDB metadata is committed and the append acknowledged" \
-            --url "http://127.0.0.1:$STARTED_PORT"
-    else
-        skip Node "its server did not start"
-    fi
+    serve Node "\`@durable-streams/server\` $version (DurableStreamTestServer) on Node $(node --version), file-backed: an append is written to the stream's log file and fdatasync'ed (concurrent appends to one file share a sync) before LMDB metadata is committed and the append acknowledged" \
+        '--url http://127.0.0.1:$PORT' \
+        node "$dir/server.mjs" '$PORT' "$WORK/node-data"
 }
 
 start_redis() {
     local version
-    if ! command -v redis-server >/dev/null; then
-        skip Redis "redis-server is not installed (Debian: apt-get install redis-server)"
-        return
-    fi
+    installed redis-server Redis redis-server || return 0
     version="$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
     mkdir -p "$WORK/redis-data"
-    if start_server Redis "$WORK/Redis.log" \
+    serve Redis "its own \`redis-server\` $version with --appendonly yes --appendfsync always --save '': a write is acknowledged after the append-only file's fsync (one per event-loop pass); streams by XADD, XREAD BLOCK and XRANGE" \
+        '--system redis --url redis://127.0.0.1:$PORT' \
         redis-server --port '$PORT' --bind 127.0.0.1 --dir "$WORK/redis-data" \
-        --appendonly yes --appendfsync always --save '' \
-        --maxclients $((IDLE_SUBSCRIBERS + 1000)); then
-        measure Redis "its own \`redis-server\` $version with --appendonly yes --appendfsync always --save '': a write is acknowledged after the append-only file's fsync (one per event-loop pass); streams by XADD, XREAD BLOCK and XRANGE" \
-            --system redis --url "redis://127.0.0.1:$STARTED_PORT"
-    else
-        skip Redis "its server did not start"
-    fi
+        --appendonly yes --appendfsync always --save '' --maxclients $((IDLE_SUBSCRIBERS + 1000))
 }
 
 start_nats() {
     local version
-    if ! command -v nats-server >/dev/null; then
-        skip NATS "nats-server is not installed (Debian: apt-get install nats-server)"
-        return
-    fi
+    installed nats-server NATS nats-server || return 0
     version="$(nats-server --version | sed -n 's/.*: *\(v.*\)$/\1/p')"
-    if start_server NATS "$WORK/NATS.log" \
-        nats-server -a 127.0.0.1 -p '$PORT' -js -sd "$WORK/nats-data"; then
-        measure NATS "its own \`nats-server\` ${version:-(version unknown)} with JetStream file storage: a publish is acknowledged once written to the file store, which fsyncs in the background on a timer, not per acknowledgement (2.9 has no sync_interval option to change that)" \
-            --system nats --url "nats://127.0.0.1:$STARTED_PORT"
-    else
-        skip NATS "its server did not start"
-    fi
+    serve NATS "its own \`nats-server\` ${version:-(version unknown)} with JetStream file storage: a publish is acknowledged once written to the file store, which fsyncs in the background on a timer, not per acknowledgement (2.9 has no sync_interval option to change that)" \
+        '--system nats --url nats://127.0.0.1:$PORT' \
+        nats-server -a 127.0.0.1 -p '$PORT' -js -sd "$WORK/nats-data"
 }
 
 start_tether
