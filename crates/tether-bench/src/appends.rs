@@ -44,15 +44,57 @@ pub struct AppendsResult {
     pub latency: LatencySummary,
 }
 
+/// The measured window: only answers that arrive inside it count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window that opens after the warm-up, starting now.
+    pub fn after_warmup(cfg: &AppendsConfig) -> Self {
+        let start = Instant::now() + cfg.warmup;
+        Self {
+            start,
+            end: start + cfg.duration,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        Instant::now() < self.end
+    }
+
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t <= self.end
+    }
+}
+
 /// What one connection's loop measured.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     ok: u64,
     latencies: Vec<u64>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
+    /// Counts one append sent at `sent` and answered now, if the answer falls in the window:
+    /// `Ok` when it was acknowledged, else the kind of error.
+    pub fn record(&mut self, window: &Window, sent: Instant, outcome: Result<(), String>) {
+        let done = Instant::now();
+        if !window.contains(done) {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push((done - sent).as_nanos() as u64);
+            }
+            Err(kind) => self.error(kind),
+        }
+    }
+
     fn error(&mut self, kind: String) {
         // Distinct connection errors could be many; past a few kinds, fold them together.
         let kind = if self.errors.len() >= 16 && !self.errors.contains_key(&kind) {
@@ -90,9 +132,7 @@ pub async fn run(
         .context("opening the append connections")?;
 
     let body = Bytes::from(vec![b'x'; cfg.message_size]);
-    let start = Instant::now();
-    let window_start = start + cfg.warmup;
-    let window_end = window_start + cfg.duration;
+    let window = Window::after_warmup(cfg);
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -100,16 +140,21 @@ pub async fn run(
             let target = target.clone();
             let uris = uris.clone();
             let body = body.clone();
-            tokio::spawn(async move {
-                append_loop(target, conn, uris, i, body, window_start, window_end).await
-            })
+            tokio::spawn(async move { append_loop(target, conn, uris, i, body, window).await })
         })
         .collect();
+    let mut tallies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tallies.push(task.await.context("append task panicked")?);
+    }
+    Ok(summarize(cfg, tallies))
+}
 
+/// Adds up the connections' tallies.
+pub(crate) fn summarize(cfg: &AppendsConfig, tallies: Vec<Tally>) -> AppendsResult {
     let mut latencies = Vec::new();
     let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.context("append task panicked")?;
+    for tally in tallies {
         total.ok += tally.ok;
         latencies.extend(tally.latencies);
         for (kind, n) in tally.errors {
@@ -117,7 +162,7 @@ pub async fn run(
         }
     }
     let errors = total.errors.values().sum();
-    Ok(AppendsResult {
+    AppendsResult {
         connections: cfg.connections,
         streams: cfg.streams,
         message_size: cfg.message_size,
@@ -127,7 +172,7 @@ pub async fn run(
         error_kinds: total.errors,
         appends_per_s: total.ok as f64 / cfg.duration.as_secs_f64(),
         latency: LatencySummary::from_nanos(&mut latencies),
-    })
+    }
 }
 
 /// Creates the streams over a few connections in parallel.
@@ -153,12 +198,11 @@ async fn append_loop(
     uris: Arc<Vec<Uri>>,
     first: usize,
     body: Bytes,
-    window_start: Instant,
-    window_end: Instant,
+    window: Window,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut next = first;
-    while Instant::now() < window_end {
+    while window.is_open() {
         let uri = uris[next % uris.len()].clone();
         next += 1;
         let req = target
@@ -173,26 +217,12 @@ async fn append_loop(
             }
         };
         let sent = Instant::now();
-        let result = send(&mut conn, req).await;
-        let done = Instant::now();
-        let counted = done >= window_start && done <= window_end;
-        match result {
-            Ok(resp) if resp.status.is_success() => {
-                if counted {
-                    tally.ok += 1;
-                    tally.latencies.push((done - sent).as_nanos() as u64);
-                }
-            }
-            Ok(resp) => {
-                if counted {
-                    tally.error(resp.status.as_u16().to_string());
-                }
-            }
+        match send(&mut conn, req).await {
+            Ok(resp) if resp.status.is_success() => tally.record(&window, sent, Ok(())),
+            Ok(resp) => tally.record(&window, sent, Err(resp.status.as_u16().to_string())),
             Err(e) => {
-                if counted {
-                    tally.error(format!("{e:#}"));
-                }
-                conn = match reconnect(&target, window_end).await {
+                tally.record(&window, sent, Err(format!("{e:#}")));
+                conn = match reconnect(&target, window.end).await {
                     Some(conn) => conn,
                     None => break,
                 };

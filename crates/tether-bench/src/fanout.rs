@@ -22,12 +22,13 @@ use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::memory::rss_kb;
 use crate::sse::SseParser;
 use crate::stats::LatencySummary;
-use crate::target::{create_stream, encode_query_value, send, Target};
+use crate::target::{create_stream, encode_query_value, send, Conn, Target};
 
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
@@ -74,23 +75,91 @@ pub struct FanoutResult {
 
 /// Counters the subscribers update and the coordinator polls.
 #[derive(Default)]
-struct Progress {
-    /// Response headers arrived with status 200.
-    accepted: AtomicUsize,
-    /// The first `control` event arrived: the subscription is certainly live.
-    ready: AtomicUsize,
+pub(crate) struct Progress {
+    /// The subscription was accepted (for SSE: response headers arrived with status 200).
+    pub accepted: AtomicUsize,
+    /// The subscription is certainly live (for SSE: the first `control` event arrived).
+    pub ready: AtomicUsize,
     /// Received every message.
-    finished: AtomicUsize,
+    pub finished: AtomicUsize,
     /// Gave up with an error.
-    failed: AtomicUsize,
+    pub failed: AtomicUsize,
 }
 
-struct SubscriberOutcome {
+/// What one subscriber received.
+pub(crate) struct SubscriberOutcome {
     received: Vec<bool>,
     latencies: Vec<u64>,
     duplicates: u64,
     malformed: u64,
-    error: Option<String>,
+    /// Distinct messages received so far.
+    distinct: usize,
+    /// An unterminated message carried over to the next delivery.
+    partial: Vec<u8>,
+    pub error: Option<String>,
+}
+
+impl SubscriberOutcome {
+    pub fn new(messages: usize) -> Self {
+        Self {
+            received: vec![false; messages],
+            latencies: Vec::with_capacity(messages),
+            duplicates: 0,
+            malformed: 0,
+            distinct: 0,
+            partial: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Records the `seq:nanos;` messages in `data`, all received at `now` (nanoseconds since
+    /// the shared epoch).
+    pub fn receive(&mut self, data: &[u8], now: u64) {
+        let Self {
+            received,
+            latencies,
+            duplicates,
+            malformed,
+            distinct,
+            partial,
+            ..
+        } = self;
+        let bad = split_messages(partial, data, |seq, sent| {
+            match received.get_mut(seq as usize) {
+                Some(seen) if !*seen => {
+                    *seen = true;
+                    *distinct += 1;
+                    latencies.push(now.saturating_sub(sent));
+                }
+                Some(_) => *duplicates += 1,
+                None => *malformed += 1,
+            }
+        });
+        *malformed += bad;
+    }
+
+    /// Whether every message has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.distinct == self.received.len()
+    }
+}
+
+/// Appends one fan-out message to the stream under test.
+pub(crate) trait Publisher {
+    /// Appends `body`; `Err` says why it was not acknowledged.
+    async fn publish(&mut self, body: Bytes) -> Result<(), String>;
+}
+
+/// What the system-specific part of a fan-out run hands to [`measure`].
+pub(crate) struct Subscribed {
+    /// The clock that stamps the messages, shared with the subscribers.
+    pub epoch: Instant,
+    pub progress: Arc<Progress>,
+    /// Set to `true` to stop subscribers that are still waiting.
+    pub stop: watch::Sender<bool>,
+    pub handles: Vec<JoinHandle<SubscriberOutcome>>,
+    pub rss_before_kb: Option<u64>,
+    pub notes: Vec<String>,
 }
 
 pub async fn run(
@@ -120,7 +189,7 @@ pub async fn run(
     let rss_before_kb = cfg.server_pid.and_then(rss_kb);
     let epoch = Instant::now();
     let progress = Arc::new(Progress::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
     let handles: Vec<_> = (0..cfg.subscribers)
         .map(|_| {
@@ -136,7 +205,65 @@ pub async fn run(
             tokio::spawn(sub.run())
         })
         .collect();
+    let publisher = SsePublisher {
+        target: target.clone(),
+        conn: publisher,
+        uri: post_uri,
+    };
+    let subscribed = Subscribed {
+        epoch,
+        progress,
+        stop,
+        handles,
+        rss_before_kb,
+        notes,
+    };
+    measure(cfg, subscribed, publisher).await
+}
 
+/// Posts fan-out messages over one keep-alive connection, reconnecting after a failure.
+struct SsePublisher {
+    target: Target,
+    conn: Conn,
+    uri: Uri,
+}
+
+impl Publisher for SsePublisher {
+    async fn publish(&mut self, body: Bytes) -> Result<(), String> {
+        let req = self
+            .target
+            .request(Method::POST, self.uri.clone())
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Full::new(body))
+            .map_err(|e| format!("building request: {e}"))?;
+        match send(&mut self.conn, req).await {
+            Ok(resp) if resp.status.is_success() => Ok(()),
+            Ok(resp) => Err(resp.describe()),
+            Err(e) => {
+                if let Ok(conn) = self.target.connect().await {
+                    self.conn = conn;
+                }
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+/// The part of a fan-out run every system shares, once the subscribers are on their way:
+/// wait until they are live, publish at a steady pace, let late deliveries arrive, and count.
+pub(crate) async fn measure(
+    cfg: &FanoutConfig,
+    subscribed: Subscribed,
+    mut publisher: impl Publisher,
+) -> anyhow::Result<FanoutResult> {
+    let Subscribed {
+        epoch,
+        progress,
+        stop,
+        handles,
+        rss_before_kb,
+        mut notes,
+    } = subscribed;
     let connect_s = wait_until_ready(&progress, cfg.subscribers, &mut notes).await;
     let rss_connected_kb = cfg.server_pid.and_then(rss_kb);
 
@@ -150,20 +277,15 @@ pub async fn run(
     for (seq, ok) in published.iter_mut().enumerate() {
         tick.tick().await;
         let sent = epoch.elapsed().as_nanos() as u64;
-        let req = target
-            .request(Method::POST, post_uri.clone())
-            .header(CONTENT_TYPE, "text/plain")
-            .body(Full::new(Bytes::from(format!("{seq}:{sent};"))))?;
-        match send(&mut publisher, req).await {
-            Ok(resp) if resp.status.is_success() => {
+        match publisher
+            .publish(Bytes::from(format!("{seq}:{sent};")))
+            .await
+        {
+            Ok(()) => {
                 *ok = true;
                 append_latencies.push(epoch.elapsed().as_nanos() as u64 - sent);
             }
-            Ok(resp) => *publish_errors.entry(resp.describe()).or_default() += 1,
-            Err(e) => {
-                *publish_errors.entry(format!("{e:#}")).or_default() += 1;
-                publisher = target.connect().await?;
-            }
+            Err(e) => *publish_errors.entry(e).or_default() += 1,
         }
     }
     for (error, n) in publish_errors {
@@ -178,7 +300,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(cfg.subscribers * cfg.messages);
     let (mut delivered, mut missing, mut duplicates, mut malformed) = (0u64, 0u64, 0u64, 0u64);
@@ -271,13 +393,7 @@ struct Subscriber {
 
 impl Subscriber {
     async fn run(mut self) -> SubscriberOutcome {
-        let mut out = SubscriberOutcome {
-            received: vec![false; self.messages],
-            latencies: Vec::with_capacity(self.messages),
-            duplicates: 0,
-            malformed: 0,
-            error: None,
-        };
+        let mut out = SubscriberOutcome::new(self.messages);
         if let Err(e) = self.listen(&mut out).await {
             out.error = Some(format!("{e:#}"));
             self.progress.failed.fetch_add(1, Ordering::Relaxed);
@@ -319,9 +435,7 @@ impl Subscriber {
 
         let mut body = resp.into_body();
         let mut parser = SseParser::new();
-        let mut partial = Vec::new();
         let mut ready = false;
-        let mut distinct = 0usize;
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
@@ -339,27 +453,14 @@ impl Subscriber {
             let mut became_ready = false;
             parser.feed(&chunk, |event| match event.event {
                 b"control" => became_ready = true,
-                b"data" => {
-                    let bad = split_messages(&mut partial, event.data, |seq, sent| {
-                        match out.received.get_mut(seq as usize) {
-                            Some(seen) if !*seen => {
-                                *seen = true;
-                                distinct += 1;
-                                out.latencies.push(now.saturating_sub(sent));
-                            }
-                            Some(_) => out.duplicates += 1,
-                            None => out.malformed += 1,
-                        }
-                    });
-                    out.malformed += bad;
-                }
+                b"data" => out.receive(event.data, now),
                 _ => {}
             });
             if became_ready && !ready {
                 ready = true;
                 self.progress.ready.fetch_add(1, Ordering::Relaxed);
             }
-            if distinct == self.messages {
+            if out.is_complete() {
                 self.progress.finished.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
@@ -424,6 +525,23 @@ mod tests {
     #[test]
     fn a_message_split_across_events_is_joined() {
         assert_eq!(split_all(&[b"7:12", b"34;"]), (vec![(7, 1234)], 0));
+    }
+
+    #[test]
+    fn an_outcome_counts_each_message_once_and_repeats_as_duplicates() {
+        let mut out = SubscriberOutcome::new(3);
+        out.receive(b"0:100;1:1", 150);
+        out.receive(b"50;", 400);
+        assert!(!out.is_complete());
+        out.receive(b"1:150;2:300;7:1;", 500);
+        assert!(out.is_complete());
+        assert_eq!(out.received, vec![true; 3]);
+        assert_eq!(out.latencies, vec![50, 250, 200]);
+        assert_eq!(
+            (out.duplicates, out.malformed),
+            (1, 1),
+            "seq 1 twice, seq 7 of no run"
+        );
     }
 
     #[test]

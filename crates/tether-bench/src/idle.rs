@@ -4,7 +4,20 @@
 //! server's resident memory is sampled, so the figure is the price of the connections and the
 //! server's per-subscriber state, not of traffic.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct IdleConfig {
+    pub subscribers: usize,
+    pub streams: usize,
+    /// How many subscribers may be connecting at once.
+    pub connect_concurrency: usize,
+    /// How long to let the server settle once everyone waits, before memory is sampled.
+    pub settle: Duration,
+    pub server_pid: Option<u32>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleResult {

@@ -17,6 +17,7 @@ mod fanout;
 mod idle;
 mod lifecycle;
 mod memory;
+mod peers;
 mod report;
 mod sse;
 mod stats;
@@ -183,17 +184,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return summarize(&args);
     }
     raise_fd_limit(&args);
-    anyhow::ensure!(
-        args.system == System::Ds,
-        "--system {:?} is not supported by this build yet",
-        args.system
-    );
+    let run_id = run_id();
+    let report = match args.system {
+        System::Ds => run_ds(&args, &run_id).await?,
+        System::Redis => peers::run(&peers::redis::Redis::new(&args.url)?, &args, &run_id).await?,
+        System::Nats => peers::run(&peers::nats::Nats::new(&args.url)?, &args, &run_id).await?,
+    };
+    finish(&args, &report)
+}
+
+async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.workload != Workload::Idle,
         "--workload idle is not supported by this build yet"
     );
     let target = Target::new(&args.url, &args.stream_prefix)?;
-    let run_id = run_id();
     let mut report = Report {
         label: args.label.clone(),
         url: args.url.clone(),
@@ -249,7 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 warmup: args.warmup,
                 duration: args.duration,
             };
-            match appends::run(&target, &cfg, &run_id).await {
+            match appends::run(&target, &cfg, run_id).await {
                 Ok(r) => report.appends.push(r),
                 Err(e) => fail(
                     &mut report,
@@ -272,7 +277,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 connect_concurrency: 64,
                 server_pid: args.server_pid,
             };
-            match fanout::run(&target, &cfg, &run_id).await {
+            match fanout::run(&target, &cfg, run_id).await {
                 Ok(r) => report.fanout.push(r),
                 Err(e) => fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
             }
@@ -292,25 +297,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             preload_connections: 4,
             stream: args.catchup_stream.clone(),
         };
-        match catchup::run(&target, &cfg, &run_id).await {
-            Ok(r) => {
-                println!("\ncatch-up read from offset -1");
-                print!("{}", report::catchup_table(&r));
-                if !r.verified {
-                    report.failures.push(Failure {
-                        workload: "catchup".into(),
-                        error: format!(
-                            "read {} messages, expected {}",
-                            r.messages_read, r.messages_expected
-                        ),
-                    });
-                }
-                report.catchup = Some(r);
-            }
+        match catchup::run(&target, &cfg, run_id).await {
+            Ok(r) => record_catchup(&mut report, "catch-up read from offset -1", r),
             Err(e) => fail(&mut report, "catchup".into(), e),
         }
     }
+    Ok(report)
+}
 
+/// Writes the JSON report if asked, and fails if any workload did.
+fn finish(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {path:?}"))?;
@@ -323,6 +319,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} workload(s) failed", report.failures.len());
     }
     Ok(())
+}
+
+/// Prints a catch-up result and keeps it; a count that does not match is a failure.
+fn record_catchup(report: &mut Report, heading: &str, r: catchup::CatchupResult) {
+    println!("\n{heading}");
+    print!("{}", report::catchup_table(&r));
+    if !r.verified {
+        report.failures.push(Failure {
+            workload: "catchup".into(),
+            error: format!(
+                "read {} messages, expected {}",
+                r.messages_read, r.messages_expected
+            ),
+        });
+    }
+    report.catchup = Some(r);
 }
 
 fn fail(report: &mut Report, workload: String, error: anyhow::Error) {
@@ -354,6 +366,7 @@ fn raise_fd_limit(args: &BenchArgs) {
         .subscribers
         .iter()
         .chain(&args.connections)
+        .chain([&args.idle_subscribers])
         .max()
         .copied()
         .unwrap_or(0) as u64

@@ -250,6 +250,34 @@ pub fn catchup_table(r: &CatchupResult) -> String {
     t.render()
 }
 
+pub fn idle_table(r: &crate::idle::IdleResult) -> String {
+    let mut t = Table::new(&[
+        "subscribers",
+        "streams",
+        "connected",
+        "server RSS MB before/after",
+        "KB per subscriber",
+    ]);
+    let (rss, per) = match (r.rss_before_kb, r.rss_with_subscribers_kb) {
+        (Some(a), Some(b)) => (
+            format!("{:.1}/{:.1}", a as f64 / 1024.0, b as f64 / 1024.0),
+            match r.connected {
+                0 => "-".to_string(),
+                n => format!("{:.1}", b.saturating_sub(a) as f64 / n as f64),
+            },
+        ),
+        _ => ("-".to_string(), "-".to_string()),
+    };
+    t.row(vec![
+        r.subscribers.to_string(),
+        r.streams.to_string(),
+        r.connected.to_string(),
+        rss,
+        per,
+    ]);
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
