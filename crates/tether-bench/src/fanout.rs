@@ -150,7 +150,7 @@ pub(crate) trait Publisher {
     async fn publish(&mut self, body: Bytes) -> Result<(), String>;
 }
 
-/// What the system-specific part of a fan-out run hands to [`measure`].
+/// The subscribers of a run on their way, as [`spawn_subscribers`] hands them to [`measure`].
 pub(crate) struct Subscribed {
     /// The clock that stamps the messages, shared with the subscribers.
     pub epoch: Instant,
@@ -160,6 +160,87 @@ pub(crate) struct Subscribed {
     pub handles: Vec<JoinHandle<SubscriberOutcome>>,
     pub rss_before_kb: Option<u64>,
     pub notes: Vec<String>,
+}
+
+/// What every subscriber of a run shares with the coordinator.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub messages: usize,
+    /// The clock that stamps the messages.
+    pub epoch: Instant,
+    pub progress: Arc<Progress>,
+    /// Bounds how many subscribers are connecting at once.
+    pub gate: Arc<Semaphore>,
+    /// Changes when the coordinator stops the subscribers still waiting.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Nanoseconds since the epoch: a receive time to compare with the messages' send times.
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Records `data` received now; returns whether every message has arrived, and then
+    /// counts the subscriber as finished.
+    pub fn deliver(&self, out: &mut SubscriberOutcome, data: &[u8]) -> bool {
+        out.receive(data, self.now());
+        let complete = out.is_complete();
+        if complete {
+            self.progress.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        complete
+    }
+}
+
+/// One subscriber of a system: its own connection, live at the tail.
+pub(crate) trait Listener: Send + 'static {
+    /// Connects (holding a permit of `shared.gate` meanwhile), counts itself in
+    /// `shared.progress`, then records deliveries in `out` until every message has arrived or
+    /// `shared.stop` changes.
+    fn listen(
+        self,
+        shared: Shared,
+        out: &mut SubscriberOutcome,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Samples the server's memory, then starts `cfg.subscribers` subscribers made by `make`.
+pub(crate) fn spawn_subscribers<L: Listener>(
+    cfg: &FanoutConfig,
+    mut make: impl FnMut() -> L,
+) -> Subscribed {
+    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        messages: cfg.messages,
+        epoch: Instant::now(),
+        progress: Arc::new(Progress::default()),
+        gate: Arc::new(Semaphore::new(cfg.connect_concurrency.max(1))),
+        stop: stop_rx,
+    };
+    let handles = (0..cfg.subscribers)
+        .map(|_| {
+            let (listener, shared) = (make(), shared.clone());
+            tokio::spawn(async move {
+                let mut out = SubscriberOutcome::new(shared.messages);
+                let progress = shared.progress.clone();
+                if let Err(e) = listener.listen(shared, &mut out).await {
+                    out.error = Some(format!("{e:#}"));
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                out
+            })
+        })
+        .collect();
+    Subscribed {
+        epoch: shared.epoch,
+        progress: shared.progress,
+        stop,
+        handles,
+        rss_before_kb,
+        notes: Vec::new(),
+    }
 }
 
 pub async fn run(
@@ -186,37 +267,15 @@ pub async fn run(
     let sse_uri: Uri = format!("{path}?offset={}&live=sse", encode_query_value(&offset)).parse()?;
     let post_uri: Uri = path.parse()?;
 
-    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-    let epoch = Instant::now();
-    let progress = Arc::new(Progress::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-    let handles: Vec<_> = (0..cfg.subscribers)
-        .map(|_| {
-            let sub = Subscriber {
-                target: target.clone(),
-                uri: sse_uri.clone(),
-                messages: cfg.messages,
-                epoch,
-                progress: progress.clone(),
-                gate: gate.clone(),
-                stop: stop_rx.clone(),
-            };
-            tokio::spawn(sub.run())
-        })
-        .collect();
+    let mut subscribed = spawn_subscribers(cfg, || Subscriber {
+        target: target.clone(),
+        uri: sse_uri.clone(),
+    });
+    subscribed.notes.extend(notes);
     let publisher = SsePublisher {
         target: target.clone(),
         conn: publisher,
         uri: post_uri,
-    };
-    let subscribed = Subscribed {
-        epoch,
-        progress,
-        stop,
-        handles,
-        rss_before_kb,
-        notes,
     };
     measure(cfg, subscribed, publisher).await
 }
@@ -384,26 +443,12 @@ async fn wait_until_ready(progress: &Progress, subscribers: usize, notes: &mut V
 struct Subscriber {
     target: Target,
     uri: Uri,
-    messages: usize,
-    epoch: Instant,
-    progress: Arc<Progress>,
-    gate: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
 }
 
-impl Subscriber {
-    async fn run(mut self) -> SubscriberOutcome {
-        let mut out = SubscriberOutcome::new(self.messages);
-        if let Err(e) = self.listen(&mut out).await {
-            out.error = Some(format!("{e:#}"));
-            self.progress.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        out
-    }
-
-    async fn listen(&mut self, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
+impl Listener for Subscriber {
+    async fn listen(self, mut shared: Shared, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
         let resp = {
-            let _permit = self.gate.acquire().await?;
+            let _permit = shared.gate.acquire().await?;
             let mut conn = self.target.connect().await?;
             let req = self
                 .target
@@ -431,7 +476,7 @@ impl Subscriber {
             resp.headers().get("stream-sse-data-encoding").is_none(),
             "a text/plain stream should not be base64-encoded over SSE"
         );
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.progress.accepted.fetch_add(1, Ordering::Relaxed);
 
         let mut body = resp.into_body();
         let mut parser = SseParser::new();
@@ -439,7 +484,7 @@ impl Subscriber {
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                _ = self.stop.changed() => return Ok(()),
+                _ = shared.stop.changed() => return Ok(()),
             };
             let frame = match frame {
                 None => anyhow::bail!("the server ended the SSE response"),
@@ -449,7 +494,7 @@ impl Subscriber {
                 continue;
             };
             // One clock reading per chunk: every message in it arrived at the same time.
-            let now = self.epoch.elapsed().as_nanos() as u64;
+            let now = shared.now();
             let mut became_ready = false;
             parser.feed(&chunk, |event| match event.event {
                 b"control" => became_ready = true,
@@ -458,10 +503,10 @@ impl Subscriber {
             });
             if became_ready && !ready {
                 ready = true;
-                self.progress.ready.fetch_add(1, Ordering::Relaxed);
+                shared.progress.ready.fetch_add(1, Ordering::Relaxed);
             }
             if out.is_complete() {
-                self.progress.finished.fetch_add(1, Ordering::Relaxed);
+                shared.progress.finished.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         }

@@ -179,6 +179,62 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// A report of a run against `system`, before any workload.
+    fn new_report(&self, system: &str, stream_prefix: &str) -> Report {
+        Report {
+            label: self.label.clone(),
+            url: self.url.clone(),
+            stream_prefix: stream_prefix.to_string(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            server_rss_start_kb: self.server_pid.and_then(memory::rss_kb),
+            system: Some(system.into()),
+            ..Default::default()
+        }
+    }
+
+    fn appends_config(&self, streams: usize, connections: usize) -> AppendsConfig {
+        AppendsConfig {
+            streams,
+            connections,
+            message_size: self.message_size,
+            warmup: self.warmup,
+            duration: self.duration,
+        }
+    }
+
+    fn fanout_config(&self, subscribers: usize) -> FanoutConfig {
+        FanoutConfig {
+            subscribers,
+            messages: self.fanout_messages,
+            interval: self.fanout_interval,
+            drain_timeout: self.drain_timeout,
+            connect_concurrency: 64,
+            server_pid: self.server_pid,
+        }
+    }
+
+    fn catchup_config(&self) -> CatchupConfig {
+        CatchupConfig {
+            messages: self.messages,
+            message_size: self.message_size,
+            batch: self.batch,
+            preload_connections: 4,
+            stream: self.catchup_stream.clone(),
+        }
+    }
+
+    fn idle_config(&self) -> idle::IdleConfig {
+        idle::IdleConfig {
+            subscribers: self.idle_subscribers,
+            streams: self.idle_streams,
+            connect_concurrency: 64,
+            settle: Duration::from_secs(1),
+            server_pid: self.server_pid,
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.summarize.is_empty() {
         return summarize(&args);
@@ -199,15 +255,7 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
         "--workload idle is not supported by this build yet"
     );
     let target = Target::new(&args.url, &args.stream_prefix)?;
-    let mut report = Report {
-        label: args.label.clone(),
-        url: args.url.clone(),
-        stream_prefix: args.stream_prefix.clone(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
-        system: Some("ds".into()),
-        ..Default::default()
-    };
+    let mut report = args.new_report("ds", &args.stream_prefix);
     let nodes = match target.nodes() {
         1 => String::new(),
         n => format!(" ({n} nodes)"),
@@ -247,13 +295,7 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
 
     if wants(Workload::Appends) {
         for &connections in &args.connections {
-            let cfg = AppendsConfig {
-                streams: args.streams,
-                connections,
-                message_size: args.message_size,
-                warmup: args.warmup,
-                duration: args.duration,
-            };
+            let cfg = args.appends_config(args.streams, connections);
             match appends::run(&target, &cfg, run_id).await {
                 Ok(r) => report.appends.push(r),
                 Err(e) => fail(
@@ -269,14 +311,7 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
 
     if wants(Workload::Fanout) {
         for &subscribers in &args.subscribers {
-            let cfg = FanoutConfig {
-                subscribers,
-                messages: args.fanout_messages,
-                interval: args.fanout_interval,
-                drain_timeout: args.drain_timeout,
-                connect_concurrency: 64,
-                server_pid: args.server_pid,
-            };
+            let cfg = args.fanout_config(subscribers);
             match fanout::run(&target, &cfg, run_id).await {
                 Ok(r) => report.fanout.push(r),
                 Err(e) => fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
@@ -290,14 +325,7 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
     }
 
     if wants(Workload::Catchup) {
-        let cfg = CatchupConfig {
-            messages: args.messages,
-            message_size: args.message_size,
-            batch: args.batch,
-            preload_connections: 4,
-            stream: args.catchup_stream.clone(),
-        };
-        match catchup::run(&target, &cfg, run_id).await {
+        match catchup::run(&target, &args.catchup_config(), run_id).await {
             Ok(r) => record_catchup(&mut report, "catch-up read from offset -1", r),
             Err(e) => fail(&mut report, "catchup".into(), e),
         }

@@ -23,21 +23,21 @@ pub mod redis;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::{watch, Semaphore};
 
 use crate::appends::{self, AppendsConfig, AppendsResult, Tally, Window};
 use crate::catchup::{CatchupConfig, CatchupResult};
-use crate::fanout::{FanoutConfig, FanoutResult, Progress, SubscriberOutcome};
+use crate::fanout::{FanoutConfig, FanoutResult};
 use crate::idle::{IdleConfig, IdleResult};
 use crate::report::{self, Report};
 use crate::{memory, BenchArgs, Workload};
 
 /// How long a connection attempt may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many subscribers may be connecting at once, as for SSE subscribers.
-const CONNECT_CONCURRENCY: usize = 64;
 
 /// A system measured through its own client.
 pub(crate) trait Peer {
@@ -63,15 +63,7 @@ pub(crate) async fn run<P: Peer>(
         "the lifecycle workload measures Tether's task API; --system {} has no tasks",
         P::SYSTEM
     );
-    let mut report = Report {
-        label: args.label.clone(),
-        url: args.url.clone(),
-        stream_prefix: String::new(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
-        system: Some(P::SYSTEM.into()),
-        ..Default::default()
-    };
+    let mut report = args.new_report(P::SYSTEM, "");
     println!(
         "tether bench: {}{} (run {run_id})",
         peer.describe(),
@@ -84,13 +76,7 @@ pub(crate) async fn run<P: Peer>(
 
     if wants(Workload::Appends) {
         for &connections in &args.connections {
-            let cfg = AppendsConfig {
-                streams: args.streams,
-                connections,
-                message_size: args.message_size,
-                warmup: args.warmup,
-                duration: args.duration,
-            };
+            let cfg = args.appends_config(args.streams, connections);
             match peer.appends(&cfg, run_id).await {
                 Ok(r) => report.appends.push(r),
                 Err(e) => crate::fail(
@@ -106,15 +92,7 @@ pub(crate) async fn run<P: Peer>(
 
     if wants(Workload::Fanout) {
         for &subscribers in &args.subscribers {
-            let cfg = FanoutConfig {
-                subscribers,
-                messages: args.fanout_messages,
-                interval: args.fanout_interval,
-                drain_timeout: args.drain_timeout,
-                connect_concurrency: CONNECT_CONCURRENCY,
-                server_pid: args.server_pid,
-            };
-            match peer.fanout(&cfg, run_id).await {
+            match peer.fanout(&args.fanout_config(subscribers), run_id).await {
                 Ok(r) => report.fanout.push(r),
                 Err(e) => crate::fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
             }
@@ -127,28 +105,14 @@ pub(crate) async fn run<P: Peer>(
     }
 
     if wants(Workload::Catchup) {
-        let cfg = CatchupConfig {
-            messages: args.messages,
-            message_size: args.message_size,
-            batch: args.batch,
-            preload_connections: 4,
-            stream: args.catchup_stream.clone(),
-        };
-        match peer.catchup(&cfg, run_id).await {
+        match peer.catchup(&args.catchup_config(), run_id).await {
             Ok(r) => crate::record_catchup(&mut report, "catch-up read from the start", r),
             Err(e) => crate::fail(&mut report, "catchup".into(), e),
         }
     }
 
     if wants(Workload::Idle) {
-        let cfg = IdleConfig {
-            subscribers: args.idle_subscribers,
-            streams: args.idle_streams,
-            connect_concurrency: CONNECT_CONCURRENCY,
-            settle: Duration::from_secs(1),
-            server_pid: args.server_pid,
-        };
-        match peer.idle(&cfg, run_id).await {
+        match peer.idle(&args.idle_config(), run_id).await {
             Ok(r) => {
                 println!("\nidle subscribers waiting at the tail");
                 print!("{}", report::idle_table(&r));
@@ -217,34 +181,6 @@ fn check_fanout(cfg: &FanoutConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ends a fan-out subscriber: an error is kept in its outcome and counted as a failure.
-fn end_subscriber(
-    mut out: SubscriberOutcome,
-    result: anyhow::Result<()>,
-    progress: &Progress,
-) -> SubscriberOutcome {
-    if let Err(e) = result {
-        out.error = Some(format!("{e:#}"));
-        progress.failed.fetch_add(1, Ordering::Relaxed);
-    }
-    out
-}
-
-/// Records one delivery for a fan-out subscriber; returns whether it now has every message.
-fn deliver(
-    out: &mut SubscriberOutcome,
-    payload: &[u8],
-    epoch: Instant,
-    progress: &Progress,
-) -> bool {
-    out.receive(payload, epoch.elapsed().as_nanos() as u64);
-    if out.is_complete() {
-        progress.finished.fetch_add(1, Ordering::Relaxed);
-        return true;
-    }
-    false
-}
-
 /// The catch-up message numbered `i`: its index in ten digits, then letters up to `size`
 /// bytes, so every message has the same size and a reader could tell them apart.
 pub fn catchup_payload(i: usize, size: usize) -> Vec<u8> {
@@ -263,33 +199,39 @@ fn check_catchup(cfg: &CatchupConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a catch-up read counted, turned into the shared result.
-struct CatchupRead {
-    stream: String,
-    preload_s: Option<f64>,
-    messages_read: u64,
-    bytes_read: u64,
+/// What a catch-up read counted.
+#[derive(Default)]
+struct ReadCount {
+    messages: u64,
+    /// Payload bytes.
+    bytes: u64,
     requests: u64,
-    read_s: f64,
 }
 
-impl CatchupRead {
-    fn result(self, cfg: &CatchupConfig) -> CatchupResult {
-        CatchupResult {
-            stream: self.stream,
-            message_size: cfg.message_size,
-            messages_expected: cfg.messages,
-            preloaded: self.preload_s.is_some(),
-            preload_s: self.preload_s,
-            messages_read: self.messages_read,
-            bytes_read: self.bytes_read,
-            requests: self.requests,
-            read_s: self.read_s,
-            messages_per_s: self.messages_read as f64 / self.read_s,
-            mb_per_s: self.bytes_read as f64 / 1e6 / self.read_s,
-            verified: self.messages_read == cfg.messages as u64,
-        }
-    }
+/// Times `read` (the whole catch-up read) and fills the shared result.
+async fn timed_read(
+    cfg: &CatchupConfig,
+    stream: String,
+    preload_s: Option<f64>,
+    read: impl Future<Output = anyhow::Result<ReadCount>>,
+) -> anyhow::Result<CatchupResult> {
+    let began = Instant::now();
+    let count = read.await?;
+    let read_s = began.elapsed().as_secs_f64();
+    Ok(CatchupResult {
+        stream,
+        message_size: cfg.message_size,
+        messages_expected: cfg.messages,
+        preloaded: preload_s.is_some(),
+        preload_s,
+        messages_read: count.messages,
+        bytes_read: count.bytes,
+        requests: count.requests,
+        read_s,
+        messages_per_s: count.messages as f64 / read_s,
+        mb_per_s: count.bytes as f64 / 1e6 / read_s,
+        verified: count.messages == cfg.messages as u64,
+    })
 }
 
 /// One preload connection: appends the catch-up messages numbered `range`, pipelined.
@@ -329,9 +271,9 @@ where
 
 /// Counters of the idle workload's subscribers.
 #[derive(Default)]
-struct IdleProgress {
+pub(crate) struct IdleProgress {
     /// Connected and subscribed (as far as the client can tell).
-    subscribed: AtomicUsize,
+    pub subscribed: AtomicUsize,
     failed: AtomicUsize,
     /// The first failure, to explain a shortfall.
     first_error: std::sync::Mutex<Option<String>>,
@@ -365,37 +307,78 @@ impl IdleProgress {
 
 /// How many idle subscribers the server holds as waiting.
 pub(crate) trait Waiting {
-    async fn count(&mut self) -> usize;
+    async fn count(&mut self, progress: &IdleProgress) -> usize;
 }
 
-/// Waits until `waiting` counts every subscriber that has not failed, polling every 10 ms up
-/// to a deadline that grows with their number; lets the server settle; then samples its memory
-/// and counts them once more.
-async fn measure_idle(
+/// An idle subscriber waiting for data: ends only if data or an error comes.
+pub(crate) type Wait = futures::future::BoxFuture<'static, anyhow::Result<()>>;
+
+/// Runs the idle workload: `subscribe(i)` connects subscriber `i` on its own connection and
+/// subscribes it to stream `i % cfg.streams` (at most `cfg.connect_concurrency` at once), and
+/// returns its wait. Once `waiting` counts every subscriber that has not failed (polled every
+/// 10 ms up to a deadline that grows with their number) and the server has settled, its memory
+/// is sampled and the subscribers are counted once more.
+async fn run_idle<F, Fut>(
     cfg: &IdleConfig,
-    progress: &IdleProgress,
-    rss_before_kb: Option<u64>,
     mut waiting: impl Waiting,
-) -> IdleResult {
+    subscribe: F,
+) -> anyhow::Result<IdleResult>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<Wait>> + Send + 'static,
+{
+    anyhow::ensure!(cfg.streams > 0, "need at least one stream");
+    let rss_before_kb = cfg.server_pid.and_then(memory::rss_kb);
+    let progress = Arc::new(IdleProgress::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
+    let handles: Vec<_> = (0..cfg.subscribers)
+        .map(|i| {
+            let connect = subscribe(i);
+            let (progress, gate, mut stop) = (progress.clone(), gate.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let waited = async {
+                    let wait = {
+                        let _permit = gate.acquire().await?;
+                        connect.await?
+                    };
+                    progress.subscribed.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        r = wait => r,
+                        _ = stop.changed() => Ok(()),
+                    }
+                };
+                if let Err(e) = waited.await {
+                    progress.fail(e);
+                }
+            })
+        })
+        .collect();
+
     let deadline = Instant::now()
         + Duration::from_secs(60)
         + Duration::from_millis(10 * cfg.subscribers as u64);
-    while waiting.count().await + progress.failed.load(Ordering::Relaxed) < cfg.subscribers
+    while waiting.count(&progress).await + progress.failed.load(Ordering::Relaxed) < cfg.subscribers
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(cfg.settle).await;
     let rss_with_subscribers_kb = cfg.server_pid.and_then(memory::rss_kb);
-    let connected = waiting.count().await.min(cfg.subscribers);
+    let connected = waiting.count(&progress).await.min(cfg.subscribers);
     progress.report_shortfall(cfg, connected);
-    IdleResult {
+
+    let _ = stop.send(true);
+    for handle in handles {
+        handle.await.context("idle subscriber panicked")?;
+    }
+    Ok(IdleResult {
         subscribers: cfg.subscribers,
         streams: cfg.streams,
         connected,
         rss_before_kb,
         rss_with_subscribers_kb,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -33,18 +33,16 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{watch, Semaphore};
 
 use super::{
-    catchup_payload, check_appends, check_catchup, check_fanout, deliver, drive_appends,
-    end_subscriber, measure_idle, preload_in_batches, Appender, CatchupRead, IdleProgress, Peer,
-    Preloader, Waiting, CONNECT_TIMEOUT,
+    catchup_payload, check_appends, check_catchup, check_fanout, drive_appends, preload_in_batches,
+    run_idle, timed_read, Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting,
+    CONNECT_TIMEOUT,
 };
 use crate::appends::{AppendsConfig, AppendsResult};
 use crate::catchup::{CatchupConfig, CatchupResult};
-use crate::fanout::{self, FanoutConfig, FanoutResult, Progress, Publisher, Subscribed};
+use crate::fanout::{self, FanoutConfig, FanoutResult, Publisher};
 use crate::idle::{IdleConfig, IdleResult};
-use crate::memory::rss_kb;
 
 /// Messages per `fetch` when catching up.
 const READ_BATCH: usize = 1000;
@@ -141,35 +139,12 @@ impl Peer for Nats {
             .await?;
         let start = stream.info().await?.state.last_sequence + 1;
 
-        let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-        let epoch = Instant::now();
-        let progress = Arc::new(Progress::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-        let handles = (0..cfg.subscribers)
-            .map(|_| {
-                let sub = FanoutSubscriber {
-                    nats: self.clone(),
-                    stream: name.clone(),
-                    subject: subject.clone(),
-                    start,
-                    messages: cfg.messages,
-                    epoch,
-                    progress: progress.clone(),
-                    gate: gate.clone(),
-                    stop: stop_rx.clone(),
-                };
-                tokio::spawn(sub.run())
-            })
-            .collect();
-        let subscribed = Subscribed {
-            epoch,
-            progress,
-            stop,
-            handles,
-            rss_before_kb,
-            notes: Vec::new(),
-        };
+        let subscribed = fanout::spawn_subscribers(cfg, || FanoutSubscriber {
+            nats: self.clone(),
+            stream: name.clone(),
+            subject: subject.clone(),
+            start,
+        });
         let publisher = NatsPublisher {
             js,
             subject: Subject::from(subject),
@@ -224,96 +199,68 @@ impl Peer for Nats {
             })
             .await
             .context("creating the catch-up consumer")?;
-        let (mut messages_read, mut bytes_read, mut requests) = (0u64, 0u64, 0u64);
-        let began = Instant::now();
-        loop {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(READ_BATCH)
-                .messages()
-                .await
-                .context("fetching a catch-up batch")?;
-            requests += 1;
-            let mut got = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!(e))?;
-                got += 1;
-                bytes_read += message.payload.len() as u64;
+        timed_read(cfg, name, preload_s, async {
+            let mut count = ReadCount::default();
+            loop {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(READ_BATCH)
+                    .messages()
+                    .await
+                    .context("fetching a catch-up batch")?;
+                count.requests += 1;
+                let before = count.messages;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(|e| anyhow::anyhow!(e))?;
+                    count.messages += 1;
+                    count.bytes += message.payload.len() as u64;
+                }
+                if count.messages == before {
+                    return Ok(count);
+                }
             }
-            if got == 0 {
-                break;
-            }
-            messages_read += got;
-        }
-        Ok(CatchupRead {
-            stream: name,
-            preload_s,
-            messages_read,
-            bytes_read,
-            requests,
-            read_s: began.elapsed().as_secs_f64(),
-        }
-        .result(cfg))
+        })
+        .await
     }
 
     async fn idle(&self, cfg: &IdleConfig, run_id: &str) -> anyhow::Result<IdleResult> {
-        anyhow::ensure!(cfg.streams > 0, "need at least one stream");
         let prefix = format!("bench.{run_id}.idle");
         let name = stream_name(run_id, "idle");
         let js = jetstream::new(self.connect().await?);
         self.create_stream(&js, &name, vec![format!("{prefix}.*")])
             .await?;
-        let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-        let progress = Arc::new(IdleProgress::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-        let handles: Vec<_> = (0..cfg.subscribers)
-            .map(|i| {
-                let (nats, progress, gate) = (self.clone(), progress.clone(), gate.clone());
-                let (name, subject) = (name.clone(), format!("{prefix}.{}", i % cfg.streams));
-                let mut stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    let waited = async {
-                        let (_client, mut messages) = {
-                            let _permit = gate.acquire().await?;
-                            tail_consumer(&nats, &name, subject, DeliverPolicy::New).await?
-                        };
-                        progress.subscribed.fetch_add(1, Ordering::Relaxed);
-                        // Polling the messages keeps answering the consumer's heartbeats and
-                        // flow control, as a waiting reader would.
-                        loop {
-                            tokio::select! {
-                                m = messages.next() => match m {
-                                    Some(Ok(_)) => {}
-                                    Some(Err(e)) => return Err(anyhow::anyhow!(e)),
-                                    None => bail!("the consumer's messages ended"),
-                                },
-                                _ = stop.changed() => return Ok(()),
-                            }
+        run_idle(cfg, Subscribed, |i| {
+            let (nats, name) = (self.clone(), name.clone());
+            let subject = format!("{prefix}.{}", i % cfg.streams);
+            async move {
+                let (client, mut messages) =
+                    tail_consumer(&nats, &name, subject, DeliverPolicy::New).await?;
+                // Polling the messages keeps answering the consumer's heartbeats and flow
+                // control, as a waiting reader would.
+                let wait: Wait = Box::pin(async move {
+                    let _client = client;
+                    loop {
+                        match messages.next().await {
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return Err(anyhow::anyhow!(e)),
+                            None => bail!("the consumer's messages ended"),
                         }
-                    };
-                    if let Err(e) = waited.await {
-                        progress.fail(e);
                     }
-                })
-            })
-            .collect();
-        let result = measure_idle(cfg, &progress, rss_before_kb, Consumers(progress.clone())).await;
-        let _ = stop.send(true);
-        for handle in handles {
-            handle.await.context("idle subscriber panicked")?;
-        }
-        Ok(result)
+                });
+                Ok(wait)
+            }
+        })
+        .await
     }
 }
 
 /// Idle subscribers are waiting once their consumer exists and their subscription reached the
 /// server.
-struct Consumers(Arc<IdleProgress>);
+struct Subscribed;
 
-impl Waiting for Consumers {
-    async fn count(&mut self) -> usize {
-        self.0.subscribed.load(Ordering::Relaxed)
+impl Waiting for Subscribed {
+    async fn count(&mut self, progress: &IdleProgress) -> usize {
+        progress.subscribed.load(Ordering::Relaxed)
     }
 }
 
@@ -412,40 +359,33 @@ struct FanoutSubscriber {
     subject: String,
     /// The first sequence to deliver: the one after the stream's last before any append.
     start: u64,
-    messages: usize,
-    epoch: Instant,
-    progress: Arc<Progress>,
-    gate: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
 }
 
-impl FanoutSubscriber {
-    async fn run(mut self) -> fanout::SubscriberOutcome {
-        let mut out = fanout::SubscriberOutcome::new(self.messages);
-        let result = self.listen(&mut out).await;
-        end_subscriber(out, result, &self.progress)
-    }
-
-    async fn listen(&mut self, out: &mut fanout::SubscriberOutcome) -> anyhow::Result<()> {
+impl fanout::Listener for FanoutSubscriber {
+    async fn listen(
+        self,
+        mut shared: fanout::Shared,
+        out: &mut fanout::SubscriberOutcome,
+    ) -> anyhow::Result<()> {
         let from = DeliverPolicy::ByStartSequence {
             start_sequence: self.start,
         };
         let (_client, mut messages) = {
-            let _permit = self.gate.acquire().await?;
-            tail_consumer(&self.nats, &self.stream, self.subject.clone(), from).await?
+            let _permit = shared.gate.acquire().await?;
+            tail_consumer(&self.nats, &self.stream, self.subject, from).await?
         };
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
-        self.progress.ready.fetch_add(1, Ordering::Relaxed);
+        shared.progress.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.progress.ready.fetch_add(1, Ordering::Relaxed);
         loop {
             let message = tokio::select! {
                 m = messages.next() => m,
-                _ = self.stop.changed() => return Ok(()),
+                _ = shared.stop.changed() => return Ok(()),
             };
             let message = match message {
                 Some(m) => m.map_err(|e| anyhow::anyhow!(e))?,
                 None => bail!("the consumer's messages ended"),
             };
-            if deliver(out, &message.payload, self.epoch, &self.progress) {
+            if shared.deliver(out, &message.payload) {
                 return Ok(());
             }
         }

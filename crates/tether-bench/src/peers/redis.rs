@@ -25,18 +25,16 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
-use tokio::sync::{watch, Semaphore};
 
 use super::{
-    catchup_payload, check_appends, check_catchup, check_fanout, deliver, drive_appends,
-    end_subscriber, measure_idle, preload_in_batches, Appender, CatchupRead, IdleProgress, Peer,
-    Preloader, Waiting, CONNECT_TIMEOUT,
+    catchup_payload, check_appends, check_catchup, check_fanout, drive_appends, preload_in_batches,
+    run_idle, timed_read, Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting,
+    CONNECT_TIMEOUT,
 };
 use crate::appends::{AppendsConfig, AppendsResult};
 use crate::catchup::{CatchupConfig, CatchupResult};
-use crate::fanout::{self, FanoutConfig, FanoutResult, Progress, Publisher, Subscribed};
+use crate::fanout::{self, FanoutConfig, FanoutResult, Publisher};
 use crate::idle::{IdleConfig, IdleResult};
-use crate::memory::rss_kb;
 
 /// Entries per `XRANGE` page when catching up.
 const READ_PAGE: usize = 1000;
@@ -147,30 +145,16 @@ impl Peer for Redis {
         let start = Redis::last_id(&mut conn, &key).await?;
         let blocked_before = Redis::blocked_clients(&mut conn).await?;
 
-        let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-        let epoch = Instant::now();
-        let progress = Arc::new(Progress::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-        let handles = (0..cfg.subscribers)
-            .map(|_| {
-                let sub = FanoutSubscriber {
-                    redis: self.clone(),
-                    key: key.clone(),
-                    last: start.clone(),
-                    messages: cfg.messages,
-                    epoch,
-                    progress: progress.clone(),
-                    gate: gate.clone(),
-                    stop: stop_rx.clone(),
-                };
-                tokio::spawn(sub.run())
-            })
-            .collect();
+        let subscribed = fanout::spawn_subscribers(cfg, || FanoutSubscriber {
+            redis: self.clone(),
+            key: key.clone(),
+            last: start.clone(),
+        });
         // A subscriber is live once the server holds it blocked; count them for the
         // coordinator until they all are.
         let watcher = {
-            let (redis, progress, subscribers) = (self.clone(), progress.clone(), cfg.subscribers);
+            let (redis, subscribers) = (self.clone(), cfg.subscribers);
+            let progress = subscribed.progress.clone();
             tokio::spawn(async move {
                 let mut conn = redis.connect(Some(APPEND_TIMEOUT)).await?;
                 loop {
@@ -185,14 +169,6 @@ impl Peer for Redis {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
-        };
-        let subscribed = Subscribed {
-            epoch,
-            progress,
-            stop,
-            handles,
-            rss_before_kb,
-            notes: Vec::new(),
         };
         let publisher = RedisPublisher { conn, key };
         let result = fanout::measure(cfg, subscribed, publisher).await;
@@ -232,86 +208,53 @@ impl Peer for Redis {
             ),
         };
 
-        let mut start = "-".to_string();
-        let (mut messages_read, mut bytes_read, mut requests) = (0u64, 0u64, 0u64);
-        let began = Instant::now();
-        loop {
-            let reply: Value = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(READ_PAGE)
-                .query_async(&mut conn)
-                .await
-                .with_context(|| format!("XRANGE {key} {start}"))?;
-            requests += 1;
-            let page = entries(&reply)?;
-            for e in page {
-                bytes_read += entry_payload(e)?.len() as u64;
-            }
-            messages_read += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == READ_PAGE => {
-                    start = exclusive(entry_id(last)?);
+        timed_read(cfg, key.clone(), preload_s, async {
+            let mut start = "-".to_string();
+            let mut count = ReadCount::default();
+            loop {
+                let reply: Value = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(READ_PAGE)
+                    .query_async(&mut conn)
+                    .await
+                    .with_context(|| format!("XRANGE {key} {start}"))?;
+                count.requests += 1;
+                let page = entries(&reply)?;
+                for e in page {
+                    count.bytes += entry_payload(e)?.len() as u64;
                 }
-                _ => break,
+                count.messages += page.len() as u64;
+                match page.last() {
+                    Some(last) if page.len() == READ_PAGE => start = exclusive(entry_id(last)?),
+                    _ => return Ok(count),
+                }
             }
-        }
-        Ok(CatchupRead {
-            stream: key,
-            preload_s,
-            messages_read,
-            bytes_read,
-            requests,
-            read_s: began.elapsed().as_secs_f64(),
-        }
-        .result(cfg))
+        })
+        .await
     }
 
     async fn idle(&self, cfg: &IdleConfig, run_id: &str) -> anyhow::Result<IdleResult> {
-        anyhow::ensure!(cfg.streams > 0, "need at least one stream");
         let mut conn = self.connect(Some(APPEND_TIMEOUT)).await?;
-        let blocked_before = Redis::blocked_clients(&mut conn).await?;
-        let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-        let progress = Arc::new(IdleProgress::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-        let handles: Vec<_> = (0..cfg.subscribers)
-            .map(|i| {
-                let (redis, progress, gate) = (self.clone(), progress.clone(), gate.clone());
-                let key = format!("bench:{run_id}:idle:{}", i % cfg.streams);
-                let mut stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    let waited = async {
-                        let mut conn = {
-                            let _permit = gate.acquire().await?;
-                            redis.connect(None).await?
-                        };
-                        progress.subscribed.fetch_add(1, Ordering::Relaxed);
-                        let cmd = xread_block(&key, "$");
-                        let read = cmd.query_async::<Value>(&mut conn);
-                        tokio::select! {
-                            r = read => r.map(drop).context("XREAD BLOCK"),
-                            _ = stop.changed() => Ok(()),
-                        }
-                    };
-                    if let Err(e) = waited.await {
-                        progress.fail(e);
-                    }
-                })
-            })
-            .collect();
-        let blocked = Blocked {
-            conn,
-            before: blocked_before,
-        };
-        let result = measure_idle(cfg, &progress, rss_before_kb, blocked).await;
-        let _ = stop.send(true);
-        for handle in handles {
-            handle.await.context("idle subscriber panicked")?;
-        }
-        Ok(result)
+        let before = Redis::blocked_clients(&mut conn).await?;
+        run_idle(cfg, Blocked { conn, before }, |i| {
+            let redis = self.clone();
+            let key = format!("bench:{run_id}:idle:{}", i % cfg.streams);
+            async move {
+                let mut conn = redis.connect(None).await?;
+                let wait: Wait = Box::pin(async move {
+                    xread_block(&key, "$")
+                        .query_async::<Value>(&mut conn)
+                        .await
+                        .map(drop)
+                        .context("XREAD BLOCK")
+                });
+                Ok(wait)
+            }
+        })
+        .await
     }
 }
 
@@ -323,7 +266,7 @@ struct Blocked {
 }
 
 impl Waiting for Blocked {
-    async fn count(&mut self) -> usize {
+    async fn count(&mut self, _: &IdleProgress) -> usize {
         Redis::blocked_clients(&mut self.conn)
             .await
             .map_or(0, |n| n.saturating_sub(self.before))
@@ -418,35 +361,28 @@ struct FanoutSubscriber {
     key: String,
     /// The id of the last entry seen; the next read returns only later ones.
     last: String,
-    messages: usize,
-    epoch: Instant,
-    progress: Arc<Progress>,
-    gate: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
 }
 
-impl FanoutSubscriber {
-    async fn run(mut self) -> fanout::SubscriberOutcome {
-        let mut out = fanout::SubscriberOutcome::new(self.messages);
-        let result = self.listen(&mut out).await;
-        end_subscriber(out, result, &self.progress)
-    }
-
-    async fn listen(&mut self, out: &mut fanout::SubscriberOutcome) -> anyhow::Result<()> {
+impl fanout::Listener for FanoutSubscriber {
+    async fn listen(
+        mut self,
+        mut shared: fanout::Shared,
+        out: &mut fanout::SubscriberOutcome,
+    ) -> anyhow::Result<()> {
         let mut conn = {
-            let _permit = self.gate.acquire().await?;
+            let _permit = shared.gate.acquire().await?;
             self.redis.connect(None).await?
         };
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.progress.accepted.fetch_add(1, Ordering::Relaxed);
         loop {
             let cmd = xread_block(&self.key, &self.last);
             let read = cmd.query_async::<Value>(&mut conn);
             let reply = tokio::select! {
                 reply = read => reply.context("XREAD BLOCK")?,
-                _ = self.stop.changed() => return Ok(()),
+                _ = shared.stop.changed() => return Ok(()),
             };
             for e in read_entries(&reply)? {
-                if deliver(out, entry_payload(e)?, self.epoch, &self.progress) {
+                if shared.deliver(out, entry_payload(e)?) {
                     return Ok(());
                 }
                 self.last = entry_id(e)?.to_string();
