@@ -28,6 +28,16 @@ pub struct AppendsConfig {
     pub duration: Duration,
 }
 
+impl AppendsConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.streams > 0 && self.connections > 0,
+            "need at least one stream and one connection"
+        );
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppendsResult {
     pub connections: usize,
@@ -111,10 +121,7 @@ pub async fn run(
     cfg: &AppendsConfig,
     run_id: &str,
 ) -> anyhow::Result<AppendsResult> {
-    anyhow::ensure!(
-        cfg.streams > 0 && cfg.connections > 0,
-        "need at least one stream and one connection"
-    );
+    cfg.check()?;
     let names: Vec<String> = (0..cfg.streams)
         .map(|i| format!("bench-{run_id}-append-c{}-{i}", cfg.connections))
         .collect();

@@ -45,6 +45,16 @@ pub struct FanoutConfig {
     pub server_pid: Option<u32>,
 }
 
+impl FanoutConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.subscribers > 0 && self.messages > 0,
+            "need at least one subscriber and one message"
+        );
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FanoutResult {
     pub subscribers: usize,
@@ -248,10 +258,7 @@ pub async fn run(
     cfg: &FanoutConfig,
     run_id: &str,
 ) -> anyhow::Result<FanoutResult> {
-    anyhow::ensure!(
-        cfg.subscribers > 0 && cfg.messages > 0,
-        "need at least one subscriber and one message"
-    );
+    cfg.check()?;
     let name = format!("bench-{run_id}-fanout-s{}", cfg.subscribers);
     let path = target.stream_path(&name);
     let mut publisher = target.connect().await?;

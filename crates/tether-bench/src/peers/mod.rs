@@ -163,24 +163,6 @@ pub(crate) async fn drive_appends<A: Appender>(
     Ok(appends::summarize(cfg, tallies))
 }
 
-/// Checks the append workload's configuration, as the Durable Streams path does.
-fn check_appends(cfg: &AppendsConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        cfg.streams > 0 && cfg.connections > 0,
-        "need at least one stream and one connection"
-    );
-    Ok(())
-}
-
-/// Checks the fan-out workload's configuration, as the Durable Streams path does.
-fn check_fanout(cfg: &FanoutConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        cfg.subscribers > 0 && cfg.messages > 0,
-        "need at least one subscriber and one message"
-    );
-    Ok(())
-}
-
 /// The catch-up message numbered `i`: its index in ten digits, then letters up to `size`
 /// bytes, so every message has the same size and a reader could tell them apart.
 pub fn catchup_payload(i: usize, size: usize) -> Vec<u8> {

@@ -35,9 +35,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    catchup_payload, check_appends, check_catchup, check_fanout, drive_appends, preload_in_batches,
-    run_idle, timed_read, Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting,
-    CONNECT_TIMEOUT,
+    catchup_payload, check_catchup, drive_appends, preload_in_batches, run_idle, timed_read,
+    Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting, CONNECT_TIMEOUT,
 };
 use crate::appends::{AppendsConfig, AppendsResult};
 use crate::catchup::{CatchupConfig, CatchupResult};
@@ -105,7 +104,7 @@ impl Peer for Nats {
     }
 
     async fn appends(&self, cfg: &AppendsConfig, run_id: &str) -> anyhow::Result<AppendsResult> {
-        check_appends(cfg)?;
+        cfg.check()?;
         let prefix = format!("bench.{run_id}.append.c{}", cfg.connections);
         let js = jetstream::new(self.connect().await?);
         let name = stream_name(run_id, &format!("append_c{}", cfg.connections));
@@ -130,7 +129,7 @@ impl Peer for Nats {
     }
 
     async fn fanout(&self, cfg: &FanoutConfig, run_id: &str) -> anyhow::Result<FanoutResult> {
-        check_fanout(cfg)?;
+        cfg.check()?;
         let subject = format!("bench.{run_id}.fanout.s{}", cfg.subscribers);
         let name = stream_name(run_id, &format!("fanout_s{}", cfg.subscribers));
         let js = jetstream::new(self.connect().await?);

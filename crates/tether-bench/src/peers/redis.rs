@@ -27,9 +27,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
 use super::{
-    catchup_payload, check_appends, check_catchup, check_fanout, drive_appends, preload_in_batches,
-    run_idle, timed_read, Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting,
-    CONNECT_TIMEOUT,
+    catchup_payload, check_catchup, drive_appends, preload_in_batches, run_idle, timed_read,
+    Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting, CONNECT_TIMEOUT,
 };
 use crate::appends::{AppendsConfig, AppendsResult};
 use crate::catchup::{CatchupConfig, CatchupResult};
@@ -114,7 +113,7 @@ impl Peer for Redis {
     }
 
     async fn appends(&self, cfg: &AppendsConfig, run_id: &str) -> anyhow::Result<AppendsResult> {
-        check_appends(cfg)?;
+        cfg.check()?;
         let keys: Arc<Vec<String>> = Arc::new(
             (0..cfg.streams)
                 .map(|i| format!("bench:{run_id}:append:c{}:{i}", cfg.connections))
@@ -139,7 +138,7 @@ impl Peer for Redis {
     }
 
     async fn fanout(&self, cfg: &FanoutConfig, run_id: &str) -> anyhow::Result<FanoutResult> {
-        check_fanout(cfg)?;
+        cfg.check()?;
         let key = format!("bench:{run_id}:fanout:s{}", cfg.subscribers);
         let mut conn = self.connect(Some(APPEND_TIMEOUT)).await?;
         let start = Redis::last_id(&mut conn, &key).await?;
