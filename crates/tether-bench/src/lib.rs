@@ -30,9 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::appends::AppendsConfig;
-use crate::catchup::CatchupConfig;
-use crate::fanout::FanoutConfig;
+use crate::appends::{AppendsConfig, AppendsResult};
+use crate::catchup::{CatchupConfig, CatchupResult};
+use crate::fanout::{FanoutConfig, FanoutResult};
+use crate::peers::Peer;
 use crate::report::{Failure, Report};
 use crate::summarize::Series;
 use crate::target::Target;
@@ -254,21 +255,12 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
         args.workload != Workload::Idle,
         "--workload idle is not supported by this build yet"
     );
-    let target = Target::new(&args.url, &args.stream_prefix)?;
-    let mut report = args.new_report("ds", &args.stream_prefix);
-    let nodes = match target.nodes() {
-        1 => String::new(),
-        n => format!(" ({n} nodes)"),
+    let ds = Ds {
+        url: &args.url,
+        target: Target::new(&args.url, &args.stream_prefix)?,
     };
-    println!(
-        "tether bench: {}{nodes}{} (run {run_id})",
-        args.url,
-        args.label
-            .as_deref()
-            .map(|l| format!(" [{l}]"))
-            .unwrap_or_default()
-    );
-    let wants = |w: Workload| args.workload == w || args.workload == Workload::All;
+    let mut report = args.new_report(Ds::SYSTEM, &args.stream_prefix);
+    peers::heading(&ds, args, run_id);
 
     if args.workload == Workload::Lifecycle
         || (args.workload == Workload::All && args.with_lifecycle)
@@ -280,7 +272,7 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
             warmup: args.warmup,
             duration: args.duration,
         };
-        match lifecycle::run(&target, &cfg).await {
+        match lifecycle::run(&ds.target, &cfg).await {
             Ok(r) => {
                 println!(
                     "\ntask lifecycle ({} workers; submit, claim, {} events in batches of {}, finish)",
@@ -292,45 +284,42 @@ async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
             Err(e) => fail(&mut report, "lifecycle".into(), e),
         }
     }
-
-    if wants(Workload::Appends) {
-        for &connections in &args.connections {
-            let cfg = args.appends_config(args.streams, connections);
-            match appends::run(&target, &cfg, run_id).await {
-                Ok(r) => report.appends.push(r),
-                Err(e) => fail(
-                    &mut report,
-                    format!("appends, {connections} connections"),
-                    e,
-                ),
-            }
-        }
-        println!("\nappends ({} bytes each)", args.message_size);
-        print!("{}", report::appends_table(&report.appends));
-    }
-
-    if wants(Workload::Fanout) {
-        for &subscribers in &args.subscribers {
-            let cfg = args.fanout_config(subscribers);
-            match fanout::run(&target, &cfg, run_id).await {
-                Ok(r) => report.fanout.push(r),
-                Err(e) => fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
-            }
-        }
-        println!(
-            "\nfanout over SSE ({} appends, one every {:?})",
-            args.fanout_messages, args.fanout_interval
-        );
-        print!("{}", report::fanout_table(&report.fanout));
-    }
-
-    if wants(Workload::Catchup) {
-        match catchup::run(&target, &args.catchup_config(), run_id).await {
-            Ok(r) => record_catchup(&mut report, "catch-up read from offset -1", r),
-            Err(e) => fail(&mut report, "catchup".into(), e),
-        }
-    }
+    peers::workloads(&ds, args, run_id, &mut report).await;
     Ok(report)
+}
+
+/// A Durable Streams server over HTTP: one node, or the nodes of one deployment.
+struct Ds<'a> {
+    url: &'a str,
+    target: Target,
+}
+
+impl peers::Peer for Ds<'_> {
+    const SYSTEM: &'static str = "ds";
+    const IDLE: bool = false;
+
+    fn describe(&self) -> String {
+        match self.target.nodes() {
+            1 => self.url.to_string(),
+            n => format!("{} ({n} nodes)", self.url),
+        }
+    }
+
+    async fn appends(&self, cfg: &AppendsConfig, run_id: &str) -> anyhow::Result<AppendsResult> {
+        appends::run(&self.target, cfg, run_id).await
+    }
+
+    async fn fanout(&self, cfg: &FanoutConfig, run_id: &str) -> anyhow::Result<FanoutResult> {
+        fanout::run(&self.target, cfg, run_id).await
+    }
+
+    async fn catchup(&self, cfg: &CatchupConfig, run_id: &str) -> anyhow::Result<CatchupResult> {
+        catchup::run(&self.target, cfg, run_id).await
+    }
+
+    async fn idle(&self, _: &idle::IdleConfig, _: &str) -> anyhow::Result<idle::IdleResult> {
+        anyhow::bail!("the idle workload is not supported by this build yet for Durable Streams")
+    }
 }
 
 /// Writes the JSON report if asked, and fails if any workload did.

@@ -41,8 +41,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A system measured through its own client.
 pub(crate) trait Peer {
-    /// `redis` or `nats`, as stored in the report.
+    /// `ds`, `redis` or `nats`, as stored in the report.
     const SYSTEM: &'static str;
+    /// Whether this build measures the idle workload on the system (`all` leaves it out if
+    /// not).
+    const IDLE: bool = true;
     /// How the server is reached, for the heading.
     fn describe(&self) -> String;
     async fn appends(&self, cfg: &AppendsConfig, run_id: &str) -> anyhow::Result<AppendsResult>;
@@ -51,8 +54,8 @@ pub(crate) trait Peer {
     async fn idle(&self, cfg: &IdleConfig, run_id: &str) -> anyhow::Result<IdleResult>;
 }
 
-/// Runs the workloads `args` asks for against `peer` and prints them as the Durable Streams
-/// path does.
+/// Runs the workloads `args` asks for against `peer` (lifecycle excepted: it is Tether's task
+/// API, which these systems do not have).
 pub(crate) async fn run<P: Peer>(
     peer: &P,
     args: &BenchArgs,
@@ -64,6 +67,13 @@ pub(crate) async fn run<P: Peer>(
         P::SYSTEM
     );
     let mut report = args.new_report(P::SYSTEM, "");
+    heading(peer, args, run_id);
+    workloads(peer, args, run_id, &mut report).await;
+    Ok(report)
+}
+
+/// The run's first line: what is measured, under which label.
+pub(crate) fn heading<P: Peer>(peer: &P, args: &BenchArgs, run_id: &str) {
     println!(
         "tether bench: {}{} (run {run_id})",
         peer.describe(),
@@ -72,6 +82,16 @@ pub(crate) async fn run<P: Peer>(
             .map(|l| format!(" [{l}]"))
             .unwrap_or_default()
     );
+}
+
+/// The workloads every system shares, in the order `all` runs them, each printed as it ends
+/// and kept in `report` (a workload that fails is recorded there and the others go on).
+pub(crate) async fn workloads<P: Peer>(
+    peer: &P,
+    args: &BenchArgs,
+    run_id: &str,
+    report: &mut Report,
+) {
     let wants = |w: Workload| args.workload == w || args.workload == Workload::All;
 
     if wants(Workload::Appends) {
@@ -79,11 +99,7 @@ pub(crate) async fn run<P: Peer>(
             let cfg = args.appends_config(args.streams, connections);
             match peer.appends(&cfg, run_id).await {
                 Ok(r) => report.appends.push(r),
-                Err(e) => crate::fail(
-                    &mut report,
-                    format!("appends, {connections} connections"),
-                    e,
-                ),
+                Err(e) => crate::fail(report, format!("appends, {connections} connections"), e),
             }
         }
         println!("\nappends ({} bytes each)", args.message_size);
@@ -94,7 +110,7 @@ pub(crate) async fn run<P: Peer>(
         for &subscribers in &args.subscribers {
             match peer.fanout(&args.fanout_config(subscribers), run_id).await {
                 Ok(r) => report.fanout.push(r),
-                Err(e) => crate::fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
+                Err(e) => crate::fail(report, format!("fanout, {subscribers} subscribers"), e),
             }
         }
         println!(
@@ -106,22 +122,21 @@ pub(crate) async fn run<P: Peer>(
 
     if wants(Workload::Catchup) {
         match peer.catchup(&args.catchup_config(), run_id).await {
-            Ok(r) => crate::record_catchup(&mut report, "catch-up read from the start", r),
-            Err(e) => crate::fail(&mut report, "catchup".into(), e),
+            Ok(r) => crate::record_catchup(report, "catch-up read from the start", r),
+            Err(e) => crate::fail(report, "catchup".into(), e),
         }
     }
 
-    if wants(Workload::Idle) {
+    if P::IDLE && wants(Workload::Idle) {
         match peer.idle(&args.idle_config(), run_id).await {
             Ok(r) => {
                 println!("\nidle subscribers waiting at the tail");
                 print!("{}", report::idle_table(&r));
                 report.idle = Some(r);
             }
-            Err(e) => crate::fail(&mut report, "idle".into(), e),
+            Err(e) => crate::fail(report, "idle".into(), e),
         }
     }
-    Ok(report)
 }
 
 /// One client of the append workload, on its own connection, with one append in flight.
