@@ -102,8 +102,7 @@ impl StreamWrites {
 
     /// Locks the live stream at `path` (SELECT ... FOR UPDATE) and loads what appends are
     /// checked against. Ok(None): no such live stream.
-    // The control plane's task transitions are the callers (see the tests below).
-    #[cfg_attr(not(test), allow(dead_code))]
+    // The control plane's task transitions are the callers.
     pub(crate) async fn lock(
         &mut self,
         tx: &Transaction<'_>,
@@ -179,7 +178,6 @@ impl StreamWrites {
     /// Creates a plain (non-fork) stream, with an optional initial body, in this transaction.
     /// (Forks work too: this is the one create path of the PostgreSQL store.) An identical
     /// stream already at `path` is not an error: its id is returned.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn create(
         &mut self,
         tx: &Transaction<'_>,
