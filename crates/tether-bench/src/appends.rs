@@ -21,10 +21,21 @@ use crate::target::{create_many, delete_many, send, Conn, Target};
 
 #[derive(Debug, Clone)]
 pub struct AppendsConfig {
+    pub streams: usize,
     pub connections: usize,
     pub message_size: usize,
     pub warmup: Duration,
     pub duration: Duration,
+}
+
+impl AppendsConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.streams > 0 && self.connections > 0,
+            "need at least one stream and one connection"
+        );
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,15 +54,57 @@ pub struct AppendsResult {
     pub latency: LatencySummary,
 }
 
+/// The measured window: only answers that arrive inside it count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window that opens after the warm-up, starting now.
+    pub fn after_warmup(cfg: &AppendsConfig) -> Self {
+        let start = Instant::now() + cfg.warmup;
+        Self {
+            start,
+            end: start + cfg.duration,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        Instant::now() < self.end
+    }
+
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t <= self.end
+    }
+}
+
 /// What one connection's loop measured.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     ok: u64,
     latencies: Vec<u64>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
+    /// Counts one append sent at `sent` and answered now, if the answer falls in the window:
+    /// `Ok` when it was acknowledged, else the kind of error.
+    pub fn record(&mut self, window: &Window, sent: Instant, outcome: Result<(), String>) {
+        let done = Instant::now();
+        if !window.contains(done) {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push((done - sent).as_nanos() as u64);
+            }
+            Err(kind) => self.error(kind),
+        }
+    }
+
     fn error(&mut self, kind: String) {
         // Distinct connection errors could be many; past a few kinds, fold them together.
         let kind = if self.errors.len() >= 16 && !self.errors.contains_key(&kind) {
@@ -107,7 +160,13 @@ pub async fn run(
     cfg: &AppendsConfig,
     streams: &Streams,
 ) -> anyhow::Result<AppendsResult> {
-    anyhow::ensure!(cfg.connections > 0, "need at least one connection");
+    cfg.check()?;
+    anyhow::ensure!(
+        streams.uris.len() == cfg.streams,
+        "{} streams were created for a run over {}",
+        streams.uris.len(),
+        cfg.streams
+    );
     let uris = streams.uris.clone();
 
     // Connect everyone before the clock starts, so the warm-up measures appends, not connects.
@@ -116,9 +175,7 @@ pub async fn run(
         .context("opening the append connections")?;
 
     let body = Bytes::from(vec![b'x'; cfg.message_size]);
-    let start = Instant::now();
-    let window_start = start + cfg.warmup;
-    let window_end = window_start + cfg.duration;
+    let window = Window::after_warmup(cfg);
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -126,16 +183,21 @@ pub async fn run(
             let target = target.clone();
             let uris = uris.clone();
             let body = body.clone();
-            tokio::spawn(async move {
-                append_loop(target, conn, uris, i, body, window_start, window_end).await
-            })
+            tokio::spawn(async move { append_loop(target, conn, uris, i, body, window).await })
         })
         .collect();
+    let mut tallies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tallies.push(task.await.context("append task panicked")?);
+    }
+    Ok(summarize(cfg, tallies))
+}
 
+/// Adds up the connections' tallies.
+pub(crate) fn summarize(cfg: &AppendsConfig, tallies: Vec<Tally>) -> AppendsResult {
     let mut latencies = Vec::new();
     let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.context("append task panicked")?;
+    for tally in tallies {
         total.ok += tally.ok;
         latencies.extend(tally.latencies);
         for (kind, n) in tally.errors {
@@ -143,9 +205,9 @@ pub async fn run(
         }
     }
     let errors = total.errors.values().sum();
-    Ok(AppendsResult {
+    AppendsResult {
         connections: cfg.connections,
-        streams: uris.len(),
+        streams: cfg.streams,
         message_size: cfg.message_size,
         duration_s: cfg.duration.as_secs_f64(),
         ok: total.ok,
@@ -153,7 +215,7 @@ pub async fn run(
         error_kinds: total.errors,
         appends_per_s: total.ok as f64 / cfg.duration.as_secs_f64(),
         latency: LatencySummary::from_nanos(&mut latencies),
-    })
+    }
 }
 
 /// One connection's loop: POST to the streams round-robin (each connection starting at a
@@ -164,12 +226,11 @@ async fn append_loop(
     uris: Arc<Vec<Uri>>,
     first: usize,
     body: Bytes,
-    window_start: Instant,
-    window_end: Instant,
+    window: Window,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut next = first;
-    while Instant::now() < window_end {
+    while window.is_open() {
         let uri = uris[next % uris.len()].clone();
         next += 1;
         let req = target
@@ -184,26 +245,12 @@ async fn append_loop(
             }
         };
         let sent = Instant::now();
-        let result = send(&mut conn, req).await;
-        let done = Instant::now();
-        let counted = done >= window_start && done <= window_end;
-        match result {
-            Ok(resp) if resp.status.is_success() => {
-                if counted {
-                    tally.ok += 1;
-                    tally.latencies.push((done - sent).as_nanos() as u64);
-                }
-            }
-            Ok(resp) => {
-                if counted {
-                    tally.error(resp.status.as_u16().to_string());
-                }
-            }
+        match send(&mut conn, req).await {
+            Ok(resp) if resp.status.is_success() => tally.record(&window, sent, Ok(())),
+            Ok(resp) => tally.record(&window, sent, Err(resp.status.as_u16().to_string())),
             Err(e) => {
-                if counted {
-                    tally.error(format!("{e:#}"));
-                }
-                conn = match reconnect(&target, window_end).await {
+                tally.record(&window, sent, Err(format!("{e:#}")));
+                conn = match reconnect(&target, window.end).await {
                     Some(conn) => conn,
                     None => break,
                 };

@@ -22,13 +22,18 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::live::{self, Progress};
+use crate::live;
+pub(crate) use crate::live::Progress;
 use crate::memory::rss_kb;
 use crate::sse::SseParser;
 use crate::stats::LatencySummary;
-use crate::target::{create_stream, encode_query_value, send, Target};
+use crate::target::{create_stream, encode_query_value, send, Conn, Target};
+
+/// How much longer than 30 s the subscribers of a run may take to become live, per subscriber.
+const PER_SUBSCRIBER: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
@@ -43,6 +48,16 @@ pub struct FanoutConfig {
     /// When set, the server's resident memory is sampled before and after the subscribers
     /// connect.
     pub server_pid: Option<u32>,
+}
+
+impl FanoutConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.subscribers > 0 && self.messages > 0,
+            "need at least one subscriber and one message"
+        );
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,12 +88,161 @@ pub struct FanoutResult {
     pub notes: Vec<String>,
 }
 
-struct SubscriberOutcome {
+/// What one subscriber received.
+pub(crate) struct SubscriberOutcome {
     received: Vec<bool>,
     latencies: Vec<u64>,
     duplicates: u64,
     malformed: u64,
-    error: Option<String>,
+    /// Distinct messages received so far.
+    distinct: usize,
+    /// An unterminated message carried over to the next delivery.
+    partial: Vec<u8>,
+    pub error: Option<String>,
+}
+
+impl SubscriberOutcome {
+    pub fn new(messages: usize) -> Self {
+        Self {
+            received: vec![false; messages],
+            latencies: Vec::with_capacity(messages),
+            duplicates: 0,
+            malformed: 0,
+            distinct: 0,
+            partial: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Records the `seq:nanos;` messages in `data`, all received at `now` (nanoseconds since
+    /// the shared epoch).
+    pub fn receive(&mut self, data: &[u8], now: u64) {
+        let Self {
+            received,
+            latencies,
+            duplicates,
+            malformed,
+            distinct,
+            partial,
+            ..
+        } = self;
+        let bad = split_messages(partial, data, |seq, sent| {
+            match received.get_mut(seq as usize) {
+                Some(seen) if !*seen => {
+                    *seen = true;
+                    *distinct += 1;
+                    latencies.push(now.saturating_sub(sent));
+                }
+                Some(_) => *duplicates += 1,
+                None => *malformed += 1,
+            }
+        });
+        *malformed += bad;
+    }
+
+    /// Whether every message has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.distinct == self.received.len()
+    }
+}
+
+/// Appends one fan-out message to the stream under test.
+pub(crate) trait Publisher {
+    /// Appends `body`; `Err` says why it was not acknowledged.
+    async fn publish(&mut self, body: Bytes) -> Result<(), String>;
+}
+
+/// The subscribers of a run on their way, as [`spawn_subscribers`] hands them to [`measure`].
+pub(crate) struct Subscribed {
+    /// The clock that stamps the messages, shared with the subscribers.
+    pub epoch: Instant,
+    pub progress: Arc<Progress>,
+    /// Set to `true` to stop subscribers that are still waiting.
+    pub stop: watch::Sender<bool>,
+    pub handles: Vec<JoinHandle<SubscriberOutcome>>,
+    pub rss_before_kb: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+/// What every subscriber of a run shares with the coordinator.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub messages: usize,
+    /// The clock that stamps the messages.
+    pub epoch: Instant,
+    pub progress: Arc<Progress>,
+    /// Bounds how many subscribers are connecting at once.
+    pub gate: Arc<Semaphore>,
+    /// Changes when the coordinator stops the subscribers still waiting.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Nanoseconds since the epoch: a receive time to compare with the messages' send times.
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Records `data` received now; returns whether every message has arrived, and then
+    /// counts the subscriber as finished.
+    pub fn deliver(&self, out: &mut SubscriberOutcome, data: &[u8]) -> bool {
+        out.receive(data, self.now());
+        let complete = out.is_complete();
+        if complete {
+            self.progress.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        complete
+    }
+}
+
+/// One subscriber of a system: its own connection, live at the tail.
+pub(crate) trait Listener: Send + 'static {
+    /// Connects (holding a permit of `shared.gate` meanwhile), counts itself in
+    /// `shared.progress`, then records deliveries in `out` until every message has arrived or
+    /// `shared.stop` changes.
+    fn listen(
+        self,
+        shared: Shared,
+        out: &mut SubscriberOutcome,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Samples the server's memory, then starts `cfg.subscribers` subscribers made by `make`.
+pub(crate) fn spawn_subscribers<L: Listener>(
+    cfg: &FanoutConfig,
+    mut make: impl FnMut() -> L,
+) -> Subscribed {
+    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        messages: cfg.messages,
+        epoch: Instant::now(),
+        progress: Arc::new(Progress::default()),
+        gate: Arc::new(Semaphore::new(cfg.connect_concurrency.max(1))),
+        stop: stop_rx,
+    };
+    let handles = (0..cfg.subscribers)
+        .map(|_| {
+            let (listener, shared) = (make(), shared.clone());
+            tokio::spawn(async move {
+                let mut out = SubscriberOutcome::new(shared.messages);
+                let progress = shared.progress.clone();
+                if let Err(e) = listener.listen(shared, &mut out).await {
+                    out.error = Some(format!("{e:#}"));
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                out
+            })
+        })
+        .collect();
+    Subscribed {
+        epoch: shared.epoch,
+        progress: shared.progress,
+        stop,
+        handles,
+        rss_before_kb,
+        notes: Vec::new(),
+    }
 }
 
 pub async fn run(
@@ -86,10 +250,7 @@ pub async fn run(
     cfg: &FanoutConfig,
     run_id: &str,
 ) -> anyhow::Result<FanoutResult> {
-    anyhow::ensure!(
-        cfg.subscribers > 0 && cfg.messages > 0,
-        "need at least one subscriber and one message"
-    );
+    cfg.check()?;
     let name = format!("bench-{run_id}-fanout-s{}", cfg.subscribers);
     let path = target.stream_path(&name);
     let mut publisher = target.connect().await?;
@@ -105,31 +266,64 @@ pub async fn run(
     let sse_uri: Uri = format!("{path}?offset={}&live=sse", encode_query_value(&offset)).parse()?;
     let post_uri: Uri = path.parse()?;
 
-    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
-    let epoch = Instant::now();
-    let progress = Arc::new(Progress::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-    let subscriber = |_: usize| {
-        Subscriber {
-            target: target.clone(),
-            uri: sse_uri.clone(),
-            messages: cfg.messages,
-            epoch,
-            progress: progress.clone(),
-            gate: gate.clone(),
-            stop: stop_rx.clone(),
-        }
-        .run()
+    let mut subscribed = spawn_subscribers(cfg, || Subscriber {
+        target: target.clone(),
+        uri: sse_uri.clone(),
+    });
+    subscribed.notes.extend(notes);
+    let publisher = SsePublisher {
+        target: target.clone(),
+        conn: publisher,
+        uri: post_uri,
     };
-    let (handles, connect_s) = live::start(
-        cfg.subscribers,
-        subscriber,
-        &progress,
-        Duration::from_millis(20),
-        &mut notes,
-    )
-    .await;
+    measure(cfg, subscribed, publisher).await
+}
+
+/// Posts fan-out messages over one keep-alive connection, reconnecting after a failure.
+struct SsePublisher {
+    target: Target,
+    conn: Conn,
+    uri: Uri,
+}
+
+impl Publisher for SsePublisher {
+    async fn publish(&mut self, body: Bytes) -> Result<(), String> {
+        let req = self
+            .target
+            .request(Method::POST, self.uri.clone())
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Full::new(body))
+            .map_err(|e| format!("building request: {e}"))?;
+        match send(&mut self.conn, req).await {
+            Ok(resp) if resp.status.is_success() => Ok(()),
+            Ok(resp) => Err(resp.describe()),
+            Err(e) => {
+                if let Ok(conn) = self.target.connect().await {
+                    self.conn = conn;
+                }
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+/// The part of a fan-out run every system shares, once the subscribers are on their way:
+/// wait until they are live, publish at a steady pace, let late deliveries arrive, and count.
+pub(crate) async fn measure(
+    cfg: &FanoutConfig,
+    subscribed: Subscribed,
+    mut publisher: impl Publisher,
+) -> anyhow::Result<FanoutResult> {
+    let Subscribed {
+        epoch,
+        progress,
+        stop,
+        handles,
+        rss_before_kb,
+        mut notes,
+    } = subscribed;
+    let connect_s =
+        live::wait_until_ready(&progress, cfg.subscribers, PER_SUBSCRIBER, &mut notes).await;
     let rss_connected_kb = cfg.server_pid.and_then(rss_kb);
 
     // Publish at a steady pace. A slow acknowledgement delays the next append rather than
@@ -142,20 +336,15 @@ pub async fn run(
     for (seq, ok) in published.iter_mut().enumerate() {
         tick.tick().await;
         let sent = epoch.elapsed().as_nanos() as u64;
-        let req = target
-            .request(Method::POST, post_uri.clone())
-            .header(CONTENT_TYPE, "text/plain")
-            .body(Full::new(Bytes::from(format!("{seq}:{sent};"))))?;
-        match send(&mut publisher, req).await {
-            Ok(resp) if resp.status.is_success() => {
+        match publisher
+            .publish(Bytes::from(format!("{seq}:{sent};")))
+            .await
+        {
+            Ok(()) => {
                 *ok = true;
                 append_latencies.push(epoch.elapsed().as_nanos() as u64 - sent);
             }
-            Ok(resp) => *publish_errors.entry(resp.describe()).or_default() += 1,
-            Err(e) => {
-                *publish_errors.entry(format!("{e:#}")).or_default() += 1;
-                publisher = target.connect().await?;
-            }
+            Err(e) => *publish_errors.entry(e).or_default() += 1,
         }
     }
     for (error, n) in publish_errors {
@@ -170,7 +359,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(cfg.subscribers * cfg.messages);
     let (mut delivered, mut missing, mut duplicates, mut malformed) = (0u64, 0u64, 0u64, 0u64);
@@ -216,41 +405,19 @@ pub async fn run(
 struct Subscriber {
     target: Target,
     uri: Uri,
-    messages: usize,
-    epoch: Instant,
-    progress: Arc<Progress>,
-    gate: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
 }
 
-impl Subscriber {
-    async fn run(mut self) -> SubscriberOutcome {
-        let mut out = SubscriberOutcome {
-            received: vec![false; self.messages],
-            latencies: Vec::with_capacity(self.messages),
-            duplicates: 0,
-            malformed: 0,
-            error: None,
-        };
-        if let Err(e) = self.listen(&mut out).await {
-            out.error = Some(format!("{e:#}"));
-            self.progress.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        out
-    }
-
-    async fn listen(&mut self, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
-        let mut body = live::subscribe(&self.target, self.uri.clone(), &self.gate).await?;
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+impl Listener for Subscriber {
+    async fn listen(self, mut shared: Shared, out: &mut SubscriberOutcome) -> anyhow::Result<()> {
+        let mut body = live::subscribe(&self.target, self.uri.clone(), &shared.gate).await?;
+        shared.progress.accepted.fetch_add(1, Ordering::Relaxed);
 
         let mut parser = SseParser::new();
-        let mut partial = Vec::new();
         let mut ready = false;
-        let mut distinct = 0usize;
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                _ = self.stop.changed() => return Ok(()),
+                _ = shared.stop.changed() => return Ok(()),
             };
             let frame = match frame {
                 None => anyhow::bail!("the server ended the SSE response"),
@@ -260,32 +427,19 @@ impl Subscriber {
                 continue;
             };
             // One clock reading per chunk: every message in it arrived at the same time.
-            let now = self.epoch.elapsed().as_nanos() as u64;
+            let now = shared.now();
             let mut became_ready = false;
             parser.feed(&chunk, |event| match event.event {
                 b"control" => became_ready = true,
-                b"data" => {
-                    let bad = split_messages(&mut partial, event.data, |seq, sent| {
-                        match out.received.get_mut(seq as usize) {
-                            Some(seen) if !*seen => {
-                                *seen = true;
-                                distinct += 1;
-                                out.latencies.push(now.saturating_sub(sent));
-                            }
-                            Some(_) => out.duplicates += 1,
-                            None => out.malformed += 1,
-                        }
-                    });
-                    out.malformed += bad;
-                }
+                b"data" => out.receive(event.data, now),
                 _ => {}
             });
             if became_ready && !ready {
                 ready = true;
-                self.progress.ready.fetch_add(1, Ordering::Relaxed);
+                shared.progress.ready.fetch_add(1, Ordering::Relaxed);
             }
-            if distinct == self.messages {
-                self.progress.finished.fetch_add(1, Ordering::Relaxed);
+            if out.is_complete() {
+                shared.progress.finished.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         }
@@ -349,6 +503,23 @@ mod tests {
     #[test]
     fn a_message_split_across_events_is_joined() {
         assert_eq!(split_all(&[b"7:12", b"34;"]), (vec![(7, 1234)], 0));
+    }
+
+    #[test]
+    fn an_outcome_counts_each_message_once_and_repeats_as_duplicates() {
+        let mut out = SubscriberOutcome::new(3);
+        out.receive(b"0:100;1:1", 150);
+        out.receive(b"50;", 400);
+        assert!(!out.is_complete());
+        out.receive(b"1:150;2:300;7:1;", 500);
+        assert!(out.is_complete());
+        assert_eq!(out.received, vec![true; 3]);
+        assert_eq!(out.latencies, vec![50, 250, 200]);
+        assert_eq!(
+            (out.duplicates, out.malformed),
+            (1, 1),
+            "seq 1 twice, seq 7 of no run"
+        );
     }
 
     #[test]

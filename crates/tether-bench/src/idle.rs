@@ -64,6 +64,25 @@ pub struct IdleConfig {
     pub server_pid: Option<u32>,
 }
 
+impl IdleConfig {
+    /// What a run of this workload measured: `connected` subscribers were waiting when the
+    /// server's memory had gone from `rss_before_kb` to `rss_with_subscribers_kb`.
+    pub fn result(
+        &self,
+        connected: usize,
+        rss_before_kb: Option<u64>,
+        rss_with_subscribers_kb: Option<u64>,
+    ) -> IdleResult {
+        IdleResult {
+            subscribers: self.subscribers,
+            streams: self.streams,
+            connected,
+            rss_before_kb,
+            rss_with_subscribers_kb,
+        }
+    }
+}
+
 /// The result, and what the table prints beside it.
 pub struct IdleRun {
     pub result: IdleResult,
@@ -148,13 +167,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
         )),
     }
     Ok(IdleRun {
-        result: IdleResult {
-            subscribers: cfg.subscribers,
-            streams: cfg.streams,
-            connected,
-            rss_before_kb,
-            rss_with_subscribers_kb,
-        },
+        result: cfg.result(connected, rss_before_kb, rss_with_subscribers_kb),
         connect_s,
         notes,
     })

@@ -2,7 +2,7 @@
 //!
 //! It speaks nothing but the public Durable Streams HTTP protocol, so the same load can be
 //! pointed at Tether or at any other Durable Streams server by URL, and the figures compared.
-//! Three workloads follow DESIGN.md's performance targets:
+//! Four workloads follow DESIGN.md's performance targets:
 //!
 //! - `appends`: durable appends per second from many concurrent keep-alive connections;
 //! - `fanout`: append-to-subscriber latency over SSE with many live subscribers;
@@ -19,6 +19,7 @@ mod idle;
 mod lifecycle;
 mod live;
 mod memory;
+mod peers;
 mod plot;
 mod report;
 mod sse;
@@ -32,9 +33,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::appends::AppendsConfig;
-use crate::catchup::CatchupConfig;
-use crate::fanout::FanoutConfig;
+use crate::appends::{AppendsConfig, AppendsResult};
+use crate::catchup::{CatchupConfig, CatchupResult};
+use crate::fanout::{FanoutConfig, FanoutResult};
+use crate::peers::Peer;
 use crate::report::{Failure, Report};
 use crate::summarize::Series;
 use crate::target::Target;
@@ -187,40 +189,83 @@ pub struct BenchArgs {
     pub plot: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// A report of a run against `system`, before any workload.
+    fn new_report(&self, system: &str, stream_prefix: &str) -> Report {
+        Report {
+            label: self.label.clone(),
+            url: self.url.clone(),
+            stream_prefix: stream_prefix.to_string(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            server_rss_start_kb: self.server_pid.and_then(memory::rss_kb),
+            system: Some(system.into()),
+            ..Default::default()
+        }
+    }
+
+    fn appends_config(&self, streams: usize, connections: usize) -> AppendsConfig {
+        AppendsConfig {
+            streams,
+            connections,
+            message_size: self.message_size,
+            warmup: self.warmup,
+            duration: self.duration,
+        }
+    }
+
+    fn fanout_config(&self, subscribers: usize) -> FanoutConfig {
+        FanoutConfig {
+            subscribers,
+            messages: self.fanout_messages,
+            interval: self.fanout_interval,
+            drain_timeout: self.drain_timeout,
+            connect_concurrency: 64,
+            server_pid: self.server_pid,
+        }
+    }
+
+    fn catchup_config(&self) -> CatchupConfig {
+        CatchupConfig {
+            messages: self.messages,
+            message_size: self.message_size,
+            batch: self.batch,
+            preload_connections: 4,
+            stream: self.catchup_stream.clone(),
+        }
+    }
+
+    fn idle_config(&self) -> idle::IdleConfig {
+        idle::IdleConfig {
+            subscribers: self.idle_subscribers,
+            streams: self.idle_streams,
+            connect_concurrency: 64,
+            settle: Duration::from_secs(1),
+            server_pid: self.server_pid,
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.summarize.is_empty() {
         return summarize(&args);
     }
     raise_fd_limit(&args);
-    anyhow::ensure!(
-        args.system == System::Ds,
-        "--system {:?} is not supported by this build yet",
-        args.system
-    );
-    let target = Target::new(&args.url, &args.stream_prefix)?;
     let run_id = run_id();
-    let mut report = Report {
-        label: args.label.clone(),
-        url: args.url.clone(),
-        stream_prefix: args.stream_prefix.clone(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        server_rss_start_kb: args.server_pid.and_then(memory::rss_kb),
-        system: Some("ds".into()),
-        ..Default::default()
+    let report = match args.system {
+        System::Ds => run_ds(&args, &run_id).await?,
+        System::Redis => peers::run(&peers::redis::Redis::new(&args.url)?, &args, &run_id).await?,
+        System::Nats => peers::run(&peers::nats::Nats::new(&args.url)?, &args, &run_id).await?,
     };
-    let nodes = match target.nodes() {
-        1 => String::new(),
-        n => format!(" ({n} nodes)"),
+    finish(&args, &report)
+}
+
+async fn run_ds(args: &BenchArgs, run_id: &str) -> anyhow::Result<Report> {
+    let ds = Ds {
+        url: &args.url,
+        target: Target::new(&args.url, &args.stream_prefix)?,
     };
-    println!(
-        "tether bench: {}{nodes}{} (run {run_id})",
-        args.url,
-        args.label
-            .as_deref()
-            .map(|l| format!(" [{l}]"))
-            .unwrap_or_default()
-    );
-    let wants = |w: Workload| args.workload == w || args.workload == Workload::All;
+    let mut report = args.new_report(Ds::SYSTEM, &args.stream_prefix);
+    peers::heading(&ds, args, run_id);
 
     if args.workload == Workload::Lifecycle
         || (args.workload == Workload::All && args.with_lifecycle)
@@ -232,7 +277,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             warmup: args.warmup,
             duration: args.duration,
         };
-        match lifecycle::run(&target, &cfg).await {
+        match lifecycle::run(&ds.target, &cfg).await {
             Ok(r) => {
                 println!(
                     "\ntask lifecycle ({} workers; submit, claim, {} events in batches of {}, finish)",
@@ -244,112 +289,57 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Err(e) => fail(&mut report, "lifecycle".into(), e),
         }
     }
+    peers::workloads(&ds, args, run_id, &mut report).await;
+    Ok(report)
+}
 
-    if wants(Workload::Appends) {
-        for &streams in &args.streams {
-            let created = match appends::create_streams(&target, streams, &run_id).await {
-                Ok(created) => created,
-                Err(e) => {
-                    fail(&mut report, format!("appends, {streams} streams"), e);
-                    continue;
-                }
-            };
-            for &connections in &args.connections {
-                let cfg = AppendsConfig {
-                    connections,
-                    message_size: args.message_size,
-                    warmup: args.warmup,
-                    duration: args.duration,
-                };
-                match appends::run(&target, &cfg, &created).await {
-                    Ok(r) => report.appends.push(r),
-                    Err(e) => fail(
-                        &mut report,
-                        format!("appends, {streams} streams, {connections} connections"),
-                        e,
-                    ),
-                }
-            }
-            // Not timed; a stream count's streams are not needed after its runs.
-            if let Err(e) = created.delete(&target).await {
-                eprintln!("warning: deleting the {streams} append streams: {e:#}");
-            }
-        }
-        println!("\nappends ({} bytes each)", args.message_size);
-        print!("{}", report::appends_table(&report.appends));
-    }
+/// A Durable Streams server over HTTP: one node, or the nodes of one deployment.
+struct Ds<'a> {
+    url: &'a str,
+    target: Target,
+}
 
-    if wants(Workload::Fanout) {
-        for &subscribers in &args.subscribers {
-            let cfg = FanoutConfig {
-                subscribers,
-                messages: args.fanout_messages,
-                interval: args.fanout_interval,
-                drain_timeout: args.drain_timeout,
-                connect_concurrency: 64,
-                server_pid: args.server_pid,
-            };
-            match fanout::run(&target, &cfg, &run_id).await {
-                Ok(r) => report.fanout.push(r),
-                Err(e) => fail(&mut report, format!("fanout, {subscribers} subscribers"), e),
-            }
-        }
-        println!(
-            "\nfanout over SSE ({} appends, one every {:?})",
-            args.fanout_messages, args.fanout_interval
-        );
-        print!("{}", report::fanout_table(&report.fanout));
-    }
+impl peers::Peer for Ds<'_> {
+    const SYSTEM: &'static str = "ds";
 
-    if wants(Workload::Catchup) {
-        let cfg = CatchupConfig {
-            messages: args.messages,
-            message_size: args.message_size,
-            batch: args.batch,
-            preload_connections: 4,
-            stream: args.catchup_stream.clone(),
-        };
-        match catchup::run(&target, &cfg, &run_id).await {
-            Ok(r) => {
-                println!("\ncatch-up read from offset -1");
-                print!("{}", report::catchup_table(&r));
-                if !r.verified {
-                    report.failures.push(Failure {
-                        workload: "catchup".into(),
-                        error: format!(
-                            "read {} messages, expected {}",
-                            r.messages_read, r.messages_expected
-                        ),
-                    });
-                }
-                report.catchup = Some(r);
-            }
-            Err(e) => fail(&mut report, "catchup".into(), e),
+    fn describe(&self) -> String {
+        match self.target.nodes() {
+            1 => self.url.to_string(),
+            n => format!("{} ({n} nodes)", self.url),
         }
     }
 
-    // Last, so that ten thousand connections coming and going disturb no other workload.
-    if wants(Workload::Idle) {
-        let cfg = idle::IdleConfig {
-            subscribers: args.idle_subscribers,
-            streams: args.idle_streams,
-            connect_concurrency: 64,
-            settle: Duration::from_secs(1),
-            server_pid: args.server_pid,
-        };
-        match idle::run(&target, &cfg, &run_id).await {
-            Ok(run) => {
-                println!(
-                    "\nidle live subscribers over SSE ({} streams)",
-                    args.idle_streams
-                );
-                print!("{}", report::idle_table(&run));
-                report.idle = Some(run.result);
-            }
-            Err(e) => fail(&mut report, "idle".into(), e),
+    /// Creates the run's streams, appends, then deletes them: ten thousand streams left
+    /// behind would cost some servers a file descriptor each (Electric's keeps every stream's
+    /// file open), which later runs would run short of.
+    async fn appends(&self, cfg: &AppendsConfig, run_id: &str) -> anyhow::Result<AppendsResult> {
+        let tag = format!("{run_id}-c{}", cfg.connections);
+        let streams = appends::create_streams(&self.target, cfg.streams, &tag).await?;
+        let result = appends::run(&self.target, cfg, &streams).await;
+        if let Err(e) = streams.delete(&self.target).await {
+            eprintln!(
+                "warning: deleting the {} append streams: {e:#}",
+                cfg.streams
+            );
         }
+        result
     }
 
+    async fn fanout(&self, cfg: &FanoutConfig, run_id: &str) -> anyhow::Result<FanoutResult> {
+        fanout::run(&self.target, cfg, run_id).await
+    }
+
+    async fn catchup(&self, cfg: &CatchupConfig, run_id: &str) -> anyhow::Result<CatchupResult> {
+        catchup::run(&self.target, cfg, run_id).await
+    }
+
+    async fn idle(&self, cfg: &idle::IdleConfig, run_id: &str) -> anyhow::Result<idle::IdleRun> {
+        idle::run(&self.target, cfg, run_id).await
+    }
+}
+
+/// Writes the JSON report if asked, and fails if any workload did.
+fn finish(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {path:?}"))?;
@@ -362,6 +352,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} workload(s) failed", report.failures.len());
     }
     Ok(())
+}
+
+/// Prints a catch-up result and keeps it; a count that does not match is a failure.
+fn record_catchup(report: &mut Report, heading: &str, r: catchup::CatchupResult) {
+    println!("\n{heading}");
+    print!("{}", report::catchup_table(&r));
+    if !r.verified {
+        report.failures.push(Failure {
+            workload: "catchup".into(),
+            error: format!(
+                "read {} messages, expected {}",
+                r.messages_read, r.messages_expected
+            ),
+        });
+    }
+    report.catchup = Some(r);
 }
 
 fn fail(report: &mut Report, workload: String, error: anyhow::Error) {
@@ -398,15 +404,11 @@ fn summarize(args: &BenchArgs) -> anyhow::Result<()> {
 /// Every subscriber and connection is a file descriptor; the usual soft limit of 1024 is too
 /// low for a thousand subscribers, so raise it towards the hard limit.
 fn raise_fd_limit(args: &BenchArgs) {
-    let idle = match args.workload {
-        Workload::Idle | Workload::All => args.idle_subscribers,
-        _ => 0,
-    };
     let needed = args
         .subscribers
         .iter()
         .chain(&args.connections)
-        .chain([&idle])
+        .chain([&args.idle_subscribers])
         .max()
         .copied()
         .unwrap_or(0) as u64

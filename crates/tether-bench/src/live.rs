@@ -87,7 +87,7 @@ where
 /// sends nothing until the first append is given three seconds after every subscriber's
 /// response headers arrived. Gives up after 30 s plus `per_subscriber` for each subscriber.
 /// Returns the seconds it took; what went wrong is added to `notes`.
-async fn wait_until_ready(
+pub(crate) async fn wait_until_ready(
     progress: &Progress,
     subscribers: usize,
     per_subscriber: Duration,

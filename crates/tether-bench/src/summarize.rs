@@ -163,7 +163,7 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
         let who = subscribers_text(s);
         out.push(
             Figure::new(
-                format!("SSE delivery p50 ms, {who}"),
+                format!("live delivery p50 ms, {who}"),
                 false,
                 Fold::Median,
                 ms,
@@ -173,7 +173,7 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
         );
         out.push(
             Figure::new(
-                format!("SSE delivery p99 ms, {who}"),
+                format!("live delivery p99 ms, {who}"),
                 false,
                 Fold::Median,
                 ms,
@@ -183,7 +183,7 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
         );
         out.push(
             Figure::new(
-                format!("SSE missing deliveries, {who} (all rounds)"),
+                format!("live missing deliveries, {who} (all rounds)"),
                 false,
                 Fold::Sum,
                 thousands,
@@ -254,7 +254,7 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
     if let Some(&s) = subscribers.last() {
         out.push(
             Figure::new(
-                format!("server RSS per 1000 SSE subscribers, MB (measured with {s})"),
+                format!("server RSS per 1000 live subscribers, MB (measured with {s})"),
                 false,
                 Fold::Median,
                 one_decimal,
@@ -632,7 +632,7 @@ mod tests {
         );
         assert_eq!(&errors[2..], ["6", "4", "1.50"]);
         assert!(
-            !page.contains("SSE delivery"),
+            !page.contains("live delivery"),
             "no fan-out rows without fan-out results"
         );
     }

@@ -18,6 +18,18 @@ pub struct Tail {
     pub deleted: bool,
 }
 
+impl Tail {
+    /// The later of two views of one stream's tail: tails only move forward, so merging is
+    /// idempotent and order-free (a change heard twice, or late, changes nothing).
+    pub fn merge(self, other: Tail) -> Tail {
+        Tail {
+            next: self.next.max(other.next),
+            closed: self.closed || other.closed,
+            deleted: self.deleted || other.deleted,
+        }
+    }
+}
+
 /// A receiver of a stream's tail.
 #[derive(Clone, Debug)]
 pub struct TailWatch {

@@ -198,6 +198,31 @@ async fn a_listener_whose_connection_is_killed_reconnects_and_still_delivers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_was_never_announced_still_reaches_watchers() {
+    let Some(db) = ScratchDatabase::create("unannounced commit").await else {
+        return;
+    };
+    let a = node(&db).await;
+    a.create("s", bytes_stream()).await.unwrap();
+    let (_, mut watch) = a.watch("s").await.unwrap();
+    listener_connected_more_than(&a, 0).await;
+
+    // A node announces its commits after them; one that dies in between never does. Here
+    // the commit is made behind every node's back, so no announcement exists at all: the
+    // listener's periodic re-read of the tails it watches must find it.
+    admin(&db)
+        .await
+        .execute("UPDATE streams SET closed = true WHERE path = 's'", &[])
+        .await
+        .expect("close the stream behind the nodes' backs");
+    match watch.wait_past(0, PATIENCE).await {
+        Wake::Changed(tail) => assert!(tail.closed, "woken for the close: {tail:?}"),
+        Wake::TimedOut(tail) => panic!("the unannounced close never reached A: {tail:?}"),
+    }
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_announced_on_any_node_wakes_waiters_on_every_node() {
     let Some(db) = ScratchDatabase::create("work notifications").await else {
         return;
@@ -207,7 +232,7 @@ async fn work_announced_on_any_node_wakes_waiters_on_every_node() {
     let notified = a.work_notify().notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    // What the control plane sends in its claim and submit transactions.
+    // What a node's announcer sends after a submit, requeue or end commits.
     admin(&db)
         .await
         .execute("SELECT pg_notify('tether_work', '')", &[])

@@ -97,8 +97,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl Cli {
     pub fn run(self) -> ExitCode {
+        // The NATS client logs every connect and close at info; `tether bench --system nats`
+        // opens thousands.
         let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
         let logs = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);

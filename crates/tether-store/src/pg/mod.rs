@@ -97,7 +97,6 @@ impl PgStore {
     }
 
     /// The connection settings, for connections outside the pool.
-    #[allow(dead_code)]
     pub(crate) fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }

@@ -120,9 +120,8 @@ impl<'c> Tx<'c> {
         self.retryable.load(Ordering::Relaxed) || self.writes.retryable()
     }
 
-    /// Writes the buffered stream rows, announces new work if any, commits, and then tells
-    /// this node's live readers about the new tails. Other nodes hear of both through the
-    /// notifications, which PostgreSQL delivers only on commit.
+    /// Writes the buffered stream rows, commits, and then tells this node's live readers and
+    /// waiting claims, and the other nodes, about the new tails and work.
     async fn commit(self, store: &PgStore) -> Result<(), (String, bool)> {
         let Tx {
             tx,
@@ -136,15 +135,13 @@ impl<'c> Tx<'c> {
         if let Err(e) = writes.flush(&tx).await {
             return Err(failed(e, &writes));
         }
-        if work {
-            // The stream store's listener on every node turns this into its work Notify.
-            tx.execute("SELECT pg_notify('tether_work', '')", &[])
-                .await
-                .map_err(|e| (describe(&e), is_retryable(&e)))?;
-        }
         tx.commit()
             .await
             .map_err(|e| (describe(&e), is_retryable(&e)))?;
+        if work {
+            // The stream store's listener on every node turns this into its work Notify.
+            store.shared().announcer.work();
+        }
         writes.published(store);
         Ok(())
     }

@@ -119,7 +119,7 @@ async fn run(pool: &Pool, shared: &Shared, jobs: Vec<Job>) {
     loop {
         match attempt_batch(pool, &jobs).await {
             Ok((answers, writes)) => {
-                writes.publish_to(&shared.tails);
+                writes.publish_to(shared);
                 for (job, answer) in jobs.into_iter().zip(answers) {
                     // A caller that went away no longer needs its answer.
                     let _ = job.reply.send(answer);

@@ -11,6 +11,7 @@
 //! fork chain ([`row::Identity`]). Tails, closure and deletion always come from the database
 //! or the bridged watch.
 
+mod announce;
 mod batch;
 mod recent;
 mod row;
@@ -56,6 +57,8 @@ pub(super) type Failure = (String, bool);
 /// What the node's background tasks share with it.
 pub(crate) struct Shared {
     pub tails: Tails,
+    /// Tells other nodes about this node's commits.
+    pub announcer: announce::Announcer,
     /// Woken for every `tether_work` notification, and after the listener reconnects.
     pub work: Notify,
     pub listener_connects: AtomicU64,
@@ -69,13 +72,16 @@ pub(crate) struct Streams {
     identities: Mutex<HashMap<StreamId, Arc<Identity>>>,
     batcher: Batcher,
     listener: Mutex<Option<JoinHandle<()>>>,
+    announcing: JoinHandle<()>,
 }
 
 impl Streams {
     /// Starts the append batcher and the tail listener. Needs a tokio runtime.
     pub(crate) fn start(pool: &Pool, config: &tokio_postgres::Config, options: &PgOptions) -> Self {
+        let (announcer, announcing) = announce::Announcer::start(config);
         let shared = Arc::new(Shared {
             tails: Tails::default(),
+            announcer,
             work: Notify::new(),
             listener_connects: AtomicU64::new(0),
             log_reads: AtomicU64::new(0),
@@ -92,6 +98,7 @@ impl Streams {
             identities: Mutex::new(HashMap::new()),
             batcher,
             listener: Mutex::new(Some(listener)),
+            announcing,
         }
     }
 
@@ -105,6 +112,7 @@ impl Streams {
 impl Drop for Streams {
     fn drop(&mut self) {
         self.stop_listener();
+        self.announcing.abort();
     }
 }
 
@@ -204,6 +212,10 @@ impl PgStore {
     /// metrics and tests).
     pub fn log_reads(&self) -> u64 {
         self.streams.shared.log_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.streams.shared
     }
 
     pub(crate) fn tails(&self) -> &Tails {

@@ -1,15 +1,17 @@
 //! Live tails across nodes: a registry of this node's watched streams, and the listener that
 //! brings other nodes' commits into it.
 //!
-//! Every transaction that moves a tail queues `pg_notify('tether_tail', ..)`, which PostgreSQL
-//! delivers to every listening node when (and only if) the transaction commits. One dedicated
-//! connection per node listens and merges what it hears into the registry. Tails only move
+//! After every commit that moves a tail, the committing node announces it with
+//! `pg_notify('tether_tail', ..)` (see `announce`). One dedicated connection per node listens
+//! and merges what it hears into the registry. Tails only move
 //! forward (a larger `next`, closed, deleted), so merging is idempotent and order-free: the
 //! same change arriving twice (published locally after commit, then heard back) or late
 //! changes nothing.
 //!
 //! Notifications sent while the listener is disconnected are lost, so after every (re)connect
-//! it re-reads the tails of every watched stream from the database. Watchers register before
+//! it re-reads the tails of every watched stream from the database. So are the announcements
+//! of a node that dies between a commit and its announcement: the listener also re-reads the
+//! watched tails every [`RESYNC_EVERY`], which bounds how late a reader hears of such a commit. Watchers register before
 //! reading the tail themselves (see `PgStore::watch`), so no commit falls between the two.
 
 use std::collections::HashMap;
@@ -34,6 +36,9 @@ pub(crate) const TAIL_CHANNEL: &str = "tether_tail";
 pub(crate) const WORK_CHANNEL: &str = "tether_work";
 /// The listener's `application_name`, so operators (and tests) can find its connection.
 pub const LISTENER_APPLICATION_NAME: &str = "tether-listener";
+
+/// How often the listener re-reads the watched tails even when no announcement came.
+pub(crate) const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -124,11 +129,7 @@ impl Tails {
 
 fn merge_into(sender: &watch::Sender<Tail>, tail: Tail) {
     sender.send_if_modified(|t| {
-        let merged = Tail {
-            next: t.next.max(tail.next),
-            closed: t.closed || tail.closed,
-            deleted: t.deleted || tail.deleted,
-        };
+        let merged = t.merge(tail);
         let changed = merged != *t;
         *t = merged;
         changed
@@ -192,7 +193,22 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
     shared
         .listener_connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    while let Some(n) = rx.recv().await {
+    let mut resync_timer = tokio::time::interval(RESYNC_EVERY);
+    resync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync_timer.reset();
+    loop {
+        let n = tokio::select! {
+            n = rx.recv() => match n {
+                Some(n) => n,
+                None => break,
+            },
+            _ = resync_timer.tick() => {
+                if let Err(e) = resync(&client, shared).await {
+                    return (true, e);
+                }
+                continue;
+            }
+        };
         match n.channel() {
             TAIL_CHANNEL => match decode(n.payload()) {
                 Some((id, tail)) => shared.tails.merge(id, tail),
@@ -208,8 +224,8 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
     (true, why)
 }
 
-/// Re-reads the tails of every watched stream (after a reconnect); a stream whose row is
-/// gone was deleted.
+/// Re-reads the tails of every watched stream (after a reconnect, and on a timer); a stream
+/// whose row is gone was deleted.
 async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), String> {
     let ids = shared.tails.watched();
     if ids.is_empty() {
@@ -256,7 +272,7 @@ pub(crate) fn gone() -> Tail {
     }
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+pub(super) struct AbortOnDrop(pub tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

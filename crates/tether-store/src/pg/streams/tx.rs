@@ -20,7 +20,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::row::{position, stored, StreamRow, COLUMNS};
-use super::tails::{self, gone, Tails};
+use super::tails::gone;
+use super::Shared;
 use crate::body::{stored_body, PreparedAppend};
 use crate::chunk::Chunk;
 use crate::lifecycle::{self, Shape};
@@ -101,8 +102,7 @@ impl StreamWrites {
 
     /// Locks the live stream at `path` (SELECT ... FOR UPDATE) and loads what appends are
     /// checked against. Ok(None): no such live stream.
-    // The control plane's task transitions are the callers (see the tests below).
-    #[cfg_attr(not(test), allow(dead_code))]
+    // The control plane's task transitions are the callers.
     pub(crate) async fn lock(
         &mut self,
         tx: &Transaction<'_>,
@@ -178,7 +178,6 @@ impl StreamWrites {
     /// Creates a plain (non-fork) stream, with an optional initial body, in this transaction.
     /// (Forks work too: this is the one create path of the PostgreSQL store.) An identical
     /// stream already at `path` is not an error: its id is returned.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn create(
         &mut self,
         tx: &Transaction<'_>,
@@ -583,22 +582,17 @@ impl StreamWrites {
         Ok(())
     }
 
-    /// Writes what is buffered (chunks, producer rows, stream rows) and queues the
-    /// cross-node tail notifications (pg_notify inside the transaction). Once, before commit.
+    /// Writes what is buffered (chunks, producer rows, stream rows). Once, before commit; the
+    /// new tails are announced after it ([`Self::publish_to`]).
     ///
-    /// The (at most four) statements are sent together, pipelined on the connection, so the
+    /// The (at most three) statements are sent together, pipelined on the connection, so the
     /// flush costs one round trip rather than four.
     pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
         let chunks = ChunkRows::of(&self.chunks)?;
         let producers = self.producer_rows()?;
         let streams = self.stream_rows()?;
-        let payloads: Vec<String> = self
-            .notices
-            .iter()
-            .map(|(id, tail)| tails::encode(*id, *tail))
-            .collect();
         let data: Vec<&[u8]> = chunks.data.iter().map(|d| d.as_ref()).collect();
-        let (chunks_written, producers_written, streams_written, notified) = tokio::join!(
+        let (chunks_written, producers_written, streams_written) = tokio::join!(
             async {
                 if chunks.ids.is_empty() {
                     return Ok(0);
@@ -659,24 +653,11 @@ impl StreamWrites {
                 )
                 .await
             },
-            async {
-                if payloads.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute_typed(
-                    "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
-                    &[
-                        (&tails::TAIL_CHANNEL, Type::TEXT),
-                        (&payloads, Type::TEXT_ARRAY),
-                    ],
-                )
-                .await
-            },
         );
         drop(data);
         // In statement order: after the first failure, the others only report that the
         // transaction is aborted.
-        for result in [chunks_written, producers_written, streams_written, notified] {
+        for result in [chunks_written, producers_written, streams_written] {
             if let Err(e) = result {
                 return Err(self.db(e));
             }
@@ -736,12 +717,14 @@ impl StreamWrites {
         Ok(rows)
     }
 
-    /// After the commit: publishes the new tails to this node's live readers.
+    /// After the commit: publishes the new tails to this node's live readers, and announces
+    /// them to the other nodes.
     pub(crate) fn published(self, store: &PgStore) {
-        self.publish_to(store.tails());
+        self.publish_to(store.shared());
     }
 
-    pub(super) fn publish_to(self, tails: &Tails) {
+    pub(super) fn publish_to(self, shared: &Shared) {
+        let tails = &shared.tails;
         // Chunks first: the readers the new tails wake find them in memory.
         for (id, pos, end, data) in self.written {
             if let Some(recent) = tails.recent(id) {
@@ -750,6 +733,7 @@ impl StreamWrites {
         }
         for (id, tail) in self.notices {
             tails.merge(id, tail);
+            shared.announcer.tail(id, tail);
         }
     }
 }
