@@ -64,28 +64,35 @@ impl ReaderPool {
         }
     }
 
-    /// Indexed chunks of one stream's own storage that overlap `[from, end)`, in order,
-    /// stopping once `max_bytes` are gathered (always at least one chunk if any overlaps). The
-    /// first may start before `from` when `from` falls inside it; the caller slices.
-    pub async fn chunks(
+    /// Reads the indexed chunks of one stream's own storage that overlap `[from, end)`, in
+    /// order, stopping once `max_bytes` are gathered (always at least one chunk if any
+    /// overlaps). The first may start before `from` when `from` falls inside it; the caller
+    /// slices. Runs on the blocking pool; dropping the handle lets the read finish unobserved.
+    pub fn spawn_chunks(
         &self,
         stream: StreamId,
         from: u64,
         end: u64,
         max_bytes: usize,
-    ) -> rusqlite::Result<Vec<Chunk>> {
+    ) -> tokio::task::JoinHandle<rusqlite::Result<Vec<Chunk>>> {
         self.inner.queries.fetch_add(1, Ordering::Relaxed);
         let pool = self.clone();
-        let run = move || {
+        tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
             let result = query_chunks(&conn, stream, from, end, max_bytes);
             pool.give_back(conn);
             result
-        };
-        match tokio::task::spawn_blocking(run).await {
-            Ok(result) => result,
-            Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
-        }
+        })
+    }
+}
+
+/// The result of a blocking read, with a panicked read as an error.
+pub(crate) fn join<T>(
+    joined: Result<rusqlite::Result<T>, tokio::task::JoinError>,
+) -> rusqlite::Result<T> {
+    match joined {
+        Ok(result) => result,
+        Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
     }
 }
 
@@ -103,10 +110,7 @@ impl ReaderPool {
             pool.give_back(conn);
             result
         };
-        match tokio::task::spawn_blocking(run).await {
-            Ok(result) => result,
-            Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
-        }
+        join(tokio::task::spawn_blocking(run).await)
     }
 }
 
