@@ -79,6 +79,7 @@ macro_rules! conformance_suite {
             stream_seq_survives_reopen,
             forks_and_soft_deletes_survive_reopen,
             deleted_streams_stay_deleted_after_reopen,
+            reopened_logs_read_back_in_windows_while_the_tail_moves,
             // concurrency
             concurrent_appends_are_each_stored_once_in_each_writers_order,
             concurrent_retries_of_producer_batches_are_stored_once,

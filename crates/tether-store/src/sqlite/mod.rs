@@ -5,6 +5,7 @@ mod checkpoint;
 mod control;
 mod coord;
 mod entry;
+mod readahead;
 mod reader;
 mod schema;
 mod segments;
@@ -28,6 +29,7 @@ use crate::model::*;
 use crate::tail::TailWatch;
 use crate::StreamStore;
 use entry::Entry;
+use readahead::ReadAhead;
 use reader::ReaderPool;
 use tether_types::ReadFrom;
 use writer::{stored_body, Catalog, Command, PreparedAppend, Writer};
@@ -55,6 +57,7 @@ pub struct SqliteStore {
     catalog: Catalog,
     sender: mpsc::Sender<Command>,
     readers: ReaderPool,
+    read_ahead: ReadAhead,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Held for the store's lifetime: one process per data dir.
@@ -106,6 +109,7 @@ impl SqliteStore {
             catalog,
             sender: tx,
             readers: ReaderPool::new(db_path),
+            read_ahead: ReadAhead::default(),
             writer: Mutex::new(Some(handle)),
             _lock: lock,
         })
@@ -157,8 +161,9 @@ impl SqliteStore {
     }
 
     /// Reads `[from, end)` of `entry`'s view (see [`chunk::read_view`]), from each stream's
-    /// recent-chunks cache where it covers the range, else from the log. Chunks not yet in the
-    /// on-disk index are always in the cache.
+    /// recent-chunks cache where it covers the range, else from the log (or a window of it
+    /// read ahead, see [`readahead`]). Chunks not yet in the on-disk index are always in the
+    /// cache.
     async fn read_view(
         &self,
         entry: &Arc<Entry>,
@@ -168,14 +173,26 @@ impl SqliteStore {
     ) -> Result<(Vec<Bytes>, u64), LookupError> {
         let fetch = |stream: Arc<Entry>, pos, hi, budget| async move {
             let cached = stream.recent.lock().read(pos, hi, budget);
-            match cached {
-                Some(chunks) => Ok(chunks),
-                None => self
-                    .readers
-                    .chunks(stream.id, pos, hi, budget)
-                    .await
-                    .map_err(|e| LookupError::Storage(e.to_string())),
+            if let Some(chunks) = cached {
+                return Ok(chunks);
             }
+            let read = |budget| self.readers.spawn_chunks(stream.id, pos, hi, budget);
+            let chunks = match self.read_ahead.take(&stream, pos, hi) {
+                // A window read ahead that failed is read again, as if it never was.
+                Some(window) => match reader::join(window.await) {
+                    Ok(chunks) => Ok(chunks),
+                    Err(_) => reader::join(read(budget).await),
+                },
+                None => reader::join(read(budget).await),
+            }
+            .map_err(|e| LookupError::Storage(e.to_string()))?;
+            if let Some(last) = chunks.last().filter(|c| c.end < hi) {
+                let next = last.end;
+                self.read_ahead.start(&stream, next, hi, || {
+                    self.readers.spawn_chunks(stream.id, next, hi, max_bytes)
+                });
+            }
+            Ok(chunks)
         };
         chunk::read_view(entry, from, end, max_bytes, fetch).await
     }

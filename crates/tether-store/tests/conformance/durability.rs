@@ -240,3 +240,57 @@ pub(crate) async fn deleted_streams_stay_deleted_after_reopen(h: &impl Harness) 
     assert_eq!(created.info.next, Offset::START);
     assert!(read_bytes(&*store, "s").await.is_empty());
 }
+
+/// Catch-up readers of a log that is only on disk (after a reopen, nothing is cached), in
+/// windows smaller than the log, get every message once and in order: with appends large
+/// and small, while the tail moves between their reads, and with two readers at different
+/// places taking turns.
+pub(crate) async fn reopened_logs_read_back_in_windows_while_the_tail_moves(h: &impl Harness) {
+    let store = h.open().await;
+    store.create("j", json_stream()).await.unwrap();
+    let mut n = 0u64;
+    for i in 0..24 {
+        // Appends over 64 KiB and tiny ones, interleaved.
+        let size = if i % 3 == 0 { 400 } else { 1 + i % 5 };
+        store.append("j", numbered(&mut n, size)).await.unwrap();
+    }
+    let store = reopen(h, store).await;
+
+    const WINDOW: usize = 150_000;
+    let mut readers = [(Offset(0), Vec::new()), (Offset(0), Vec::new())];
+    let mut appended_after = 0;
+    loop {
+        let mut all_up_to_date = true;
+        for (which, (at, seen)) in readers.iter_mut().enumerate() {
+            if which == 1 && seen.is_empty() && appended_after < 2 {
+                continue; // the second reader starts later, at another place in the log
+            }
+            let chunk = store.read("j", ReadFrom::At(*at), WINDOW).await.unwrap();
+            assert_eq!(chunk.from, *at);
+            assert_eq!(units(&chunk), chunk.next.0 - at.0, "{chunk:?}");
+            seen.extend(messages(&chunk.records));
+            *at = chunk.next;
+            all_up_to_date &= chunk.up_to_date;
+        }
+        if appended_after < 6 {
+            store.append("j", numbered(&mut n, 300)).await.unwrap();
+            appended_after += 1;
+        } else if all_up_to_date && readers[1].1.len() as u64 == n {
+            break;
+        }
+    }
+    for (at, seen) in &readers {
+        assert_eq!(at.0, n);
+        let numbers: Vec<u64> = seen.iter().map(|m| m["n"].as_u64().unwrap()).collect();
+        assert_eq!(numbers, (0..n).collect::<Vec<u64>>());
+    }
+}
+
+/// A JSON append of `size` messages of about 220 bytes, numbered on from `n`.
+fn numbered(n: &mut u64, size: usize) -> tether_store::Append {
+    let items: Vec<String> = (0..size as u64)
+        .map(|k| format!(r#"{{"n":{},"pad":"{}"}}"#, *n + k, "x".repeat(200)))
+        .collect();
+    *n += size as u64;
+    json(&format!("[{}]", items.join(",")))
+}
