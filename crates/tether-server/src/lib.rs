@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+mod connection;
 mod cursor;
 mod error;
 mod jobs;
@@ -178,34 +179,22 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let store = stores.streams.clone();
-    let state = AppState::new(stores, config, stop_rx);
+    let state = AppState::new(stores, config, stop_rx.clone());
     let reconciler = jobs::spawn_reconciler(state.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, ending live reads");
-        let _ = stop_tx.send(true);
-        let _ = drained_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    // Wait for the server to finish draining, but not forever.
-    let result = match drained_rx.await {
-        Ok(()) => match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-            Ok(joined) => joined
-                .map_err(anyhow::Error::from)
-                .and_then(|r| r.map_err(Into::into)),
-            Err(_) => {
-                tracing::warn!("connections still open after the drain timeout; closing anyway");
-                Ok(())
-            }
-        },
-        Err(_) => server
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.map_err(Into::into)),
+    let server = tokio::spawn(connection::accept_until(listener, app, stop_rx));
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, ending live reads");
+    let _ = stop_tx.send(true);
+    // Wait for the connections to finish, but not forever.
+    let result = match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(joined) => joined.map_err(anyhow::Error::from),
+        Err(_) => {
+            tracing::warn!("connections still open after the drain timeout; closing anyway");
+            Ok(())
+        }
     };
     // Its store calls are on the writer, which finishes them; only the waiting stops here.
     reconciler.abort();

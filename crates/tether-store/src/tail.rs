@@ -56,18 +56,29 @@ impl TailWatch {
     /// Waits until the tail passes `position` (or the stream closes or goes away), at most
     /// `timeout`.
     pub async fn wait_past(&mut self, position: u64, timeout: Duration) -> Wake {
-        let ready = |t: &Tail| t.next > position || t.closed || t.deleted;
-        let outcome = tokio::time::timeout(timeout, self.rx.wait_for(ready))
-            .await
-            .map(|r| r.map(|tail| *tail));
-        match outcome {
-            Ok(Ok(tail)) => Wake::Changed(tail),
-            // The sender is gone: the store shut down or dropped the stream.
-            Ok(Err(_)) => Wake::Changed(Tail {
-                deleted: true,
-                ..self.current()
-            }),
+        match tokio::time::timeout(timeout, self.past(position)).await {
+            Ok(tail) => Wake::Changed(tail),
             Err(_) => Wake::TimedOut(self.current()),
+        }
+    }
+
+    /// Waits until the tail passes `position`, or the stream closes or goes away. Kept small
+    /// (one wait on the channel, no timer): ten thousand idle subscribers each hold one.
+    pub async fn past(&mut self, position: u64) -> Tail {
+        loop {
+            let tail = self.current();
+            if tail.next > position || tail.closed || tail.deleted {
+                return tail;
+            }
+            // `current` does not mark what it saw, so a change made since the last wait ends
+            // this one at once and is checked above.
+            if self.rx.changed().await.is_err() {
+                // The sender is gone: the store shut down or dropped the stream.
+                return Tail {
+                    deleted: true,
+                    ..self.current()
+                };
+            }
         }
     }
 }

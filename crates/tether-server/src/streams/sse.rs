@@ -14,9 +14,10 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use tether_store::tail::Wake;
 use tether_store::{ReadChunk, StreamId, Tail, TailWatch};
 use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
@@ -25,6 +26,7 @@ use super::frames::{Frame, FrameSlot};
 use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
+use crate::connection::{RawResponse, SocketBody, TakeBody, Takeover};
 use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
 use crate::AppState;
@@ -60,6 +62,7 @@ pub async fn serve(
     let base64 = !is_sse_text(&info.config.content_type);
     let pump = Pump {
         _live: state.metrics.live_reader(),
+        shutdown: state.shutdown.clone(),
         frames: state.frames.slot(info.id),
         deadline: Instant::now() + state.config.sse_max_duration,
         state,
@@ -73,12 +76,19 @@ pub async fn serve(
         waiting: false,
         done: false,
     };
-    // The body polls the pump directly: no task or channel between the log and the socket,
-    // and a client that goes away simply drops it.
-    let events = futures::stream::unfold(pump, |mut pump| async move {
+    // The pump is driven either by hyper, polling this body, or (when the connection can take
+    // the socket over, see `crate::connection`) by a loop writing straight to the socket, so
+    // that an idle subscriber costs no HTTP connection. Either way there is no task or channel
+    // between the log and the socket, and a client that goes away simply drops the pump.
+    let slot = Arc::new(PumpSlot(Mutex::new(Some(pump))));
+    let events = futures::stream::unfold((slot.clone(), None), |(slot, pump)| async move {
+        let mut pump: Pump = match pump {
+            Some(pump) => pump,
+            None => slot.0.lock().take()?,
+        };
         pump.next_event()
             .await
-            .map(|bytes| (Ok::<_, Infallible>(bytes), pump))
+            .map(|bytes| (Ok::<_, Infallible>(bytes), (slot, Some(pump))))
     });
 
     let mut out = ResponseHeaders::new();
@@ -88,12 +98,47 @@ pub async fn serve(
         out.set(h::STREAM_SSE_DATA_ENCODING, "base64");
     }
     let body = Body::from_stream(events);
-    Ok((StatusCode::OK, out.into_map(), body).into_response())
+    let mut response = (StatusCode::OK, out.into_map(), body).into_response();
+    response.extensions_mut().insert(Takeover(slot));
+    Ok(response)
+}
+
+/// The pump of one response, until hyper's body or the connection takes it.
+struct PumpSlot(Mutex<Option<Pump>>);
+
+impl TakeBody for PumpSlot {
+    fn take(&self) -> Option<Box<dyn SocketBody>> {
+        let pump = self.0.lock().take()?;
+        Some(Box::new(pump))
+    }
+}
+
+impl SocketBody for Pump {
+    fn spawn(self: Box<Self>, mut out: RawResponse) {
+        let mut pump = *self;
+        // An `async move` block rather than an `async fn`: the future keeps one copy of what
+        // it captured, where a function's future would also keep its arguments' originals.
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = pump.next_event() => event,
+                    () = out.hung_up() => return,
+                };
+                let Some(bytes) = event else { break };
+                if out.send(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            out.finish().await;
+        });
+    }
 }
 
 struct Pump {
     /// Counted as a live subscriber until the client goes away.
     _live: crate::metrics::LiveReader,
+    /// Turns true when the server starts shutting down.
+    shutdown: watch::Receiver<bool>,
     state: AppState,
     frames: Arc<FrameSlot>,
     path: String,
@@ -205,23 +250,26 @@ impl Pump {
         Ok(Some(frame))
     }
 
-    /// Waits until there is something past `pos`, or it is time for a keep-alive.
+    /// Waits until there is something past `pos`, or it is time for a keep-alive. An idle
+    /// subscriber spends its life here, so the wait holds no more than it must: one wait on
+    /// each channel and one timer.
     async fn wait(&mut self) -> Result<Waited, Stop> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || *self.shutdown.borrow() {
             return Err(Stop::Finished);
         }
         let keepalive = self.state.config.sse_keepalive;
-        let mut shutdown = self.state.shutdown.clone();
         let wait = keepalive.min(left).max(Duration::from_millis(1));
-        let wake = tokio::select! {
-            wake = self.watch.wait_past(self.pos, wait) => wake,
-            _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Finished),
+        let tail = tokio::select! {
+            tail = self.watch.past(self.pos) => tail,
+            () = tokio::time::sleep(wait) => return Ok(Waited::KeepAlive),
+            // Changed (it only ever turns true) or gone: the server is stopping.
+            _ = self.shutdown.changed() => return Err(Stop::Finished),
         };
-        match wake {
-            Wake::Changed(t) if t.deleted => Err(Stop::Finished),
-            Wake::Changed(_) => Ok(Waited::Moved),
-            Wake::TimedOut(_) => Ok(Waited::KeepAlive),
+        if tail.deleted {
+            Err(Stop::Finished)
+        } else {
+            Ok(Waited::Moved)
         }
     }
 }

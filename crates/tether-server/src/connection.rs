@@ -1,0 +1,422 @@
+//! Accepting connections and serving HTTP/1.1 on them, with a way out of hyper for long idle
+//! responses.
+//!
+//! An idle live SSE subscriber held by hyper cost a whole HTTP connection: hyper's read buffer
+//! and header write buffer (kept for the connection's life), its connection task, and the copy
+//! of the route table `axum::serve` makes for every connection; about 37 KB of RSS each, 370 MB
+//! for ten thousand. This loop hands each connection a reference to the one router instead,
+//! and a response may carry a [`Takeover`]: when the connection allows it, the response head is
+//! written by hand, hyper's connection is taken apart (its buffers and futures freed) and the
+//! body writes itself straight to the socket, chunked, from a task sized for it alone. Such a
+//! response says `connection: close`: nothing after it needs hyper again.
+//!
+//! Taking over is safe only when hyper has nothing buffered for the socket. The takeover is
+//! decided while hyper polls the handler's future for a new request; hyper reads a request only
+//! after the previous response was fully buffered and then flushed, and it flushes until its
+//! buffer is empty or the socket refuses more. So a connection whose writes never had to wait
+//! has nothing buffered at that point; one whose writes ever waited is served by hyper to the
+//! end. An HTTP/1.0 request is served by hyper too (no chunked encoding there).
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::Request;
+use axum::http::{header, Response, Version};
+use axum::routing::future::RouteFuture;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::Service as _;
+
+/// A response body that can write itself to the socket once hyper lets go of it.
+pub trait SocketBody: Send + 'static {
+    /// Starts a task that writes the whole body to `out`; the connection ends with it. (A
+    /// task of its own, sized for the body alone: the connection's task ends here.)
+    fn spawn(self: Box<Self>, out: RawResponse);
+}
+
+/// Where a response's [`SocketBody`] waits: taken either by the connection (to write it to the
+/// socket) or by the response's own body (when hyper writes it after all), whichever is first.
+pub trait TakeBody: Send + Sync {
+    fn take(&self) -> Option<Box<dyn SocketBody>>;
+}
+
+/// A response extension: this response's body may be written without hyper.
+#[derive(Clone)]
+pub struct Takeover(pub Arc<dyn TakeBody>);
+
+/// Accepts connections until `stop` turns true, then waits for every connection to end: hyper
+/// finishes the response in flight and closes; taken-over bodies end on `stop` themselves.
+pub async fn accept_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+    // Every connection task holds a receiver; the sender sees them all gone.
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        tokio::spawn(serve(tcp, router.clone(), stop.clone(), open_rx.clone()));
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A closed channel means the server is gone: stop too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn accept_failed(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    // Most likely out of file descriptors: give connections a moment to close.
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// One connection: hyper until it ends, or until a response takes the socket over.
+async fn serve(
+    tcp: TcpStream,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+    open: watch::Receiver<()>,
+) {
+    let shared = Arc::new(Shared::default());
+    let io = Socket {
+        io: TokioIo::new(tcp),
+        shared: shared.clone(),
+    };
+    let service = Service {
+        router,
+        shared: shared.clone(),
+    };
+    // Behind a pointer: hyper's connection is large, and this task's future stays small.
+    let mut http = Box::pin(http1::Builder::new().serve_connection(io, service));
+    let mut stopping = false;
+    let offer = loop {
+        tokio::select! {
+            offer = poll_fn(|cx| match http.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => match shared.offer.lock().take() {
+                    Some(offer) => Poll::Ready(Some(offer)),
+                    None => Poll::Pending,
+                },
+            }) => break offer,
+            () = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                http.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    let Some(Offer { head, body }) = offer else {
+        return;
+    };
+    let tcp = Pin::into_inner(http).into_parts().io.io.into_inner();
+    body.spawn(RawResponse {
+        tcp,
+        head: Some(head),
+        _open: open,
+    });
+}
+
+/// What the connection's service and socket tell its task.
+#[derive(Default)]
+struct Shared {
+    /// A write ever had to wait for the socket: hyper may have bytes buffered.
+    write_waited: AtomicBool,
+    offer: Mutex<Option<Offer>>,
+}
+
+/// A response ready to be written without hyper: its encoded head and its body.
+struct Offer {
+    head: Vec<u8>,
+    body: Box<dyn SocketBody>,
+}
+
+/// The socket as hyper sees it, noting whether a write ever had to wait.
+struct Socket {
+    io: TokioIo<TcpStream>,
+    shared: Arc<Shared>,
+}
+
+impl Socket {
+    fn noted<T>(&self, poll: Poll<T>) -> Poll<T> {
+        if poll.is_pending() {
+            self.shared.write_waited.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl hyper::rt::Read for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.noted(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.noted(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.noted(poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The router, as hyper calls it on this connection.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    shared: Arc<Shared>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Respond;
+
+    fn call(&self, req: Request<Incoming>) -> Respond {
+        let chunked = req.version() == Version::HTTP_11;
+        Respond {
+            route: self.router.clone().call(req),
+            shared: self.shared.clone(),
+            chunked,
+            offered: false,
+        }
+    }
+}
+
+/// The router's answer, or (for a response with a [`Takeover`]) an offer to the connection's
+/// task, which then takes hyper apart before polling this again.
+struct Respond {
+    route: RouteFuture<Infallible>,
+    shared: Arc<Shared>,
+    /// The request allows a chunked response (HTTP/1.1).
+    chunked: bool,
+    offered: bool,
+}
+
+impl Future for Respond {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.offered {
+            return Poll::Pending;
+        }
+        let Ok(response) = ready!(Pin::new(&mut self.route).poll(cx));
+        let may = self.chunked && !self.shared.write_waited.load(Ordering::Relaxed);
+        let body = match response.extensions().get::<Takeover>() {
+            Some(takeover) if may => takeover.0.take(),
+            _ => None,
+        };
+        let Some(body) = body else {
+            return Poll::Ready(Ok(response));
+        };
+        let head = encode_head(&response);
+        *self.shared.offer.lock() = Some(Offer { head, body });
+        self.offered = true;
+        // The connection's task sees the offer as soon as hyper returns.
+        Poll::Pending
+    }
+}
+
+/// The response head as hyper would write it, for a chunked body and a connection that ends
+/// with the response.
+fn encode_head<B>(response: &Response<B>) -> Vec<u8> {
+    let status = response.status();
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        let framing = [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+        ];
+        if framing.contains(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !response.headers().contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    out
+}
+
+/// A response being written straight to the socket: the head (sent with the first chunk),
+/// then the body in chunks, then the end of the body and of the connection.
+///
+/// Its waits poll the socket's readiness directly rather than hold readiness futures: one
+/// task owns the socket, and each idle subscriber saves their size.
+pub struct RawResponse {
+    tcp: TcpStream,
+    /// Not sent yet.
+    head: Option<Vec<u8>>,
+    /// Keeps the server's drain waiting for this connection.
+    _open: watch::Receiver<()>,
+}
+
+impl RawResponse {
+    /// Sends one chunk of the body (an empty one sends nothing: it would end the body).
+    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return self.send_head().await;
+        }
+        let size = format!("{:x}\r\n", data.len());
+        match self.head.take() {
+            Some(mut head) => {
+                head.extend_from_slice(size.as_bytes());
+                head.extend_from_slice(data);
+                head.extend_from_slice(b"\r\n");
+                write_all(&self.tcp, &mut [IoSlice::new(&head)]).await
+            }
+            None => {
+                let mut parts = [
+                    IoSlice::new(size.as_bytes()),
+                    IoSlice::new(data),
+                    IoSlice::new(b"\r\n"),
+                ];
+                write_all(&self.tcp, &mut parts).await
+            }
+        }
+    }
+
+    async fn send_head(&mut self) -> io::Result<()> {
+        match self.head.take() {
+            Some(head) => write_all(&self.tcp, &mut [IoSlice::new(&head)]).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the body and closes the connection.
+    pub async fn finish(mut self) {
+        let mut end = [IoSlice::new(b"0\r\n\r\n")];
+        if self.send_head().await.is_ok() && write_all(&self.tcp, &mut end).await.is_ok() {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await;
+        }
+    }
+
+    /// Resolves when the client hangs up. What it sends meanwhile is read and dropped: the
+    /// response said `connection: close`, so no further request is served on it.
+    pub async fn hung_up(&self) {
+        poll_fn(|cx| loop {
+            if ready!(self.tcp.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            let mut sink = [0u8; 256];
+            match self.tcp.try_read(&mut sink) {
+                Ok(0) => return Poll::Ready(()),
+                // Not ready after all: the next poll registers for readiness again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(_) => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        })
+        .await
+    }
+}
+
+async fn write_all(tcp: &TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    poll_fn(|cx| {
+        while !parts.is_empty() {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(parts) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_over_head_frames_the_body_itself_and_ends_the_connection() {
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .header("content-length", "12")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let head = String::from_utf8(encode_head(&response)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\ncontent-type: text/event-stream\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(!head.contains("keep-alive"), "{head}");
+        assert!(
+            head.ends_with("\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+            "{head}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! An idle live SSE subscriber costs a few kilobytes, not an HTTP connection (issue 6).
+//!
+//! Held by hyper, each one kept a read buffer, a write buffer, a connection task and a copy of
+//! the route table, about 40 KB of heap. The live heap is counted by this test binary's
+//! allocator, so the check does not depend on the machine's speed: every wait is for data.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use tether_server::{open_store, AuthMode, ServerConfig};
+
+/// Bytes allocated and not yet freed, by anyone in this process (server and clients).
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call goes straight to the system allocator; only the counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        System.dealloc(p, layout);
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let q = System.realloc(p, layout, new_size);
+        if !q.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SUBSCRIBERS: usize = 200;
+/// Measured at about 1.2 KB; hyper's two buffers alone were 16 KiB, and the connection 40 KB.
+const MOST_BYTES_PER_SUBSCRIBER: isize = 2048;
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_live_sse_subscriber_costs_a_few_kilobytes_not_a_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        auth: AuthMode::Off,
+        ..ServerConfig::default()
+    };
+    let stores = open_store(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tether_server::serve(config, listener, stores, async {
+        let _ = stopped.await;
+    }));
+
+    tokio::task::spawn_blocking(move || {
+        request(addr, "PUT", "");
+        // The first subscribers warm up what is allocated once (the stream's caches, the
+        // runtime's slabs and timer wheel).
+        let warm = subscribe(addr, 20);
+        let before = LIVE.load(Ordering::SeqCst);
+        let subscribers = subscribe(addr, SUBSCRIBERS);
+        let per_subscriber = (LIVE.load(Ordering::SeqCst) - before) / SUBSCRIBERS as isize;
+        eprintln!("heap per idle subscriber: {per_subscriber} bytes");
+        assert!(
+            per_subscriber <= MOST_BYTES_PER_SUBSCRIBER,
+            "each idle subscriber holds {per_subscriber} bytes of heap"
+        );
+
+        // And they are all live: each one gets the next append.
+        request(addr, "POST", "marker-7f3a");
+        for mut s in warm.into_iter().chain(subscribers) {
+            assert!(read_until(&mut s, b"marker-7f3a"), "a subscriber missed it");
+        }
+    })
+    .await
+    .unwrap();
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// Opens `n` live SSE subscribers at the tail of the stream, each past its first event.
+fn subscribe(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut all = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"GET /v1/stream/idle?offset=now&live=sse HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_until(&mut s, b"upToDate"), "no first control event");
+        all.push(s);
+    }
+    all
+}
+
+fn request(addr: SocketAddr, method: &str, body: &str) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head = format!(
+        "{method} /v1/stream/idle HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 20"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
