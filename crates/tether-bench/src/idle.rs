@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
 use crate::live::{self, Progress};
-use crate::memory::rss_kb;
+use crate::memory::{self, Sample};
 use crate::sse::SseParser;
 use crate::target::{create_many, encode_query_value, Target};
 
@@ -38,6 +38,12 @@ pub struct IdleResult {
     pub rss_before_kb: Option<u64>,
     /// Server RSS with all of them connected and waiting.
     pub rss_with_subscribers_kb: Option<u64>,
+    /// The anonymous part of `rss_before_kb` (see [`memory::Sample`]).
+    #[serde(default)]
+    pub anon_before_kb: Option<u64>,
+    /// The anonymous part of `rss_with_subscribers_kb`.
+    #[serde(default)]
+    pub anon_with_subscribers_kb: Option<u64>,
 }
 
 impl IdleResult {
@@ -66,19 +72,16 @@ pub struct IdleConfig {
 
 impl IdleConfig {
     /// What a run of this workload measured: `connected` subscribers were waiting when the
-    /// server's memory had gone from `rss_before_kb` to `rss_with_subscribers_kb`.
-    pub fn result(
-        &self,
-        connected: usize,
-        rss_before_kb: Option<u64>,
-        rss_with_subscribers_kb: Option<u64>,
-    ) -> IdleResult {
+    /// server's memory had gone from `before` to `with`.
+    pub fn result(&self, connected: usize, before: Sample, with: Sample) -> IdleResult {
         IdleResult {
             subscribers: self.subscribers,
             streams: self.streams,
             connected,
-            rss_before_kb,
-            rss_with_subscribers_kb,
+            rss_before_kb: before.rss_kb,
+            rss_with_subscribers_kb: with.rss_kb,
+            anon_before_kb: before.anon_kb,
+            anon_with_subscribers_kb: with.anon_kb,
         }
     }
 }
@@ -120,7 +123,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
         notes.push("PUT gave no Stream-Next-Offset; subscribed with offset=now".into());
     }
 
-    let rss_before_kb = cfg.server_pid.and_then(rss_kb);
+    let before = memory::sample(cfg.server_pid);
     let progress = Arc::new(Progress::default());
     let waiting = Arc::new(AtomicUsize::new(0));
     let reopened = Arc::new(AtomicUsize::new(0));
@@ -147,7 +150,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
     )
     .await;
     tokio::time::sleep(cfg.settle).await;
-    let rss_with_subscribers_kb = cfg.server_pid.and_then(rss_kb);
+    let with = memory::sample(cfg.server_pid);
     let connected = waiting.load(Ordering::Relaxed);
 
     let _ = stop_tx.send(true);
@@ -167,7 +170,7 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
         )),
     }
     Ok(IdleRun {
-        result: cfg.result(connected, rss_before_kb, rss_with_subscribers_kb),
+        result: cfg.result(connected, before, with),
         connect_s,
         notes,
     })

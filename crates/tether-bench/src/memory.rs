@@ -3,13 +3,33 @@
 
 /// `VmRSS` of process `pid` in KiB, or `None` if it cannot be read.
 pub fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_rss(&status)
+    sample(Some(pid)).rss_kb
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..]
+/// A process's resident memory at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// All of it (`VmRSS`).
+    pub rss_kb: Option<u64>,
+    /// The anonymous part (`RssAnon`): heap and stacks, without file-backed pages such as the
+    /// program's code or a memory-mapped database file, which the kernel can drop and read
+    /// again. A server that reads its data through `mmap` shows what it read in `VmRSS`.
+    pub anon_kb: Option<u64>,
+}
+
+/// Samples process `pid`, if there is one to sample.
+pub fn sample(pid: Option<u32>) -> Sample {
+    let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+    let field = |name| status.as_deref().and_then(|s| parse_kb(s, name));
+    Sample {
+        rss_kb: field("VmRSS:"),
+        anon_kb: field("RssAnon:"),
+    }
+}
+
+fn parse_kb(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..]
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -23,13 +43,19 @@ mod tests {
 
     #[test]
     fn vm_rss_is_read_in_kib() {
-        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(4321));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nRssAnon:\t 1200 kB\n";
+        assert_eq!(parse_kb(status, "VmRSS:"), Some(4321));
+        assert_eq!(parse_kb(status, "RssAnon:"), Some(1200));
+        assert_eq!(parse_kb("Name:\tx\n", "VmRSS:"), None);
     }
 
     #[test]
     fn own_process_has_some_resident_memory() {
-        assert!(rss_kb(std::process::id()).is_some_and(|kb| kb > 0));
+        let own = sample(Some(std::process::id()));
+        assert!(own.rss_kb.is_some_and(|kb| kb > 0));
+        assert!(own
+            .anon_kb
+            .is_some_and(|kb| kb > 0 && Some(kb) <= own.rss_kb));
+        assert!(sample(None).rss_kb.is_none());
     }
 }

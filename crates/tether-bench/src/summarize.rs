@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::idle::IdleResult;
 use crate::plot::{Panel, Spot};
 use crate::report::{ms, thousands, Report};
 use crate::stats::median;
@@ -268,29 +269,28 @@ fn figures(all: &[&Report]) -> Vec<Figure> {
     }
     for &n in &idle {
         let find = move |r: &Report| r.idle.clone().filter(|i| i.subscribers == n);
-        out.push(
-            Figure::new(
-                format!("server RSS before {n} idle subscribers, MB"),
-                false,
-                Fold::Median,
-                one_decimal,
-            )
-            .of(move |r| find(r)?.rss_before_kb.map(mib))
-            .plot(Panel::Memory, "before the idle\nsubscribers".into()),
-        );
-        out.push(
-            Figure::new(
-                format!("server RSS with {n} idle subscribers, MB"),
-                false,
-                Fold::Median,
-                one_decimal,
-            )
-            .of(move |r| find(r)?.rss_with_subscribers_kb.map(mib))
-            .plot(
-                Panel::Memory,
-                format!("with {} idle\nsubscribers", thousands(n as f64)),
-            ),
-        );
+        // A memory figure of the idle run, in MB, drawn in the memory panel as `label`.
+        let memory = |title: String, label: String, kb: fn(&IdleResult) -> Option<u64>| {
+            Figure::new(title, false, Fold::Median, one_decimal)
+                .of(move |r| find(r).as_ref().and_then(kb).map(mib))
+                .plot(Panel::Memory, label)
+        };
+        let with = thousands(n as f64);
+        out.push(memory(
+            format!("server RSS before {n} idle subscribers, MB"),
+            "before the idle\nsubscribers".into(),
+            |i| i.rss_before_kb,
+        ));
+        out.push(memory(
+            format!("server RSS with {n} idle subscribers, MB"),
+            format!("with {with} idle\nsubscribers"),
+            |i| i.rss_with_subscribers_kb,
+        ));
+        out.push(memory(
+            format!("server anonymous RSS with {n} idle subscribers, MB (no file-backed pages)"),
+            format!("with {with} idle\nsubscribers, anon"),
+            |i| i.anon_with_subscribers_kb,
+        ));
         out.push(
             Figure::new(
                 format!("server RSS per 1000 idle subscribers, MB (measured with {n})"),
@@ -577,6 +577,8 @@ mod tests {
                 connected,
                 rss_before_kb: Some(before_mb * 1024),
                 rss_with_subscribers_kb: Some(with_mb * 1024),
+                anon_before_kb: Some(before_mb * 512),
+                anon_with_subscribers_kb: Some(with_mb * 512),
             }),
             ..Default::default()
         }
@@ -731,6 +733,13 @@ mod tests {
         assert_eq!(
             &row(&page, "server RSS with 10000 idle subscribers, MB")[2..],
             ["90.0 (70.0–110.0)", "24.0", "3.75"]
+        );
+        assert_eq!(
+            &row(
+                &page,
+                "server anonymous RSS with 10000 idle subscribers, MB (no file-backed pages)"
+            )[2..],
+            ["45.0 (35.0–55.0)", "12.0", "3.75"]
         );
         assert_eq!(
             &row(

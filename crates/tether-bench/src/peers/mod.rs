@@ -333,7 +333,7 @@ where
     Fut: Future<Output = anyhow::Result<Wait>> + Send + 'static,
 {
     anyhow::ensure!(cfg.streams > 0, "need at least one stream");
-    let rss_before_kb = cfg.server_pid.and_then(memory::rss_kb);
+    let before = memory::sample(cfg.server_pid);
     let progress = Arc::new(IdleProgress::default());
     let (stop, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
@@ -371,7 +371,7 @@ where
     }
     let connect_s = began.elapsed().as_secs_f64();
     tokio::time::sleep(cfg.settle).await;
-    let rss_with_subscribers_kb = cfg.server_pid.and_then(memory::rss_kb);
+    let with = memory::sample(cfg.server_pid);
     let connected = waiting.count(&progress).await.min(cfg.subscribers);
     let notes = progress.shortfall(cfg, connected).into_iter().collect();
 
@@ -380,7 +380,7 @@ where
         handle.await.context("idle subscriber panicked")?;
     }
     Ok(IdleRun {
-        result: cfg.result(connected, rss_before_kb, rss_with_subscribers_kb),
+        result: cfg.result(connected, before, with),
         connect_s,
         notes,
     })
