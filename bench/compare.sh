@@ -132,6 +132,9 @@ start_electric() {
         bin="$CARGO_BIN/durable-streams-server"
     fi
     version="$(cargo install --list 2>/dev/null | sed -n 's/^durable-streams \(v[^:]*\):$/\1/p')"
+    # Installed elsewhere (cargo install --root DIR): DIR/.crates.toml names the version.
+    [[ -n "$version" ]] || version="$(sed -n 's/^"durable-streams \([^ ]*\) .*/v\1/p' \
+        "$(dirname "$bin")/../.crates.toml" 2>/dev/null || true)"
     serve Electric "\`durable-streams-server --durability wal\` ${version:-(version unknown)}: an append is acknowledged after its WAL group commit's fdatasync" \
         '--url http://127.0.0.1:$PORT' \
         "$bin" --host 127.0.0.1 --port '$PORT' --data-dir "$WORK/electric-data" --durability wal
