@@ -16,6 +16,7 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 
+use crate::peers::{drive_appends, Appender};
 use crate::stats::LatencySummary;
 use crate::target::{create_many, delete_many, send, Conn, Target};
 
@@ -173,24 +174,56 @@ pub async fn run(
     let conns = futures::future::try_join_all((0..cfg.connections).map(|_| target.connect()))
         .await
         .context("opening the append connections")?;
-
     let body = Bytes::from(vec![b'x'; cfg.message_size]);
-    let window = Window::after_warmup(cfg);
-    let tasks: Vec<_> = conns
+    let clients = conns
         .into_iter()
-        .enumerate()
-        .map(|(i, conn)| {
-            let target = target.clone();
-            let uris = uris.clone();
-            let body = body.clone();
-            tokio::spawn(async move { append_loop(target, conn, uris, i, body, window).await })
+        .map(|conn| HttpAppender {
+            target: target.clone(),
+            conn: Some(conn),
+            uris: uris.clone(),
+            body: body.clone(),
         })
         .collect();
-    let mut tallies = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        tallies.push(task.await.context("append task panicked")?);
+    drive_appends(cfg, clients).await
+}
+
+/// One append client of a Durable Streams server: POSTs on its own keep-alive connection, and
+/// after a connection error opens a new one on its next append.
+struct HttpAppender {
+    target: Target,
+    conn: Option<Conn>,
+    uris: Arc<Vec<Uri>>,
+    body: Bytes,
+}
+
+impl Appender for HttpAppender {
+    async fn append(&mut self, stream: usize) -> Result<(), String> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => match self.target.connect().await {
+                Ok(conn) => self.conn.insert(conn),
+                Err(e) => {
+                    // A server that is down refuses at once: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Err(format!("{e:#}"));
+                }
+            },
+        };
+        let req = self
+            .target
+            .request(Method::POST, self.uris[stream].clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(self.body.clone()))
+            .map_err(|e| format!("building request: {e}"))?;
+        match send(conn, req).await {
+            Ok(resp) if resp.status.is_success() => Ok(()),
+            Ok(resp) => Err(resp.status.as_u16().to_string()),
+            Err(e) => {
+                self.conn = None;
+                Err(format!("{e:#}"))
+            }
+        }
     }
-    Ok(summarize(cfg, tallies))
 }
 
 /// Adds up the connections' tallies.
@@ -216,57 +249,4 @@ pub(crate) fn summarize(cfg: &AppendsConfig, tallies: Vec<Tally>) -> AppendsResu
         appends_per_s: total.ok as f64 / cfg.duration.as_secs_f64(),
         latency: LatencySummary::from_nanos(&mut latencies),
     }
-}
-
-/// One connection's loop: POST to the streams round-robin (each connection starting at a
-/// different stream) until the window closes. Only answers that arrive inside the window count.
-async fn append_loop(
-    target: Target,
-    mut conn: Conn,
-    uris: Arc<Vec<Uri>>,
-    first: usize,
-    body: Bytes,
-    window: Window,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut next = first;
-    while window.is_open() {
-        let uri = uris[next % uris.len()].clone();
-        next += 1;
-        let req = target
-            .request(Method::POST, uri)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(body.clone()));
-        let req = match req {
-            Ok(req) => req,
-            Err(e) => {
-                tally.error(format!("building request: {e}"));
-                break;
-            }
-        };
-        let sent = Instant::now();
-        match send(&mut conn, req).await {
-            Ok(resp) if resp.status.is_success() => tally.record(&window, sent, Ok(())),
-            Ok(resp) => tally.record(&window, sent, Err(resp.status.as_u16().to_string())),
-            Err(e) => {
-                tally.record(&window, sent, Err(format!("{e:#}")));
-                conn = match reconnect(&target, window.end).await {
-                    Some(conn) => conn,
-                    None => break,
-                };
-            }
-        }
-    }
-    tally
-}
-
-/// After a broken connection, tries again every 50 ms until the window closes.
-async fn reconnect(target: &Target, until: Instant) -> Option<Conn> {
-    while Instant::now() < until {
-        if let Ok(conn) = target.connect().await {
-            return Some(conn);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
