@@ -108,7 +108,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             catalog,
             sender: tx,
-            readers: ReaderPool::new(db_path),
+            readers: ReaderPool::new(db_path).map_err(dir_err)?,
             read_ahead: ReadAhead::default(),
             writer: Mutex::new(Some(handle)),
             _lock: lock,

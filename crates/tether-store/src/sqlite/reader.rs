@@ -1,11 +1,13 @@
 //! Reads from the log through a small pool of read-only connections.
 //!
 //! WAL mode lets these run beside the writer without blocking it. Each call runs on tokio's
-//! blocking pool.
+//! blocking pool. A connection left unused for [`CLOSE_IDLE_AFTER`] is closed: it holds the
+//! pages it read, mapped and cached, and an idle server should not.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -17,6 +19,11 @@ use super::{schema, segments};
 use crate::model::StreamId;
 
 const POOL_KEEP: usize = 8;
+/// How long a pooled connection may sit unused before it is closed. Reopening one costs a
+/// file open and a schema read, well under a millisecond, far less than what a reader that
+/// just finished a long catch-up keeps resident: every page of the database it read through
+/// its memory map, and its page cache.
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(crate) struct ReaderPool {
@@ -25,20 +32,28 @@ pub(crate) struct ReaderPool {
 
 struct PoolInner {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    /// Each with the time it was given back, the most recently used last.
+    idle: Mutex<Vec<(Connection, Instant)>>,
     /// Reads that went to the database rather than a cache.
     queries: AtomicU64,
 }
 
 impl ReaderPool {
-    pub fn new(path: PathBuf) -> Self {
-        ReaderPool {
-            inner: Arc::new(PoolInner {
-                path,
-                idle: Mutex::new(Vec::new()),
-                queries: AtomicU64::new(0),
-            }),
-        }
+    pub fn new(path: PathBuf) -> std::io::Result<Self> {
+        Self::closing_idle_after(path, CLOSE_IDLE_AFTER)
+    }
+
+    fn closing_idle_after(path: PathBuf, after: Duration) -> std::io::Result<Self> {
+        let inner = Arc::new(PoolInner {
+            path,
+            idle: Mutex::new(Vec::new()),
+            queries: AtomicU64::new(0),
+        });
+        let pool = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("tether-reader-reaper".into())
+            .spawn(move || close_idle(pool, after))?;
+        Ok(ReaderPool { inner })
     }
 
     pub fn queries(&self) -> u64 {
@@ -46,7 +61,7 @@ impl ReaderPool {
     }
 
     fn take(&self) -> rusqlite::Result<Connection> {
-        if let Some(conn) = self.inner.idle.lock().pop() {
+        if let Some((conn, _)) = self.inner.idle.lock().pop() {
             return Ok(conn);
         }
         let conn = Connection::open_with_flags(
@@ -60,8 +75,14 @@ impl ReaderPool {
     fn give_back(&self, conn: Connection) {
         let mut idle = self.inner.idle.lock();
         if idle.len() < POOL_KEEP {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
+    }
+
+    /// Pooled connections, idle or not yet closed.
+    #[cfg(test)]
+    fn pooled(&self) -> usize {
+        self.inner.idle.lock().len()
     }
 
     /// Reads the indexed chunks of one stream's own storage that overlap `[from, end)`, in
@@ -83,6 +104,22 @@ impl ReaderPool {
             pool.give_back(conn);
             result
         })
+    }
+}
+
+/// Closes the connections of `pool` that were not used for `after`, until the pool is gone.
+/// Connections are closed outside the lock, so a reader taking one never waits for a close.
+fn close_idle(pool: Weak<PoolInner>, after: Duration) {
+    loop {
+        std::thread::sleep(after / 5);
+        let Some(pool) = pool.upgrade() else { return };
+        let stale: Vec<(Connection, Instant)> = {
+            let mut idle = pool.idle.lock();
+            // The least recently used come first; they are the ones to close.
+            let keep_from = idle.partition_point(|(_, at)| at.elapsed() >= after);
+            idle.drain(..keep_from).collect()
+        };
+        drop(stale);
     }
 }
 
@@ -208,4 +245,59 @@ fn read_blob<'c>(
     // bytes of the spare capacity, which is at least `filled` long.
     unsafe { data.set_len(filled) };
     Ok(Bytes::from(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool over a database in WAL mode, as the store makes it, and the writer connection,
+    /// which a read-only connection to a WAL database needs open beside it.
+    fn pool_in(dir: &tempfile::TempDir, after: Duration) -> (ReaderPool, Connection) {
+        let path = dir.path().join("db.sqlite");
+        let writer = Connection::open(&path).unwrap();
+        schema::configure(&writer, true).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+            .unwrap();
+        (ReaderPool::closing_idle_after(path, after).unwrap(), writer)
+    }
+
+    async fn read_one(pool: &ReaderPool) -> i64 {
+        pool.query(|c| c.query_row("SELECT x FROM t", [], |r| r.get(0)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_recently_stays_pooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _writer) = pool_in(&dir, Duration::from_secs(3600));
+        assert_eq!(read_one(&pool).await, 7);
+        assert_eq!(pool.pooled(), 1);
+        assert_eq!(read_one(&pool).await, 7);
+        assert_eq!(pool.pooled(), 1, "the pooled connection was reused");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_and_reads_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _writer) = pool_in(&dir, Duration::from_millis(50));
+        assert_eq!(read_one(&pool).await, 7);
+        // Polled, not slept on: the reaper runs every 10 ms; a minute is slack for a slow
+        // machine, not a guess at how long it takes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.pooled() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the idle connection was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            read_one(&pool).await,
+            7,
+            "a closed pool opens a new connection"
+        );
+    }
 }
