@@ -88,3 +88,60 @@ impl ReadAhead {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StreamConfig;
+    use crate::tail::Tail;
+
+    fn entry(id: i64) -> Arc<Entry> {
+        let config = StreamConfig {
+            content_type: "text/plain".into(),
+            ttl_secs: None,
+            expires_at: None,
+        };
+        let tail = Tail {
+            next: 100,
+            closed: false,
+            deleted: false,
+        };
+        Arc::new(Entry::new(id, "s".into(), config, 0, None, tail, false, 0))
+    }
+
+    fn window() -> Window {
+        tokio::spawn(async { Ok(Vec::new()) })
+    }
+
+    #[tokio::test]
+    async fn a_window_is_taken_once_by_a_read_from_where_it_starts() {
+        let ahead = ReadAhead::default();
+        let stream = entry(1);
+        ahead.start(&stream, 10, 50, window);
+        assert!(ahead.take(&stream, 11, 50).is_none(), "another position");
+        assert!(
+            ahead.take(&stream, 10, 40).is_none(),
+            "it reaches past this read's tail"
+        );
+        assert!(
+            ahead.take(&stream, 10, 60).is_some(),
+            "the tail moved on since"
+        );
+        assert!(ahead.take(&stream, 10, 60).is_none(), "taken already");
+    }
+
+    /// The stream is deleted and created again under its name: the new stream has a new
+    /// entry, and a window read for the old one must never be handed to it, even once the
+    /// old entry is dropped.
+    #[tokio::test]
+    async fn a_window_goes_only_to_the_stream_it_was_read_for() {
+        let ahead = ReadAhead::default();
+        let old = entry(1);
+        ahead.start(&old, 10, 50, window);
+        drop(old);
+        for id in 2..200 {
+            let recreated = entry(id);
+            assert!(ahead.take(&recreated, 10, 50).is_none(), "stream {id}");
+        }
+    }
+}
