@@ -16,7 +16,7 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
 
-use crate::peers::{drive_appends, Appender};
+use crate::peers::{drive_appends, reconnect, Appender};
 use crate::stats::LatencySummary;
 use crate::target::{create_many, delete_many, send, Conn, Target};
 
@@ -198,17 +198,8 @@ struct HttpAppender {
 
 impl Appender for HttpAppender {
     async fn append(&mut self, stream: usize) -> Result<(), String> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => match self.target.connect().await {
-                Ok(conn) => self.conn.insert(conn),
-                Err(e) => {
-                    // A server that is down refuses at once: do not spin on it.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return Err(format!("{e:#}"));
-                }
-            },
-        };
+        let target = &self.target;
+        let conn = reconnect(&mut self.conn, || target.connect()).await?;
         let req = self
             .target
             .request(Method::POST, self.uris[stream].clone())

@@ -214,7 +214,6 @@ impl hyper::rt::Write for Socket {
 }
 
 /// The router, as hyper calls it on this connection.
-#[derive(Clone)]
 struct Service {
     router: Router,
     shared: Arc<Shared>,
@@ -280,12 +279,12 @@ fn encode_head<B>(response: &Response<B>) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let framing = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+    ];
     for (name, value) in response.headers() {
-        let framing = [
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-            header::CONNECTION,
-        ];
         if framing.contains(name) {
             continue;
         }

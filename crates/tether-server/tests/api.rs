@@ -305,25 +305,10 @@ async fn read_sse_until(
     loop {
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
-            let mut event = "";
-            let mut lines = Vec::new();
-            for line in frame.lines() {
-                if let Some(e) = line.strip_prefix("event:") {
-                    event = e.trim();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    lines.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+            if let Some(control) = sse_frame(&frame, data) {
+                if done(&control) {
+                    return;
                 }
-            }
-            match event {
-                "data" => data.push(lines.join("\n")),
-                "control" => {
-                    let control: serde_json::Value =
-                        serde_json::from_str(&lines.join("\n")).unwrap();
-                    if done(&control) {
-                        return;
-                    }
-                }
-                _ => {}
             }
         }
         let frame = tokio::time::timeout(PATIENCE, body.frame())
@@ -335,6 +320,36 @@ async fn read_sse_until(
             buf.push_str(std::str::from_utf8(&bytes).unwrap());
         }
     }
+}
+
+/// One SSE frame: the payload of an `event: data` frame (data lines joined with newlines) goes
+/// to `data`; an `event: control` frame's JSON is returned.
+fn sse_frame(frame: &str, data: &mut Vec<String>) -> Option<serde_json::Value> {
+    let mut event = "";
+    let mut lines = Vec::new();
+    for line in frame.lines() {
+        if let Some(e) = line.strip_prefix("event:") {
+            event = e.trim();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            lines.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+        }
+    }
+    match event {
+        "data" => {
+            data.push(lines.join("\n"));
+            None
+        }
+        "control" => Some(serde_json::from_str(&lines.join("\n")).unwrap()),
+        _ => None,
+    }
+}
+
+/// The messages numbered by `"i"` in SSE data frames of JSON arrays, in the order received.
+fn numbered_messages(data: &[String]) -> Vec<u64> {
+    data.iter()
+        .flat_map(|batch| serde_json::from_str::<Vec<serde_json::Value>>(batch).unwrap())
+        .map(|m| m["i"].as_u64().unwrap())
+        .collect()
 }
 
 async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing(backend: Backend) {
@@ -379,16 +394,100 @@ async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing(backend: Backend) 
         c["streamClosed"] == true
     })
     .await;
-    let seen: Vec<u64> = data
-        .iter()
-        .flat_map(|batch| serde_json::from_str::<Vec<serde_json::Value>>(batch).unwrap())
-        .map(|m| m["i"].as_u64().unwrap())
-        .collect();
     assert_eq!(
-        seen,
+        numbered_messages(&data),
         (0..total).collect::<Vec<_>>(),
         "every message once, in order"
     );
+}
+
+/// The same over a real connection, where a live SSE response leaves hyper and writes its
+/// frames to the socket itself (`connection.rs`): the reader stops reading while far more
+/// than the socket buffers hold is appended, so the server's writes stop part-way and resume;
+/// every message still arrives once, in order (G2, G3).
+async fn a_slow_sse_reader_on_a_real_connection_misses_nothing(backend: Backend) {
+    let server = support::Server::start_on(backend).await;
+    let auth = format!("Bearer {}", server.admin);
+    let json = [("content-type", "application/json")];
+    let made = server
+        .call("PUT", "/v1/stream/slow", Some(&server.admin), &json, "")
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+
+    let addr = server.base.strip_prefix("http://").unwrap();
+    let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/stream/slow?offset=-1&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n"
+    );
+    sse.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    assert!(read_until(&mut sse, &mut seen, b"upToDate").await);
+    let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    assert!(
+        head.contains("connection: close") && head.contains("transfer-encoding: chunked"),
+        "the response was taken off hyper: {head}"
+    );
+
+    let pad = "x".repeat(8000);
+    let total = 1500;
+    for i in 0..total {
+        let body = format!(r#"{{"i":{i},"pad":"{pad}"}}"#);
+        let appended = server
+            .call("POST", "/v1/stream/slow", Some(&server.admin), &json, body)
+            .await;
+        assert_eq!(appended.status, StatusCode::NO_CONTENT);
+    }
+    let closed = server
+        .call(
+            "POST",
+            "/v1/stream/slow",
+            Some(&server.admin),
+            &[("stream-closed", "true")],
+            "",
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+
+    // The server ends the response after the closing control event, and the connection.
+    tokio::time::timeout(PATIENCE, sse.read_to_end(&mut seen))
+        .await
+        .expect("the SSE response ended")
+        .unwrap();
+    let text = String::from_utf8(dechunk(&seen[head_end + 4..])).unwrap();
+    let (mut data, mut controls) = (Vec::new(), Vec::new());
+    for frame in text.split_terminator("\n\n") {
+        controls.extend(sse_frame(frame, &mut data));
+    }
+    assert_eq!(
+        controls.last().map(|c| c["streamClosed"].clone()),
+        Some(serde_json::Value::Bool(true))
+    );
+    assert_eq!(
+        numbered_messages(&data),
+        (0..total).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+}
+
+/// The body of a chunked HTTP/1.1 response, which must end with its last (empty) chunk.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap(), 16)
+            .expect("a hexadecimal chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk ends with CRLF");
+        raw = &raw[size + 2..];
+    }
 }
 
 async fn responses_carry_security_headers_and_preflight_allows_if_none_match(backend: Backend) {
@@ -502,6 +601,7 @@ on_both_backends!(
     an_append_over_the_size_limit_gets_413_and_stores_nothing,
     malformed_requests_get_client_errors_with_a_json_body,
     a_slow_sse_reader_keeps_its_place_and_misses_nothing,
+    a_slow_sse_reader_on_a_real_connection_misses_nothing,
     responses_carry_security_headers_and_preflight_allows_if_none_match,
     shutdown_ends_live_sse_streams_and_the_server_returns,
 );

@@ -153,6 +153,28 @@ pub(crate) trait Appender: Send + 'static {
     fn append(&mut self, stream: usize) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// The client's connection in `slot`, or a new one from `connect` when there is none (as
+/// after a connection broke). A failed connect is the append's error, after a pause: a server
+/// that is down refuses at once, and its clients must not spin on it.
+pub(crate) async fn reconnect<C, F>(
+    slot: &mut Option<C>,
+    connect: impl FnOnce() -> F,
+) -> Result<&mut C, String>
+where
+    F: Future<Output = anyhow::Result<C>>,
+{
+    match slot {
+        Some(conn) => Ok(conn),
+        None => match connect().await {
+            Ok(conn) => Ok(slot.insert(conn)),
+            Err(e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err(format!("{e:#}"))
+            }
+        },
+    }
+}
+
 /// Runs connected clients round-robin over `cfg.streams` streams (each starting at a different
 /// one) through the warm-up and the measured window.
 pub(crate) async fn drive_appends<A: Appender>(

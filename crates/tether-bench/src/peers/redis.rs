@@ -27,8 +27,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
 use super::{
-    catchup_payload, check_catchup, drive_appends, preload_in_batches, run_idle, timed_read,
-    Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting, CONNECT_TIMEOUT,
+    catchup_payload, check_catchup, drive_appends, preload_in_batches, reconnect, run_idle,
+    timed_read, Appender, IdleProgress, Peer, Preloader, ReadCount, Wait, Waiting, CONNECT_TIMEOUT,
 };
 use crate::appends::{AppendsConfig, AppendsResult};
 use crate::catchup::{CatchupConfig, CatchupResult};
@@ -287,17 +287,8 @@ struct RedisAppender {
 
 impl Appender for RedisAppender {
     async fn append(&mut self, stream: usize) -> Result<(), String> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => match self.redis.connect(Some(APPEND_TIMEOUT)).await {
-                Ok(conn) => self.conn.insert(conn),
-                Err(e) => {
-                    // Do not spin against a server that is down.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return Err(format!("{e:#}"));
-                }
-            },
-        };
+        let redis = &self.redis;
+        let conn = reconnect(&mut self.conn, || redis.connect(Some(APPEND_TIMEOUT))).await?;
         let reply = redis::cmd("XADD")
             .arg(&self.keys[stream])
             .arg("*")

@@ -97,10 +97,27 @@ impl ReaderPool {
         max_bytes: usize,
     ) -> tokio::task::JoinHandle<rusqlite::Result<Vec<Chunk>>> {
         self.inner.queries.fetch_add(1, Ordering::Relaxed);
+        self.spawn(move |conn| query_chunks(conn, stream, from, end, max_bytes))
+    }
+
+    /// Runs `f` on a pooled read-only connection, on the blocking pool.
+    pub async fn query<T, F>(&self, f: F) -> rusqlite::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        join(self.spawn(f).await)
+    }
+
+    fn spawn<T, F>(&self, f: F) -> tokio::task::JoinHandle<rusqlite::Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
-            let result = query_chunks(&conn, stream, from, end, max_bytes);
+            let result = f(&conn);
             pool.give_back(conn);
             result
         })
@@ -130,24 +147,6 @@ pub(crate) fn join<T>(
     match joined {
         Ok(result) => result,
         Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
-    }
-}
-
-impl ReaderPool {
-    /// Runs `f` on a pooled read-only connection, on the blocking pool.
-    pub async fn query<T, F>(&self, f: F) -> rusqlite::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let pool = self.clone();
-        let run = move || {
-            let conn = pool.take()?;
-            let result = f(&conn);
-            pool.give_back(conn);
-            result
-        };
-        join(tokio::task::spawn_blocking(run).await)
     }
 }
 
