@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub sse_max_duration: Duration,
     /// Interval of SSE keep-alive comments while nothing happens.
     pub sse_keepalive: Duration,
+    /// An SSE subscriber that has caught up and heard nothing for this long gives up its
+    /// task until the stream moves (its connection and position stay).
+    pub sse_park_after: Duration,
     /// How long a worker's lease lasts without a heartbeat.
     pub lease_ttl: Duration,
     /// How often the reconciler looks for expired leases.
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_read_bytes: 4 << 20,
             sse_max_duration: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
+            sse_park_after: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
             max_concurrent: 10,

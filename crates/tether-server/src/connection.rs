@@ -23,7 +23,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::Request;
@@ -353,6 +353,16 @@ impl RawResponse {
         if self.send_head().await.is_ok() && write_all(&self.tcp, &mut end).await.is_ok() {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await;
         }
+    }
+
+    /// Lets go of the task that waited on this socket: the socket keeps the waker of the last
+    /// task that polled it for reading, and through it that task's memory, after the task
+    /// ended. A parked subscriber's socket has no task.
+    pub fn release_task(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        // Ready or not, the stored waker is now a no-op (readiness that came in already
+        // woke and dropped the old one).
+        let _ = self.tcp.poll_read_ready(&mut cx);
     }
 
     /// Resolves when the client hangs up. What it sends meanwhile is read and dropped: the

@@ -70,6 +70,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// SSE frames shared by the live readers of each stream.
     pub frames: streams::FrameShare,
+    /// Idle SSE subscribers waiting without a task, by stream.
+    pub parking: Arc<streams::Parking>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             shutdown,
             frames: streams::FrameShare::default(),
+            parking: Arc::default(),
         }))
     }
 }

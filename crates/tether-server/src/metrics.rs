@@ -53,6 +53,7 @@ pub struct Metrics {
     task_events: AtomicU64,
     fenced: AtomicU64,
     live: Arc<AtomicI64>,
+    parked: AtomicI64,
     transitions: [AtomicU64; TaskState::ALL.len()],
     /// Whether this node runs the reconciler (of several nodes, one does).
     reconciler_leader: std::sync::atomic::AtomicBool,
@@ -96,6 +97,11 @@ impl Metrics {
     /// Records whether this node leads the reconciler.
     pub fn lead_reconciler(&self, leading: bool) {
         self.reconciler_leader.store(leading, Ordering::Relaxed);
+    }
+
+    /// SSE subscribers parked without a task: `delta` more (or fewer).
+    pub fn parked(&self, delta: i64) {
+        self.parked.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn live_reader(&self) -> LiveReader {
@@ -172,6 +178,12 @@ impl Metrics {
             "# HELP tether_live_subscribers Readers waiting on a stream (SSE and long-poll).\n\
              # TYPE tether_live_subscribers gauge\ntether_live_subscribers {}",
             self.live.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_sse_parked_subscribers Idle SSE subscribers waiting without a task of their own.\n\
+             # TYPE tether_sse_parked_subscribers gauge\ntether_sse_parked_subscribers {}",
+            self.parked.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -470,6 +470,152 @@ async fn a_slow_sse_reader_on_a_real_connection_misses_nothing(backend: Backend)
     );
 }
 
+/// The number of SSE subscribers parked without a task, from `/metrics`.
+async fn parked(server: &support::Server) -> u64 {
+    let scraped = server
+        .call("GET", "/metrics", Some(&server.admin), &[], "")
+        .await;
+    let text = String::from_utf8_lossy(&scraped.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tether_sse_parked_subscribers "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no parked gauge in {text}"))
+}
+
+/// Opens `n` raw SSE subscribers of `path` at its tail, each past its first control event.
+async fn raw_subscribers(
+    server: &support::Server,
+    path: &str,
+    n: usize,
+) -> Vec<(tokio::net::TcpStream, Vec<u8>)> {
+    let addr = server.base.strip_prefix("http://").unwrap();
+    let mut all = Vec::new();
+    for _ in 0..n {
+        let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path}?offset=now&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            server.admin
+        );
+        sse.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        assert!(read_until(&mut sse, &mut seen, b"upToDate").await);
+        all.push((sse, seen));
+    }
+    all
+}
+
+async fn parked_sse_subscribers_get_every_append_once_in_order(backend: Backend) {
+    let server = support::Server::start_on_with(backend, |c| {
+        c.sse_park_after = Duration::ZERO;
+        // No keep-alive hands a subscriber back during the test: only the appends do.
+        c.sse_keepalive = Duration::from_secs(600);
+        c.sse_max_duration = Duration::from_secs(600);
+    })
+    .await;
+    let json = [("content-type", "application/json")];
+    let made = server
+        .call("PUT", "/v1/stream/parked", Some(&server.admin), &json, "")
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let subscribers = 20;
+    let mut subs = raw_subscribers(&server, "/v1/stream/parked", subscribers).await;
+    support::eventually("every subscriber parked", || async {
+        (parked(&server).await == subscribers as u64).then_some(())
+    })
+    .await;
+
+    let total = 5;
+    for i in 0..total {
+        let appended = server
+            .call(
+                "POST",
+                "/v1/stream/parked",
+                Some(&server.admin),
+                &json,
+                format!(r#"{{"i":{i}}}"#),
+            )
+            .await;
+        assert_eq!(appended.status, StatusCode::NO_CONTENT);
+        // Every subscriber is handed back, delivers, and parks again before the next one.
+        for (sse, seen) in subs.iter_mut() {
+            assert!(read_until(sse, seen, format!(r#""i":{i}"#).as_bytes()).await);
+        }
+        support::eventually("every subscriber parked again", || async {
+            (parked(&server).await == subscribers as u64).then_some(())
+        })
+        .await;
+    }
+    let closed = server
+        .call(
+            "POST",
+            "/v1/stream/parked",
+            Some(&server.admin),
+            &[("stream-closed", "true")],
+            "",
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+    for (mut sse, mut seen) in subs {
+        tokio::time::timeout(PATIENCE, sse.read_to_end(&mut seen))
+            .await
+            .expect("the SSE response ended")
+            .unwrap();
+        let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let text = String::from_utf8(dechunk(&seen[head_end + 4..])).unwrap();
+        let mut data = Vec::new();
+        for frame in text.split_terminator("\n\n") {
+            sse_frame(frame, &mut data);
+        }
+        assert_eq!(
+            numbered_messages(&data),
+            (0..total).collect::<Vec<_>>(),
+            "every message once, in order"
+        );
+    }
+    assert_eq!(parked(&server).await, 0);
+}
+
+async fn a_parked_sse_subscriber_gets_keepalives_its_deadline_and_shutdown(backend: Backend) {
+    let server = support::Server::start_on_with(backend, |c| {
+        c.sse_park_after = Duration::ZERO;
+        c.sse_keepalive = Duration::from_millis(200);
+        c.sse_max_duration = Duration::from_secs(2);
+    })
+    .await;
+    let made = server
+        .call(
+            "PUT",
+            "/v1/stream/quiet",
+            Some(&server.admin),
+            &[("content-type", "text/plain")],
+            "",
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let mut subs = raw_subscribers(&server, "/v1/stream/quiet", 2).await;
+    support::eventually("both subscribers parked", || async {
+        (parked(&server).await == 2).then_some(())
+    })
+    .await;
+    // Parked, each still gets its keep-alives, and the response ends at its deadline.
+    let (mut first, mut seen) = subs.remove(0);
+    assert!(read_until(&mut first, &mut seen, b": keep-alive").await);
+    tokio::time::timeout(PATIENCE, first.read_to_end(&mut seen))
+        .await
+        .expect("the response ended at its deadline")
+        .unwrap();
+    assert!(seen.ends_with(b"0\r\n\r\n"), "the body's last chunk");
+
+    // A subscriber parked when the server stops is ended, and the server returns.
+    let (mut second, mut seen) = subs.remove(0);
+    server.stop().await;
+    tokio::time::timeout(PATIENCE, second.read_to_end(&mut seen))
+        .await
+        .expect("the response ended at shutdown")
+        .unwrap();
+    assert!(seen.ends_with(b"0\r\n\r\n"), "the body's last chunk");
+}
+
 /// The body of a chunked HTTP/1.1 response, which must end with its last (empty) chunk.
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -602,6 +748,8 @@ on_both_backends!(
     malformed_requests_get_client_errors_with_a_json_body,
     a_slow_sse_reader_keeps_its_place_and_misses_nothing,
     a_slow_sse_reader_on_a_real_connection_misses_nothing,
+    parked_sse_subscribers_get_every_append_once_in_order,
+    a_parked_sse_subscriber_gets_keepalives_its_deadline_and_shutdown,
     responses_carry_security_headers_and_preflight_allows_if_none_match,
     shutdown_ends_live_sse_streams_and_the_server_returns,
 );

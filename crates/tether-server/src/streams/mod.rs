@@ -2,6 +2,7 @@
 
 mod frames;
 pub mod headers;
+mod park;
 mod read;
 mod response;
 mod sse;
@@ -17,6 +18,7 @@ use crate::error::ApiError;
 use crate::{auth, tasks, AppState};
 
 pub use frames::FrameShare;
+pub use park::Parking;
 
 /// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
 pub const PREFIX: &str = "/v1/stream/";

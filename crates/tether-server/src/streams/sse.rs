@@ -75,6 +75,7 @@ pub async fn serve(
         first: true,
         waiting: false,
         done: false,
+        parks: false,
     };
     // The pump is driven either by hyper, polling this body, or (when the connection can take
     // the socket over, see `crate::connection`) by a loop writing straight to the socket, so
@@ -86,9 +87,11 @@ pub async fn serve(
             Some(pump) => pump,
             None => slot.0.lock().take()?,
         };
-        pump.next_event()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(bytes), (slot, Some(pump))))
+        match pump.next_event().await {
+            Event::Send(bytes) => Some((Ok::<_, Infallible>(bytes), (slot, Some(pump)))),
+            // Only a pump on its own socket parks; hyper's never does.
+            Event::End | Event::Park(_) => None,
+        }
     });
 
     let mut out = ResponseHeaders::new();
@@ -114,27 +117,49 @@ impl TakeBody for PumpSlot {
 }
 
 impl SocketBody for Pump {
-    fn spawn(self: Box<Self>, mut out: RawResponse) {
+    fn spawn(self: Box<Self>, out: RawResponse) {
         let mut pump = *self;
-        // An `async move` block rather than an `async fn`: the future keeps one copy of what
-        // it captured, where a function's future would also keep its arguments' originals.
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    event = pump.next_event() => event,
-                    () = out.hung_up() => return,
-                };
-                let Some(bytes) = event else { break };
-                if out.send(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            out.finish().await;
-        });
+        pump.parks = true;
+        drive(pump, out, false);
     }
 }
 
-struct Pump {
+const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Runs `pump` on its own socket in a task of its own until the response ends or the
+/// subscriber parks (see [`super::park`]); `keepalive` sends one first.
+pub(super) fn drive(mut pump: Pump, mut out: RawResponse, keepalive: bool) {
+    // An `async move` block rather than an `async fn`: the future keeps one copy of what it
+    // captured, where a function's future would also keep its arguments' originals.
+    tokio::spawn(async move {
+        if keepalive && out.send(KEEPALIVE).await.is_err() {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                event = pump.next_event() => event,
+                () = out.hung_up() => return,
+            };
+            match event {
+                Event::Send(bytes) => {
+                    if out.send(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Event::Park(keepalive_at) => {
+                    out.release_task();
+                    let parking = pump.state.parking.clone();
+                    parking.park(pump.id, pump, out, keepalive_at);
+                    return;
+                }
+                Event::End => break,
+            }
+        }
+        out.finish().await;
+    });
+}
+
+pub(super) struct Pump {
     /// Counted as a live subscriber until the client goes away.
     _live: crate::metrics::LiveReader,
     /// Turns true when the server starts shutting down.
@@ -154,6 +179,17 @@ struct Pump {
     /// Caught up: wait for the tail to move before reading again.
     waiting: bool,
     done: bool,
+    /// Driven on its own socket, so it may park when idle.
+    parks: bool,
+}
+
+/// What the pump has for its client next.
+enum Event {
+    Send(Bytes),
+    /// The response is over.
+    End,
+    /// Idle: park until the tail moves or a keep-alive is due at the given time.
+    Park(Instant),
 }
 
 /// Why the pump stopped; every reason just ends the response.
@@ -165,17 +201,40 @@ enum Stop {
 enum Waited {
     Moved,
     KeepAlive,
+    /// Nothing happened for `sse_park_after`; a keep-alive is due at the given time.
+    Idle(Instant),
 }
 
 impl Pump {
-    /// The next bytes for the client, or `None` when the response should end.
-    async fn next_event(&mut self) -> Option<Bytes> {
+    pub(super) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub(super) fn tail_watch(&self) -> TailWatch {
+        self.watch.clone()
+    }
+
+    pub(super) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.state.metrics
+    }
+
+    /// The next bytes for the client, the end of the response, or time to park.
+    async fn next_event(&mut self) -> Event {
         while !self.done {
             if self.waiting {
                 match self.wait().await {
                     Ok(Waited::Moved) => self.waiting = false,
-                    Ok(Waited::KeepAlive) => return Some(Bytes::from_static(b": keep-alive\n\n")),
-                    Err(Stop::Finished) => return None,
+                    Ok(Waited::KeepAlive) => return Event::Send(Bytes::from_static(KEEPALIVE)),
+                    Ok(Waited::Idle(keepalive_at)) => return Event::Park(keepalive_at),
+                    Err(Stop::Finished) => return Event::End,
                 }
             }
             let frame = match self.next_frame(self.first).await {
@@ -185,17 +244,17 @@ impl Pump {
                     self.waiting = true;
                     continue;
                 }
-                Err(Stop::Finished) => return None,
+                Err(Stop::Finished) => return Event::End,
             };
             self.first = false;
             self.pos = frame.next;
             self.done = frame.closed_end;
             self.waiting = frame.up_to_date;
             if !frame.bytes.is_empty() {
-                return Some(frame.bytes);
+                return Event::Send(frame.bytes);
             }
         }
-        None
+        Event::End
     }
 
     /// The frame for what follows `pos`: shared if another reader just rendered it, else
@@ -259,10 +318,20 @@ impl Pump {
             return Err(Stop::Finished);
         }
         let keepalive = self.state.config.sse_keepalive;
-        let wait = keepalive.min(left).max(Duration::from_millis(1));
+        let mut wait = keepalive.min(left);
+        // Parking first if that comes first; the keep-alive stays due when it was.
+        let park_after = self.state.config.sse_park_after;
+        let parking = self.parks && park_after < wait;
+        if parking {
+            wait = park_after;
+        }
+        let wait = wait.max(Duration::from_millis(1));
+        let keepalive_at = Instant::now() + keepalive;
         let tail = tokio::select! {
             tail = self.watch.past(self.pos) => tail,
-            () = tokio::time::sleep(wait) => return Ok(Waited::KeepAlive),
+            () = tokio::time::sleep(wait) => {
+                return Ok(if parking { Waited::Idle(keepalive_at) } else { Waited::KeepAlive });
+            }
             // Changed (it only ever turns true) or gone: the server is stopping.
             _ = self.shutdown.changed() => return Err(Stop::Finished),
         };
