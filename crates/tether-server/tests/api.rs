@@ -407,21 +407,10 @@ async fn a_slow_sse_reader_keeps_its_place_and_misses_nothing(backend: Backend) 
 /// every message still arrives once, in order (G2, G3).
 async fn a_slow_sse_reader_on_a_real_connection_misses_nothing(backend: Backend) {
     let server = support::Server::start_on(backend).await;
-    let auth = format!("Bearer {}", server.admin);
-    let json = [("content-type", "application/json")];
-    let made = server
-        .call("PUT", "/v1/stream/slow", Some(&server.admin), &json, "")
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED);
-
-    let addr = server.base.strip_prefix("http://").unwrap();
-    let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/stream/slow?offset=-1&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n"
-    );
-    sse.write_all(request.as_bytes()).await.unwrap();
-    let mut seen = Vec::new();
-    assert!(read_until(&mut sse, &mut seen, b"upToDate").await);
+    create(&server, "/v1/stream/slow", "application/json").await;
+    let (mut sse, mut seen) = raw_subscribers(&server, "/v1/stream/slow", "-1", 1)
+        .await
+        .remove(0);
     let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
     assert!(
@@ -432,33 +421,17 @@ async fn a_slow_sse_reader_on_a_real_connection_misses_nothing(backend: Backend)
     let pad = "x".repeat(8000);
     let total = 1500;
     for i in 0..total {
-        let body = format!(r#"{{"i":{i},"pad":"{pad}"}}"#);
-        let appended = server
-            .call("POST", "/v1/stream/slow", Some(&server.admin), &json, body)
-            .await;
-        assert_eq!(appended.status, StatusCode::NO_CONTENT);
-    }
-    let closed = server
-        .call(
-            "POST",
+        append(
+            &server,
             "/v1/stream/slow",
-            Some(&server.admin),
-            &[("stream-closed", "true")],
-            "",
+            format!(r#"{{"i":{i},"pad":"{pad}"}}"#),
         )
         .await;
-    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+    }
+    close(&server, "/v1/stream/slow").await;
 
     // The server ends the response after the closing control event, and the connection.
-    tokio::time::timeout(PATIENCE, sse.read_to_end(&mut seen))
-        .await
-        .expect("the SSE response ended")
-        .unwrap();
-    let text = String::from_utf8(dechunk(&seen[head_end + 4..])).unwrap();
-    let (mut data, mut controls) = (Vec::new(), Vec::new());
-    for frame in text.split_terminator("\n\n") {
-        controls.extend(sse_frame(frame, &mut data));
-    }
+    let (data, controls) = read_to_end(&mut sse, &mut seen).await;
     assert_eq!(
         controls.last().map(|c| c["streamClosed"].clone()),
         Some(serde_json::Value::Bool(true))
@@ -470,22 +443,76 @@ async fn a_slow_sse_reader_on_a_real_connection_misses_nothing(backend: Backend)
     );
 }
 
-/// The number of SSE subscribers parked without a task, from `/metrics`.
-async fn parked(server: &support::Server) -> u64 {
-    let scraped = server
-        .call("GET", "/metrics", Some(&server.admin), &[], "")
+async fn create(server: &support::Server, path: &str, content_type: &str) {
+    let headers = [("content-type", content_type)];
+    let made = server
+        .call("PUT", path, Some(&server.admin), &headers, "")
         .await;
-    let text = String::from_utf8_lossy(&scraped.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("tether_sse_parked_subscribers "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no parked gauge in {text}"))
+    assert_eq!(made.status, StatusCode::CREATED);
 }
 
-/// Opens `n` raw SSE subscribers of `path` at its tail, each past its first control event.
+/// Appends one JSON message.
+async fn append(server: &support::Server, path: &str, body: String) {
+    let json = [("content-type", "application/json")];
+    let appended = server
+        .call("POST", path, Some(&server.admin), &json, body)
+        .await;
+    assert_eq!(appended.status, StatusCode::NO_CONTENT);
+}
+
+async fn close(server: &support::Server, path: &str) {
+    let closed = server
+        .call(
+            "POST",
+            path,
+            Some(&server.admin),
+            &[("stream-closed", "true")],
+            "",
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+}
+
+/// Reads a raw SSE response to its end; returns its data payloads and control events.
+async fn read_to_end(
+    sse: &mut tokio::net::TcpStream,
+    seen: &mut Vec<u8>,
+) -> (Vec<String>, Vec<serde_json::Value>) {
+    tokio::time::timeout(PATIENCE, sse.read_to_end(seen))
+        .await
+        .expect("the SSE response ended")
+        .unwrap();
+    let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let text = String::from_utf8(dechunk(&seen[head_end + 4..])).unwrap();
+    let (mut data, mut controls) = (Vec::new(), Vec::new());
+    for frame in text.split_terminator("\n\n") {
+        controls.extend(sse_frame(frame, &mut data));
+    }
+    (data, controls)
+}
+
+/// Waits until `n` SSE subscribers are parked without a task, as `/metrics` tells.
+async fn parked(server: &support::Server, n: u64) {
+    support::eventually(&format!("{n} parked subscribers"), || async {
+        let scraped = server
+            .call("GET", "/metrics", Some(&server.admin), &[], "")
+            .await;
+        let text = String::from_utf8_lossy(&scraped.body).into_owned();
+        let gauge: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tether_sse_parked_subscribers "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no parked gauge in {text}"));
+        (gauge == n).then_some(())
+    })
+    .await;
+}
+
+/// Opens `n` raw SSE subscribers of `path` from `offset`, each past its first control event.
 async fn raw_subscribers(
     server: &support::Server,
     path: &str,
+    offset: &str,
     n: usize,
 ) -> Vec<(tokio::net::TcpStream, Vec<u8>)> {
     let addr = server.base.strip_prefix("http://").unwrap();
@@ -493,7 +520,7 @@ async fn raw_subscribers(
     for _ in 0..n {
         let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!(
-            "GET {path}?offset=now&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            "GET {path}?offset={offset}&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
             server.admin
         );
         sse.write_all(request.as_bytes()).await.unwrap();
@@ -512,67 +539,30 @@ async fn parked_sse_subscribers_get_every_append_once_in_order(backend: Backend)
         c.sse_max_duration = Duration::from_secs(600);
     })
     .await;
-    let json = [("content-type", "application/json")];
-    let made = server
-        .call("PUT", "/v1/stream/parked", Some(&server.admin), &json, "")
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED);
+    create(&server, "/v1/stream/parked", "application/json").await;
     let subscribers = 20;
-    let mut subs = raw_subscribers(&server, "/v1/stream/parked", subscribers).await;
-    support::eventually("every subscriber parked", || async {
-        (parked(&server).await == subscribers as u64).then_some(())
-    })
-    .await;
+    let mut subs = raw_subscribers(&server, "/v1/stream/parked", "now", subscribers).await;
+    parked(&server, subscribers as u64).await;
 
     let total = 5;
     for i in 0..total {
-        let appended = server
-            .call(
-                "POST",
-                "/v1/stream/parked",
-                Some(&server.admin),
-                &json,
-                format!(r#"{{"i":{i}}}"#),
-            )
-            .await;
-        assert_eq!(appended.status, StatusCode::NO_CONTENT);
+        append(&server, "/v1/stream/parked", format!(r#"{{"i":{i}}}"#)).await;
         // Every subscriber is handed back, delivers, and parks again before the next one.
         for (sse, seen) in subs.iter_mut() {
             assert!(read_until(sse, seen, format!(r#""i":{i}"#).as_bytes()).await);
         }
-        support::eventually("every subscriber parked again", || async {
-            (parked(&server).await == subscribers as u64).then_some(())
-        })
-        .await;
+        parked(&server, subscribers as u64).await;
     }
-    let closed = server
-        .call(
-            "POST",
-            "/v1/stream/parked",
-            Some(&server.admin),
-            &[("stream-closed", "true")],
-            "",
-        )
-        .await;
-    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+    close(&server, "/v1/stream/parked").await;
     for (mut sse, mut seen) in subs {
-        tokio::time::timeout(PATIENCE, sse.read_to_end(&mut seen))
-            .await
-            .expect("the SSE response ended")
-            .unwrap();
-        let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let text = String::from_utf8(dechunk(&seen[head_end + 4..])).unwrap();
-        let mut data = Vec::new();
-        for frame in text.split_terminator("\n\n") {
-            sse_frame(frame, &mut data);
-        }
+        let (data, _) = read_to_end(&mut sse, &mut seen).await;
         assert_eq!(
             numbered_messages(&data),
             (0..total).collect::<Vec<_>>(),
             "every message once, in order"
         );
     }
-    assert_eq!(parked(&server).await, 0);
+    parked(&server, 0).await;
 }
 
 async fn a_parked_sse_subscriber_gets_keepalives_its_deadline_and_shutdown(backend: Backend) {
@@ -582,21 +572,9 @@ async fn a_parked_sse_subscriber_gets_keepalives_its_deadline_and_shutdown(backe
         c.sse_max_duration = Duration::from_secs(2);
     })
     .await;
-    let made = server
-        .call(
-            "PUT",
-            "/v1/stream/quiet",
-            Some(&server.admin),
-            &[("content-type", "text/plain")],
-            "",
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED);
-    let mut subs = raw_subscribers(&server, "/v1/stream/quiet", 2).await;
-    support::eventually("both subscribers parked", || async {
-        (parked(&server).await == 2).then_some(())
-    })
-    .await;
+    create(&server, "/v1/stream/quiet", "text/plain").await;
+    let mut subs = raw_subscribers(&server, "/v1/stream/quiet", "now", 2).await;
+    parked(&server, 2).await;
     // Parked, each still gets its keep-alives, and the response ends at its deadline.
     let (mut first, mut seen) = subs.remove(0);
     assert!(read_until(&mut first, &mut seen, b": keep-alive").await);

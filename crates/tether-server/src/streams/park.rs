@@ -58,15 +58,10 @@ impl Parked {
 }
 
 impl Parking {
-    /// Parks an idle subscriber of stream `id` until the tail moves past its position or
+    /// Parks an idle subscriber until the tail of its stream moves past its position or
     /// `keepalive_at`, whichever comes first.
-    pub(super) fn park(
-        self: &Arc<Self>,
-        id: StreamId,
-        pump: Pump,
-        out: RawResponse,
-        keepalive_at: Instant,
-    ) {
+    pub(super) fn park(self: &Arc<Self>, pump: Pump, out: RawResponse, keepalive_at: Instant) {
+        let id = pump.stream();
         let watch = pump.tail_watch();
         let shutdown = pump.shutdown();
         let mut lots = self.lots.lock();
@@ -108,8 +103,6 @@ enum Woke {
     All,
     /// A keep-alive or deadline is due: those whose time has come go.
     Due,
-    /// Someone new parked: look again.
-    Added,
 }
 
 /// The task of one stream's lot: runs while anyone is parked there.
@@ -139,7 +132,8 @@ async fn tend(
             tokio::select! {
                 _ = watch.past(from) => Woke::All,
                 () = tokio::time::sleep_until(due) => Woke::Due,
-                () = lot.added.notified() => Woke::Added,
+                // Someone new parked: look again at what to wait for.
+                () = lot.added.notified() => continue,
                 // Changed (it only ever turns true) or gone: the server is stopping.
                 _ = shutdown.changed() => Woke::All,
             }
@@ -148,7 +142,6 @@ async fn tend(
         let going: Vec<Parked> = {
             let mut inner = lot.inner.lock();
             match woke {
-                Woke::Added => continue,
                 Woke::All => std::mem::take(&mut inner.parked),
                 Woke::Due => {
                     let (going, staying) = std::mem::take(&mut inner.parked)

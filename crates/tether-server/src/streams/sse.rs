@@ -149,7 +149,7 @@ pub(super) fn drive(mut pump: Pump, mut out: RawResponse, keepalive: bool) {
                 Event::Park(keepalive_at) => {
                     out.release_task();
                     let parking = pump.state.parking.clone();
-                    parking.park(pump.id, pump, out, keepalive_at);
+                    parking.park(pump, out, keepalive_at);
                     return;
                 }
                 Event::End => break,
@@ -206,6 +206,10 @@ enum Waited {
 }
 
 impl Pump {
+    pub(super) fn stream(&self) -> StreamId {
+        self.id
+    }
+
     pub(super) fn position(&self) -> u64 {
         self.pos
     }
