@@ -23,7 +23,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::Request;
@@ -355,14 +355,16 @@ impl RawResponse {
         }
     }
 
-    /// Lets go of the task that waited on this socket: the socket keeps the waker of the last
-    /// task that polled it for reading, and through it that task's memory, after the task
-    /// ended. A parked subscriber's socket has no task.
-    pub fn release_task(&self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        // Ready or not, the stored waker is now a no-op (readiness that came in already
-        // woke and dropped the old one).
-        let _ = self.tcp.poll_read_ready(&mut cx);
+    /// Takes the socket off the reactor while its subscriber parks (see `streams::park`):
+    /// tokio keeps a cache-aligned readiness record of 256 bytes per registered socket, and
+    /// in it the waker, and so the memory, of the last task that polled the socket. A
+    /// parked subscriber needs neither; an error means the connection is gone.
+    pub fn park(self) -> io::Result<ParkedResponse> {
+        Ok(ParkedResponse {
+            tcp: self.tcp.into_std()?,
+            head: self.head,
+            _open: self._open,
+        })
     }
 
     /// Resolves when the client hangs up. What it sends meanwhile is read and dropped: the
@@ -382,6 +384,26 @@ impl RawResponse {
             }
         })
         .await
+    }
+}
+
+/// A [`RawResponse`] whose socket is off the reactor: nothing is written to it or read from
+/// it until [`ParkedResponse::resume`].
+pub struct ParkedResponse {
+    tcp: std::net::TcpStream,
+    head: Option<Vec<u8>>,
+    _open: watch::Receiver<()>,
+}
+
+impl ParkedResponse {
+    /// Puts the socket back on the reactor, from within the runtime; an error means the
+    /// connection cannot be served any more.
+    pub fn resume(self) -> io::Result<RawResponse> {
+        Ok(RawResponse {
+            tcp: TcpStream::from_std(self.tcp)?,
+            head: self.head,
+            _open: self._open,
+        })
     }
 }
 

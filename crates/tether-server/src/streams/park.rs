@@ -6,7 +6,8 @@
 //! lot. It wakes when the tail moves past the earliest parked position, when the earliest
 //! keep-alive or deadline is due, or when the server shuts down, and hands each subscriber
 //! that has something to do back to a task of its own, which reads from the log as before
-//! (G3). An idle subscriber then costs its pump and its socket, not a task.
+//! (G3). An idle subscriber then costs its pump and its socket, not a task, and its socket is
+//! off the reactor meanwhile.
 //!
 //! A client that hangs up while parked is noticed at the next write to it: a delivery or its
 //! keep-alive.
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use tether_store::{StreamId, TailWatch};
 
 use super::sse::{self, Pump};
-use crate::connection::RawResponse;
+use crate::connection::ParkedResponse;
 
 /// Every stream's lot of parked subscribers.
 #[derive(Default)]
@@ -45,7 +46,7 @@ struct LotInner {
 
 struct Parked {
     pump: Pump,
-    out: RawResponse,
+    out: ParkedResponse,
     /// When it is owed a keep-alive.
     keepalive_at: Instant,
 }
@@ -60,7 +61,7 @@ impl Parked {
 impl Parking {
     /// Parks an idle subscriber until the tail of its stream moves past its position or
     /// `keepalive_at`, whichever comes first.
-    pub(super) fn park(self: &Arc<Self>, pump: Pump, out: RawResponse, keepalive_at: Instant) {
+    pub(super) fn park(self: &Arc<Self>, pump: Pump, out: ParkedResponse, keepalive_at: Instant) {
         let id = pump.stream();
         let watch = pump.tail_watch();
         let shutdown = pump.shutdown();
@@ -155,7 +156,10 @@ async fn tend(
         for parked in going {
             parked.pump.metrics().parked(-1);
             let keepalive = parked.keepalive_at <= now;
-            sse::drive(parked.pump, parked.out, keepalive);
+            // An error: the socket could not go back on the reactor, and the subscriber ends.
+            if let Ok(out) = parked.out.resume() {
+                sse::drive(parked.pump, out, keepalive);
+            }
         }
     }
 }

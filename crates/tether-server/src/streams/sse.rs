@@ -147,9 +147,11 @@ pub(super) fn drive(mut pump: Pump, mut out: RawResponse, keepalive: bool) {
                     }
                 }
                 Event::Park(keepalive_at) => {
-                    out.release_task();
-                    let parking = pump.state.parking.clone();
-                    parking.park(pump, out, keepalive_at);
+                    // An error: the connection is gone, and the subscriber with it.
+                    if let Ok(out) = out.park() {
+                        let parking = pump.state.parking.clone();
+                        parking.park(pump, out, keepalive_at);
+                    }
                     return;
                 }
                 Event::End => break,
