@@ -30,13 +30,18 @@ fn main() {
     let order = Path::new(&manifest_dir).join("hot-symbols.txt");
     // A name the list gives that this build lacks is skipped, not an error: the list is a
     // layout hint, and a stale one only costs resident memory.
-    println!(
-        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={},--no-warn-symbol-ordering",
-        order.display()
-    );
+    linker_arg(&format!("--symbol-ordering-file={}", order.display()));
+    linker_arg("--no-warn-symbol-ordering");
     if env::var("HOST").is_ok_and(|host| host == target) && glibc_reads_relr() {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+        linker_arg("-zpack-relative-relocs");
     }
+}
+
+/// Passes `arg` to the linker through the C compiler driver as it is (`-Wl,` would split a
+/// path at its commas).
+fn linker_arg(arg: &str) {
+    println!("cargo:rustc-link-arg-bins=-Xlinker");
+    println!("cargo:rustc-link-arg-bins={arg}");
 }
 
 /// Whether this machine's glibc is 2.36 or later; `getconf` prints "glibc 2.36".
