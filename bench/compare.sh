@@ -82,7 +82,7 @@ if command -v nm >/dev/null; then
     listed="$(LC_ALL=C sort -u "$hot" | wc -l)"
     stale="$(LC_ALL=C comm -23 <(LC_ALL=C sort -u "$hot") \
         <(nm "$TETHER" | awk '{ print $NF }' | LC_ALL=C sort -u) | wc -l)"
-    if ((stale * 10 > listed)); then
+    if ((stale * 20 > listed)); then
         say "$stale of the $listed names in $hot are not in $TETHER: run scripts/hot-symbols.sh"
         CONTEXT+=("Tether: $stale of $listed hot-function names were stale, so more of its code was resident")
     fi

@@ -7,7 +7,8 @@
 # Runs the release server under valgrind's callgrind through the benchmark's workloads (small
 # sizes: only which functions run matters, not how fast) and writes every function of the
 # binary that executed an instruction, mangled. Needs valgrind. Takes a minute once the
-# release build is there. A stale list only costs memory: symbols it names that no longer exist are skipped.
+# release build is there. A stale list only costs memory: names it gives that no longer exist
+# are skipped.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,18 +53,18 @@ kill -INT "$SERVER"
 wait "$SERVER" || true
 
 # Callgrind names each object once ("ob=") and then its functions ("fn="), each followed by
-# cost lines "<line> <instructions>"; the line after "calls=" is a callee's cost, and "'2" marks
-# a recursive call's frame. Keep the binary's own functions that ran, sorted by name so that
-# a new list's diff shows what changed (the order within the hot region does not change
-# what is resident).
+# cost lines "<line> <instructions>"; the line after "calls=" is a callee's cost, "'2" marks a
+# recursive call's frame, and some code has no symbol to order by ("0x...", "(below main)").
+# Keep the binary's named functions that ran, sorted by name so that a new list's diff shows
+# what changed (the order within the hot region does not change what is resident).
 awk -v bin="$TETHER" -v recursion="'[0-9]+$" '
     /^ob=/ { inbin = (substr($0, 4) == bin); next }
     /^fn=/ { fn = inbin ? substr($0, 4) : ""; sub(recursion, "", fn); next }
     /^calls=/ { call = 1; next }
-    /^[0-9+-]/ { if (!call && fn != "") cost[fn] += $2; call = 0; next }
-    END { for (f in cost) print cost[f], f }
-' "$WORK/callgrind.out" | awk '$2 !~ /^0x/ { print $2 }' | LC_ALL=C sort >"$WORK/hot"
-# Unnamed code (0x...) has no symbol to order by. An empty list would undo the layout.
+    /^[0-9+-]/ { if (!call && fn != "" && fn !~ /^(0x|\()/) ran[fn] = 1; call = 0; next }
+    END { for (f in ran) print f }
+' "$WORK/callgrind.out" | LC_ALL=C sort >"$WORK/hot"
+# An empty list would undo the layout.
 [[ -s "$WORK/hot" ]] || { echo "hot-symbols: callgrind saw none of $TETHER's functions" >&2; exit 1; }
 mv "$WORK/hot" "$OUT"
 echo "hot-symbols: $(wc -l <"$OUT") functions written to $OUT"

@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
     // (up to eight per CPU), each keeping its freed memory apart. SQLite takes a lock of its
     // own around every allocation anyway, so one arena loses nothing.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: called before any other thread exists; mallopt only sets a tunable.
+    // SAFETY: mallopt only sets a tunable, under glibc's own arena lock; it takes no pointers.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
