@@ -7,6 +7,7 @@ mod coord;
 mod entry;
 mod readahead;
 mod reader;
+mod scan;
 mod schema;
 mod segments;
 mod writer;
@@ -176,7 +177,10 @@ impl SqliteStore {
             if let Some(chunks) = cached {
                 return Ok(chunks);
             }
-            let read = |budget| self.readers.spawn_chunks(stream.id, pos, hi, budget);
+            let read = |budget| {
+                self.readers
+                    .spawn_chunks(stream.id, stream.json, pos, hi, budget)
+            };
             let chunks = match self.read_ahead.take(&stream, pos, hi) {
                 // A window read ahead that failed is read again, as if it never was.
                 Some(window) => match reader::join(window.await) {
@@ -189,7 +193,8 @@ impl SqliteStore {
             if let Some(last) = chunks.last().filter(|c| c.end < hi) {
                 let next = last.end;
                 self.read_ahead.start(&stream, next, hi, || {
-                    self.readers.spawn_chunks(stream.id, next, hi, max_bytes)
+                    self.readers
+                        .spawn_chunks(stream.id, stream.json, next, hi, max_bytes)
                 });
             }
             Ok(chunks)

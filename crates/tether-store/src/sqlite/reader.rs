@@ -9,13 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, MAIN_DB};
+use rusqlite::{Connection, OpenFlags};
 
 use super::entry::Chunk;
-use super::{schema, segments};
+use super::{scan, schema};
 use crate::model::StreamId;
 
 const POOL_KEEP: usize = 8;
@@ -85,19 +83,19 @@ impl ReaderPool {
         self.inner.idle.lock().len()
     }
 
-    /// Reads the indexed chunks of one stream's own storage that overlap `[from, end)`, in
-    /// order, stopping once `max_bytes` are gathered (always at least one chunk if any
-    /// overlaps). The first may start before `from` when `from` falls inside it; the caller
-    /// slices. Runs on the blocking pool; dropping the handle lets the read finish unobserved.
+    /// Reads the indexed chunks of one stream's own storage that overlap `[from, end)` (see
+    /// [`scan::query_chunks`]). Runs on the blocking pool; dropping the handle lets the read
+    /// finish unobserved.
     pub fn spawn_chunks(
         &self,
         stream: StreamId,
+        json: bool,
         from: u64,
         end: u64,
         max_bytes: usize,
     ) -> tokio::task::JoinHandle<rusqlite::Result<Vec<Chunk>>> {
         self.inner.queries.fetch_add(1, Ordering::Relaxed);
-        self.spawn(move |conn| query_chunks(conn, stream, from, end, max_bytes))
+        self.spawn(move |conn| scan::query_chunks(conn, stream, json, from, end, max_bytes))
     }
 
     /// Runs `f` on a pooled read-only connection, on the blocking pool.
@@ -148,102 +146,6 @@ pub(crate) fn join<T>(
         Ok(result) => result,
         Err(join) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(join))),
     }
-}
-
-/// Chunks this large or larger are read with SQLite's blob API straight into their own
-/// buffer. Reading the column instead makes SQLite gather the overflow pages into a buffer of
-/// its own, which is then copied again; for small chunks one statement per chunk is cheaper.
-const BLOB_READ_FROM: i64 = 64 << 10;
-
-pub(crate) fn query_chunks(
-    conn: &Connection,
-    stream: StreamId,
-    from: u64,
-    end: u64,
-    max_bytes: usize,
-) -> rusqlite::Result<Vec<Chunk>> {
-    // One snapshot for the index and every chunk it names.
-    let snapshot = conn.unchecked_transaction()?;
-    let pairs = segments::covering(conn, stream, from, end)?;
-    // The chunk that contains `from` may start before it (a fork point inside an append).
-    let first = pairs
-        .partition_point(|(pos, _)| *pos <= from)
-        .saturating_sub(1);
-    // `length(data)` does not load a blob; `data` is loaded only when it is small.
-    let mut fetch = conn.prepare_cached(
-        "SELECT pos, end_pos, length(data), iif(length(data) < ?2, data, NULL)
-         FROM chunks WHERE seq = ?1",
-    )?;
-    let mut blob: Option<rusqlite::blob::Blob<'_>> = None;
-    let mut out = Vec::new();
-    let mut size = 0usize;
-    for (pos, seq) in &pairs[first.min(pairs.len())..] {
-        if *pos >= end || (size >= max_bytes && !out.is_empty()) {
-            break;
-        }
-        let row = fetch
-            .query_row(params![seq, BLOB_READ_FROM], |r| {
-                let small = match r.get_ref(3)? {
-                    ValueRef::Null => None,
-                    v => Some(Bytes::copy_from_slice(v.as_blob()?)),
-                };
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)?,
-                    small,
-                ))
-            })
-            .optional()?;
-        // An index entry without its chunk would be a gap; stop rather than skip past it.
-        let Some((chunk_pos, chunk_end, len, small)) = row else {
-            break;
-        };
-        if chunk_end <= from {
-            continue;
-        }
-        let data = match small {
-            Some(data) => data,
-            None => read_blob(conn, &mut blob, *seq, len)?,
-        };
-        size += data.len();
-        out.push(Chunk {
-            pos: chunk_pos,
-            end: chunk_end,
-            data,
-        });
-    }
-    drop(blob);
-    snapshot.commit()?;
-    Ok(out)
-}
-
-/// The `data` of chunk `seq`, `len` bytes, read through one blob handle moved from row to row.
-fn read_blob<'c>(
-    conn: &'c Connection,
-    blob: &mut Option<rusqlite::blob::Blob<'c>>,
-    seq: i64,
-    len: i64,
-) -> rusqlite::Result<Bytes> {
-    let handle = match blob {
-        Some(handle) => {
-            handle.reopen(seq)?;
-            handle
-        }
-        None => blob.insert(conn.blob_open(MAIN_DB, c"chunks", c"data", seq, true)?),
-    };
-    if i64::try_from(handle.len()).ok() != Some(len) {
-        return Err(rusqlite::Error::BlobSizeError);
-    }
-    // Read into uninitialised memory: zeroing the buffer first costs as much as a copy.
-    let mut data = Vec::with_capacity(handle.len());
-    let filled = handle
-        .raw_read_at_exact(&mut data.spare_capacity_mut()[..handle.len()], 0)?
-        .len();
-    // SAFETY: `raw_read_at_exact` succeeded, so it initialised all of the first `filled`
-    // bytes of the spare capacity, which is at least `filled` long.
-    unsafe { data.set_len(filled) };
-    Ok(Bytes::from(data))
 }
 
 #[cfg(test)]

@@ -113,6 +113,27 @@ pub(crate) fn covering(
     from: u64,
     end: u64,
 ) -> rusqlite::Result<Vec<Pair>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT chunks FROM chunk_index WHERE stream_id = ?1 AND pos >= ?2 AND pos < ?3
+         ORDER BY pos",
+    )?;
+    let first = first_covering(conn, stream, from)?;
+    let mut rows = stmt.query(params![stream, first as i64, end as i64])?;
+    let mut pairs = Vec::new();
+    while let Some(row) = rows.next()? {
+        let blob = row.get_ref(0)?.as_blob()?;
+        pairs.extend(decode(blob));
+    }
+    Ok(pairs)
+}
+
+/// Where the index rows that may hold position `from` of `stream` begin: the position of
+/// the row starting at or before it, or `from` when there is none.
+pub(crate) fn first_covering(
+    conn: &Connection,
+    stream: StreamId,
+    from: u64,
+) -> rusqlite::Result<u64> {
     let first: Option<i64> = conn
         .prepare_cached(
             "SELECT pos FROM chunk_index WHERE stream_id = ?1 AND pos <= ?2
@@ -120,17 +141,24 @@ pub(crate) fn covering(
         )?
         .query_row(params![stream, from as i64], |r| r.get(0))
         .optional()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT chunks FROM chunk_index WHERE stream_id = ?1 AND pos >= ?2 AND pos < ?3
-         ORDER BY pos",
-    )?;
-    let mut rows = stmt.query(params![stream, first.unwrap_or(from as i64), end as i64])?;
-    let mut pairs = Vec::new();
-    while let Some(row) = rows.next()? {
-        let blob = row.get_ref(0)?.as_blob()?;
-        pairs.extend(decode(blob));
-    }
-    Ok(pairs)
+    Ok(first.map_or(from, |pos| pos as u64))
+}
+
+/// The first index row of `stream` starting in `[at, end)`: its position and its chunks.
+pub(crate) fn next_row(
+    conn: &Connection,
+    stream: StreamId,
+    at: u64,
+    end: u64,
+) -> rusqlite::Result<Option<(u64, Vec<Pair>)>> {
+    conn.prepare_cached(
+        "SELECT pos, chunks FROM chunk_index WHERE stream_id = ?1 AND pos >= ?2 AND pos < ?3
+         ORDER BY pos LIMIT 1",
+    )?
+    .query_row(params![stream, at as i64, end as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, decode(r.get_ref(1)?.as_blob()?)))
+    })
+    .optional()
 }
 
 /// The chunk of `stream` that starts exactly at `pos`.
