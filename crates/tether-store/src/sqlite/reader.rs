@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
 
 use super::entry::Chunk;
@@ -30,10 +30,36 @@ pub(crate) struct ReaderPool {
 
 struct PoolInner {
     path: PathBuf,
-    /// Each with the time it was given back, the most recently used last.
-    idle: Mutex<Vec<(Connection, Instant)>>,
+    idle: Arc<Idle>,
     /// Reads that went to the database rather than a cache.
     queries: AtomicU64,
+}
+
+/// The pooled connections, shared with the thread that closes the idle ones.
+struct Idle {
+    conns: Mutex<IdleConns>,
+    /// Signalled when the pool goes from empty to not, and when the pool is dropped.
+    changed: Condvar,
+}
+
+struct IdleConns {
+    /// Each with the time it was given back, the most recently used last.
+    list: Vec<(Connection, Instant)>,
+    /// Set when the pool is dropped: the closing thread ends.
+    dropped: bool,
+}
+
+impl Drop for PoolInner {
+    /// Closes the pooled connections now, as the store closes, and ends the closing thread.
+    fn drop(&mut self) {
+        let pooled = {
+            let mut conns = self.idle.conns.lock();
+            conns.dropped = true;
+            std::mem::take(&mut conns.list)
+        };
+        self.idle.changed.notify_one();
+        drop(pooled);
+    }
 }
 
 impl ReaderPool {
@@ -42,16 +68,24 @@ impl ReaderPool {
     }
 
     fn closing_idle_after(path: PathBuf, after: Duration) -> std::io::Result<Self> {
-        let inner = Arc::new(PoolInner {
-            path,
-            idle: Mutex::new(Vec::new()),
-            queries: AtomicU64::new(0),
+        let idle = Arc::new(Idle {
+            conns: Mutex::new(IdleConns {
+                list: Vec::new(),
+                dropped: false,
+            }),
+            changed: Condvar::new(),
         });
-        let pool = Arc::downgrade(&inner);
+        let reaped = Arc::clone(&idle);
         std::thread::Builder::new()
             .name("tether-reader-reaper".into())
-            .spawn(move || close_idle(pool, after))?;
-        Ok(ReaderPool { inner })
+            .spawn(move || close_idle(&reaped, after))?;
+        Ok(ReaderPool {
+            inner: Arc::new(PoolInner {
+                path,
+                idle,
+                queries: AtomicU64::new(0),
+            }),
+        })
     }
 
     pub fn queries(&self) -> u64 {
@@ -59,7 +93,7 @@ impl ReaderPool {
     }
 
     fn take(&self) -> rusqlite::Result<Connection> {
-        if let Some((conn, _)) = self.inner.idle.lock().pop() {
+        if let Some((conn, _)) = self.inner.idle.conns.lock().list.pop() {
             return Ok(conn);
         }
         let conn = Connection::open_with_flags(
@@ -71,16 +105,20 @@ impl ReaderPool {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut idle = self.inner.idle.lock();
-        if idle.len() < POOL_KEEP {
-            idle.push((conn, Instant::now()));
+        let mut idle = self.inner.idle.conns.lock();
+        if idle.list.len() < POOL_KEEP {
+            idle.list.push((conn, Instant::now()));
+            // The closing thread waits without a deadline only while the pool is empty.
+            if idle.list.len() == 1 {
+                self.inner.idle.changed.notify_one();
+            }
         }
     }
 
     /// Pooled connections, idle or not yet closed.
     #[cfg(test)]
     fn pooled(&self) -> usize {
-        self.inner.idle.lock().len()
+        self.inner.idle.conns.lock().list.len()
     }
 
     /// Reads the indexed chunks of one stream's own storage that overlap `[from, end)` (see
@@ -122,19 +160,26 @@ impl ReaderPool {
     }
 }
 
-/// Closes the connections of `pool` that were not used for `after`, until the pool is gone.
-/// Connections are closed outside the lock, so a reader taking one never waits for a close.
-fn close_idle(pool: Weak<PoolInner>, after: Duration) {
-    loop {
-        std::thread::sleep(after / 5);
-        let Some(pool) = pool.upgrade() else { return };
-        let stale: Vec<(Connection, Instant)> = {
-            let mut idle = pool.idle.lock();
-            // The least recently used come first; they are the ones to close.
-            let keep_from = idle.partition_point(|(_, at)| at.elapsed() >= after);
-            idle.drain(..keep_from).collect()
-        };
-        drop(stale);
+/// Closes the pooled connections that were not used for `after`, until the pool is dropped.
+/// Sleeps until the oldest one is due, or while none is pooled until one is given back, so
+/// an idle server's reaper does not wake at all. Connections are closed outside the lock, so
+/// a reader taking one never waits for a close.
+fn close_idle(idle: &Idle, after: Duration) {
+    let mut conns = idle.conns.lock();
+    while !conns.dropped {
+        // The least recently used come first; they are the ones to close.
+        let keep_from = conns.list.partition_point(|(_, at)| at.elapsed() >= after);
+        if keep_from > 0 {
+            let stale: Vec<(Connection, Instant)> = conns.list.drain(..keep_from).collect();
+            MutexGuard::unlocked(&mut conns, || drop(stale));
+            continue;
+        }
+        match conns.list.first() {
+            Some(&(_, at)) => {
+                idle.changed.wait_until(&mut conns, at + after);
+            }
+            None => idle.changed.wait(&mut conns),
+        }
     }
 }
 
@@ -180,13 +225,10 @@ mod tests {
         assert_eq!(pool.pooled(), 1, "the pooled connection was reused");
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_is_closed_and_reads_still_work() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pool, _writer) = pool_in(&dir, Duration::from_millis(50));
-        assert_eq!(read_one(&pool).await, 7);
-        // Polled, not slept on: the reaper runs every 10 ms; a minute is slack for a slow
-        // machine, not a guess at how long it takes.
+    /// Waits, polling, until the pool has closed every connection.
+    async fn all_closed(pool: &ReaderPool) {
+        // Polled, not slept on: the reaper wakes when a connection is due; a minute is slack
+        // for a slow machine, not a guess at how long it takes.
         let deadline = Instant::now() + Duration::from_secs(60);
         while pool.pooled() > 0 {
             assert!(
@@ -195,10 +237,21 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_and_reads_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _writer) = pool_in(&dir, Duration::from_millis(50));
+        assert_eq!(read_one(&pool).await, 7);
+        all_closed(&pool).await;
         assert_eq!(
             read_one(&pool).await,
             7,
             "a closed pool opens a new connection"
         );
+        // The reaper slept without a deadline while the pool was empty; giving a connection
+        // back must wake it.
+        all_closed(&pool).await;
     }
 }
