@@ -55,6 +55,27 @@ pub trait TakeBody: Send + Sync {
 #[derive(Clone)]
 pub struct Takeover(pub Arc<dyn TakeBody>);
 
+/// A body that waits in its response for whichever asks first: the connection, to write it to
+/// the socket, or the response's hyper body, when the connection cannot let go of hyper.
+pub struct BodySlot<T>(Mutex<Option<T>>);
+
+impl<T: SocketBody> BodySlot<T> {
+    pub fn new(body: T) -> Arc<Self> {
+        Arc::new(BodySlot(Mutex::new(Some(body))))
+    }
+
+    /// The body, unless the connection took it.
+    pub fn take_body(&self) -> Option<T> {
+        self.0.lock().take()
+    }
+}
+
+impl<T: SocketBody> TakeBody for BodySlot<T> {
+    fn take(&self) -> Option<Box<dyn SocketBody>> {
+        Some(Box::new(self.take_body()?))
+    }
+}
+
 /// Accepts connections until `stop` turns true, then waits for every connection to end: hyper
 /// finishes the response in flight and closes; taken-over bodies end on `stop` themselves.
 pub async fn accept_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {

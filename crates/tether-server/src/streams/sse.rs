@@ -14,7 +14,6 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -26,7 +25,7 @@ use super::frames::{Frame, FrameSlot};
 use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
-use crate::connection::{RawResponse, SocketBody, TakeBody, Takeover};
+use crate::connection::{BodySlot, RawResponse, SocketBody, Takeover};
 use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
 use crate::AppState;
@@ -81,11 +80,11 @@ pub async fn serve(
     // the socket over, see `crate::connection`) by a loop writing straight to the socket, so
     // that an idle subscriber costs no HTTP connection. Either way there is no task or channel
     // between the log and the socket, and a client that goes away simply drops the pump.
-    let slot = Arc::new(PumpSlot(Mutex::new(Some(pump))));
+    let slot = BodySlot::new(pump);
     let events = futures::stream::unfold((slot.clone(), None), |(slot, pump)| async move {
         let mut pump: Pump = match pump {
             Some(pump) => pump,
-            None => slot.0.lock().take()?,
+            None => slot.take_body()?,
         };
         match pump.next_event().await {
             Event::Send(bytes) => Some((Ok::<_, Infallible>(bytes), (slot, Some(pump)))),
@@ -104,16 +103,6 @@ pub async fn serve(
     let mut response = (StatusCode::OK, out.into_map(), body).into_response();
     response.extensions_mut().insert(Takeover(slot));
     Ok(response)
-}
-
-/// The pump of one response, until hyper's body or the connection takes it.
-struct PumpSlot(Mutex<Option<Pump>>);
-
-impl TakeBody for PumpSlot {
-    fn take(&self) -> Option<Box<dyn SocketBody>> {
-        let pump = self.0.lock().take()?;
-        Some(Box::new(pump))
-    }
 }
 
 impl SocketBody for Pump {

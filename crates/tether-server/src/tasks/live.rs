@@ -1,6 +1,12 @@
 //! `live=sse` for task events: catch up from the log, then wait for the tail to move and
 //! read again (G3: no second buffer). Frames carry `id: <offset>`; the stream ends after
 //! the task's terminal event, or on server shutdown.
+//!
+//! Like a stream's SSE response (`crate::streams::sse`), the pump is driven either by hyper
+//! polling the body or, when the connection can hand the socket over (`crate::connection`),
+//! by a task of its own writing straight to the socket, so that a watcher waiting on a quiet
+//! task costs its pump and its socket, not a whole HTTP connection. There is no channel
+//! between the log and the socket either way.
 
 use std::convert::Infallible;
 
@@ -9,110 +15,181 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
+use tether_core::Rewinds;
 use tether_store::tail::Wake;
+use tether_store::TailWatch;
 use tether_types::{Offset, TaskId};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 use super::{log, stopped};
+use crate::connection::{BodySlot, RawResponse, SocketBody, Takeover};
 use crate::AppState;
 
 /// Events per read while catching up.
 const BATCH: usize = 500;
 
-type Tx = mpsc::Sender<Result<Bytes, Infallible>>;
+const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
 pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Response {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let _live = state.metrics.live_reader();
-        if let Err(message) = pump(&state, &id, after, timeline, &tx).await {
-            let frame = format!(
-                "event: error\ndata: {}\n\n",
-                json!({"error": {"code": "STREAM_FAILED", "message": message, "request_id": null}})
-            );
-            let _ = tx.send(Ok(Bytes::from(frame))).await;
-        }
+    let pump = Pump {
+        _live: state.metrics.live_reader(),
+        shutdown: state.shutdown.clone(),
+        state,
+        id,
+        cursor: after,
+        timeline,
+        follow: None,
+        done: false,
+    };
+    let slot = BodySlot::new(pump);
+    let frames = futures::stream::unfold((slot.clone(), None), |(slot, pump)| async move {
+        let mut pump: Pump = match pump {
+            Some(pump) => pump,
+            None => slot.take_body()?,
+        };
+        let bytes = pump.next().await?;
+        Some((Ok::<_, Infallible>(bytes), (slot, Some(pump))))
     });
-    (
+    let mut response = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(ReceiverStream::new(rx)),
+        Body::from_stream(frames),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(Takeover(slot));
+    response
 }
 
-/// Sends frames until the task ends, the client leaves (Ok) or reading fails (Err).
-async fn pump(
-    state: &AppState,
-    id: &TaskId,
-    after: Offset,
+impl SocketBody for Pump {
+    fn spawn(self: Box<Self>, mut out: RawResponse) {
+        let mut pump = *self;
+        tokio::spawn(async move {
+            // The head goes out at once: a client waits for it before it waits for events.
+            if out.send(&[]).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    next = pump.next() => next,
+                    () = out.hung_up() => return,
+                };
+                let Some(bytes) = next else { break };
+                if out.send(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            out.finish().await;
+        });
+    }
+}
+
+struct Pump {
+    /// Counted as a live reader until the client goes away.
+    _live: crate::metrics::LiveReader,
+    /// Turns true when the server starts shutting down.
+    shutdown: watch::Receiver<bool>,
+    state: AppState,
+    id: TaskId,
+    /// The offset of the last event sent (or the client's starting point).
+    cursor: Offset,
     timeline: bool,
-    tx: &Tx,
-) -> Result<(), String> {
-    let store = state.store.as_ref();
-    let max = state.config.max_read_bytes;
-    let fail = |e: crate::error::ApiError| e.message;
-    let (_, mut watch) = store
-        .watch(&id.stream_path())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut rewinds = if timeline {
-        state
-            .views
-            .current(store, id, max)
-            .await
-            .map_err(fail)?
-            .rewinds
-    } else {
-        Default::default()
-    };
-    let mut shutdown = state.shutdown.clone();
-    let mut cursor = after;
-    loop {
-        if *shutdown.borrow() {
-            return Ok(());
+    /// Set up on the first read: the task stream's tail, and for a timeline the rewinds so
+    /// far.
+    follow: Option<(TailWatch, Rewinds)>,
+    done: bool,
+}
+
+impl Pump {
+    /// The next frames for the client, a keep-alive, or `None` once the response is over. A
+    /// failed read ends the response with an `error` event.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
         }
-        let read = log::read(store, id, cursor, BATCH, None, max)
-            .await
-            .map_err(fail)?;
-        if timeline {
-            for e in &read.events {
-                rewinds.note(e.offset, &e.event);
+        match self.frames().await {
+            Ok(Some(bytes)) => Some(bytes),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(message) => {
+                self.done = true;
+                let error = json!({"error": {
+                    "code": "STREAM_FAILED",
+                    "message": message,
+                    "request_id": null,
+                }});
+                Some(Bytes::from(format!("event: error\ndata: {error}\n\n")))
             }
         }
-        for e in &read.events {
-            if timeline && rewinds.supersedes(e.offset, &e.event) {
+    }
+
+    /// Reads from the cursor until there are events to send, waiting for the tail to move
+    /// when caught up; a keep-alive when it stays still for a while. `None` once the task's
+    /// stream is closed and everything in it was sent, or the server is stopping.
+    async fn frames(&mut self) -> Result<Option<Bytes>, String> {
+        let store = self.state.store.as_ref();
+        let max = self.state.config.max_read_bytes;
+        let fail = |e: crate::error::ApiError| e.message;
+        let (watch, rewinds) = match &mut self.follow {
+            Some(follow) => follow,
+            None => {
+                let (_, watch) = store
+                    .watch(&self.id.stream_path())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let rewinds = if self.timeline {
+                    let view = self.state.views.current(store, &self.id, max).await;
+                    view.map_err(fail)?.rewinds
+                } else {
+                    Rewinds::default()
+                };
+                self.follow.insert((watch, rewinds))
+            }
+        };
+        loop {
+            if *self.shutdown.borrow() {
+                return Ok(None);
+            }
+            let read = log::read(store, &self.id, self.cursor, BATCH, None, max)
+                .await
+                .map_err(fail)?;
+            if self.timeline {
+                for e in &read.events {
+                    rewinds.note(e.offset, &e.event);
+                }
+            }
+            let mut frames = Vec::new();
+            for e in &read.events {
+                if self.timeline && rewinds.supersedes(e.offset, &e.event) {
+                    continue;
+                }
+                let data = serde_json::to_string(e).map_err(|e| e.to_string())?;
+                frames.extend_from_slice(format!("id: {}\ndata: {data}\n\n", e.offset).as_bytes());
+            }
+            self.cursor = read.next;
+            if !frames.is_empty() {
+                return Ok(Some(Bytes::from(frames)));
+            }
+            if !read.at_end() {
                 continue;
             }
-            let data = serde_json::to_string(e).map_err(|e| e.to_string())?;
-            let frame = format!("id: {}\ndata: {data}\n\n", e.offset);
-            if tx.send(Ok(Bytes::from(frame))).await.is_err() {
-                return Ok(());
+            if read.closed {
+                return Ok(None);
             }
-        }
-        cursor = read.next;
-        if !read.at_end() {
-            continue;
-        }
-        if read.closed {
-            return Ok(());
-        }
-        tokio::select! {
-            wake = watch.wait_past(cursor.0, state.config.sse_keepalive) => match wake {
-                Wake::TimedOut(_) => {
-                    if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
-                        return Ok(());
+            let keepalive = self.state.config.sse_keepalive;
+            tokio::select! {
+                wake = watch.wait_past(self.cursor.0, keepalive) => match wake {
+                    Wake::TimedOut(_) => return Ok(Some(Bytes::from_static(KEEPALIVE))),
+                    Wake::Changed(tail) if tail.deleted => {
+                        return Err("the task's stream is gone".into());
                     }
-                }
-                Wake::Changed(tail) if tail.deleted => {
-                    return Err("the task's stream is gone".into());
-                }
-                Wake::Changed(_) => {}
-            },
-            _ = stopped(&mut shutdown) => return Ok(()),
+                    Wake::Changed(_) => {}
+                },
+                () = stopped(&mut self.shutdown) => return Ok(None),
+            }
         }
     }
 }
