@@ -58,15 +58,18 @@ impl IdleResult {
     }
 }
 
+/// How long the server may take to return what earlier workloads left before the first
+/// memory sample is taken anyway.
+const AT_REST_WITHIN: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone)]
 pub struct IdleConfig {
     pub subscribers: usize,
     pub streams: usize,
     /// How many subscribers may be connecting at once.
     pub connect_concurrency: usize,
-    /// How long the server is left alone before each memory sample (before the subscribers
-    /// connect, and once every one is waiting): long enough for work queued by earlier
-    /// requests and by the connects (buffers, allocator caches) to settle.
+    /// How long the server is left alone, every subscriber waiting, before memory is sampled:
+    /// long enough for work queued by the connects (buffers, allocator caches) to settle.
     pub settle: Duration,
     pub server_pid: Option<u32>,
 }
@@ -124,11 +127,10 @@ pub async fn run(target: &Target, cfg: &IdleConfig, run_id: &str) -> anyhow::Res
         notes.push("PUT gave no Stream-Next-Offset; subscribed with offset=now".into());
     }
 
-    // The same settle before the first sample: a workload run just before (a catch-up read,
-    // say) leaves memory the server returns over the next second, and sampling it in
-    // `before` would make the subscribers look cheaper than they are, or free.
-    tokio::time::sleep(cfg.settle).await;
-    let before = memory::sample(cfg.server_pid);
+    // A workload run just before (a catch-up read, say) leaves memory that the server returns
+    // over the next seconds; sampled in `before`, it made the subscribers look cheaper than
+    // they are, or free.
+    let before = memory::at_rest(cfg.server_pid, AT_REST_WITHIN).await;
     let progress = Arc::new(Progress::default());
     let waiting = Arc::new(AtomicUsize::new(0));
     let reopened = Arc::new(AtomicUsize::new(0));

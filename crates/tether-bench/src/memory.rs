@@ -1,6 +1,8 @@
 //! The server's resident memory, read from `/proc` when the bench is told the server's pid.
 //! Linux only; elsewhere the figures are simply absent.
 
+use std::time::{Duration, Instant};
+
 /// `VmRSS` of process `pid` in KiB, or `None` if it cannot be read.
 pub fn rss_kb(pid: u32) -> Option<u64> {
     sample(Some(pid)).rss_kb
@@ -24,6 +26,27 @@ pub fn sample(pid: Option<u32>) -> Sample {
     Sample {
         rss_kb: field("VmRSS:"),
         anon_kb: field("RssAnon:"),
+    }
+}
+
+/// Samples process `pid` once its RSS has stopped falling: memory that earlier work left
+/// behind (pages of a file read through `mmap`, allocator caches) is returned over a few
+/// seconds, at a pace that differs between servers. Samples every half second until the RSS
+/// falls by less than 1% between two samples, or `limit` has passed.
+pub async fn at_rest(pid: Option<u32>, limit: Duration) -> Sample {
+    let deadline = Instant::now() + limit;
+    let mut last = sample(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sample(pid);
+        let falling = match (last.rss_kb, now.rss_kb) {
+            (Some(before), Some(after)) => after + before / 100 < before,
+            _ => false,
+        };
+        if !falling || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
     }
 }
 
