@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tether_server::{open_store, AuthMode, ServerConfig};
@@ -67,9 +68,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// hyper, with a task and a channel feeding its body, a watcher took about 24 KB.
 const MOST_BYTES_PER_TASK_WATCHER: isize = 4096;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_live_sse_subscriber_costs_less_than_half_a_kilobyte_not_a_connection() {
-    with_server(|addr| {
+#[test]
+fn an_idle_live_sse_subscriber_costs_less_than_half_a_kilobyte_not_a_connection() {
+    one_at_a_time(|addr| {
         request(addr, "PUT", "/v1/stream/idle", "");
         // The first subscribers warm up what is allocated once (the stream's caches, the
         // runtime's slabs and timer wheel).
@@ -90,13 +91,12 @@ async fn an_idle_live_sse_subscriber_costs_less_than_half_a_kilobyte_not_a_conne
         for mut s in warm.into_iter().chain(subscribers) {
             assert!(read_until(&mut s, b"marker-7f3a"), "a subscriber missed it");
         }
-    })
-    .await;
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_task_watcher_costs_a_few_kilobytes_not_a_connection() {
-    with_server(|addr| {
+#[test]
+fn an_idle_task_watcher_costs_a_few_kilobytes_not_a_connection() {
+    one_at_a_time(|addr| {
         let made = request(addr, "POST", "/v1/tasks", r#"{"description": "idle"}"#);
         let made: serde_json::Value = serde_json::from_slice(&made).unwrap();
         let id = made["id"].as_str().unwrap().to_string();
@@ -123,8 +123,22 @@ async fn an_idle_task_watcher_costs_a_few_kilobytes_not_a_connection() {
                 "a response did not end: {rest}"
             );
         }
-    })
-    .await;
+    });
+}
+
+/// Runs `test` against a server of its own, one test at a time. The heap counter is
+/// process-wide and `cargo test` runs a binary's tests on parallel threads, so each test
+/// takes its turn with a runtime of its own, shut down before the next test begins.
+fn one_at_a_time(test: impl FnOnce(SocketAddr) + Send + 'static) {
+    static TURN: Mutex<()> = Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(with_server(test));
+    drop(runtime);
 }
 
 /// Runs `test` on a blocking thread against a server on SQLite in a temporary directory,
