@@ -30,6 +30,7 @@ use axum::extract::Request;
 use axum::http::{header, Response, Version};
 use axum::routing::future::RouteFuture;
 use axum::Router;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -55,24 +56,34 @@ pub trait TakeBody: Send + Sync {
 #[derive(Clone)]
 pub struct Takeover(pub Arc<dyn TakeBody>);
 
-/// A body that waits in its response for whichever asks first: the connection, to write it to
-/// the socket, or the response's hyper body, when the connection cannot let go of hyper.
-pub struct BodySlot<T>(Mutex<Option<T>>);
-
-impl<T: SocketBody> BodySlot<T> {
-    pub fn new(body: T) -> Arc<Self> {
-        Arc::new(BodySlot(Mutex::new(Some(body))))
-    }
-
-    /// The body, unless the connection took it.
-    pub fn take_body(&self) -> Option<T> {
-        self.0.lock().take()
-    }
+/// A response body that may leave hyper: the body for hyper to write, and the [`Takeover`]
+/// the response carries. Whichever asks first gets `body`: the connection, which spawns it on
+/// the socket ([`SocketBody::spawn`]), or hyper's body, which then asks `next` for each chunk
+/// (handing `body` over and getting it back) until `next` returns `None`.
+pub fn takeover_body<T, F, Fut>(body: T, mut next: F) -> (axum::body::Body, Takeover)
+where
+    T: SocketBody,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<(Bytes, T)>> + Send + 'static,
+{
+    let slot = Arc::new(BodySlot(Mutex::new(Some(body))));
+    let chunks = futures::stream::unfold((slot.clone(), None), move |(slot, body)| {
+        let step = body.or_else(|| slot.0.lock().take()).map(&mut next);
+        async move {
+            let (bytes, body) = step?.await?;
+            Some((Ok::<_, Infallible>(bytes), (slot, Some(body))))
+        }
+    });
+    (axum::body::Body::from_stream(chunks), Takeover(slot))
 }
+
+/// Where a [`takeover_body`] waits until the connection or hyper takes it.
+struct BodySlot<T>(Mutex<Option<T>>);
 
 impl<T: SocketBody> TakeBody for BodySlot<T> {
     fn take(&self) -> Option<Box<dyn SocketBody>> {
-        Some(Box::new(self.take_body()?))
+        let body = self.0.lock().take()?;
+        Some(Box::new(body))
     }
 }
 

@@ -5,11 +5,10 @@
 //! reads later from the log (or the store's recent-records cache); nothing is skipped or sent
 //! twice, and `id:` on every data event lets a client resume with `Last-Event-ID`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +24,7 @@ use super::frames::{Frame, FrameSlot};
 use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
-use crate::connection::{BodySlot, RawResponse, SocketBody, Takeover};
+use crate::connection::{takeover_body, RawResponse, SocketBody};
 use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
 use crate::AppState;
@@ -80,14 +79,9 @@ pub async fn serve(
     // the socket over, see `crate::connection`) by a loop writing straight to the socket, so
     // that an idle subscriber costs no HTTP connection. Either way there is no task or channel
     // between the log and the socket, and a client that goes away simply drops the pump.
-    let slot = BodySlot::new(pump);
-    let events = futures::stream::unfold((slot.clone(), None), |(slot, pump)| async move {
-        let mut pump: Pump = match pump {
-            Some(pump) => pump,
-            None => slot.take_body()?,
-        };
+    let (body, takeover) = takeover_body(pump, |mut pump: Pump| async move {
         match pump.next_event().await {
-            Event::Send(bytes) => Some((Ok::<_, Infallible>(bytes), (slot, Some(pump)))),
+            Event::Send(bytes) => Some((bytes, pump)),
             // Only a pump on its own socket parks; hyper's never does.
             Event::End | Event::Park(_) => None,
         }
@@ -99,9 +93,8 @@ pub async fn serve(
     if base64 {
         out.set(h::STREAM_SSE_DATA_ENCODING, "base64");
     }
-    let body = Body::from_stream(events);
     let mut response = (StatusCode::OK, out.into_map(), body).into_response();
-    response.extensions_mut().insert(Takeover(slot));
+    response.extensions_mut().insert(takeover);
     Ok(response)
 }
 

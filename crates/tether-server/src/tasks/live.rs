@@ -8,9 +8,6 @@
 //! task costs its pump and its socket, not a whole HTTP connection. There is no channel
 //! between the log and the socket either way.
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -22,7 +19,7 @@ use tether_types::{Offset, TaskId};
 use tokio::sync::watch;
 
 use super::{log, stopped};
-use crate::connection::{BodySlot, RawResponse, SocketBody, Takeover};
+use crate::connection::{takeover_body, RawResponse, SocketBody};
 use crate::AppState;
 
 /// Events per read while catching up.
@@ -41,24 +38,16 @@ pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Respon
         follow: None,
         done: false,
     };
-    let slot = BodySlot::new(pump);
-    let frames = futures::stream::unfold((slot.clone(), None), |(slot, pump)| async move {
-        let mut pump: Pump = match pump {
-            Some(pump) => pump,
-            None => slot.take_body()?,
-        };
+    let (body, takeover) = takeover_body(pump, |mut pump: Pump| async move {
         let bytes = pump.next().await?;
-        Some((Ok::<_, Infallible>(bytes), (slot, Some(pump))))
+        Some((bytes, pump))
     });
-    let mut response = (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(frames),
-    )
-        .into_response();
-    response.extensions_mut().insert(Takeover(slot));
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    let mut response = (headers, body).into_response();
+    response.extensions_mut().insert(takeover);
     response
 }
 
@@ -166,8 +155,9 @@ impl Pump {
                 if self.timeline && rewinds.supersedes(e.offset, &e.event) {
                     continue;
                 }
-                let data = serde_json::to_string(e).map_err(|e| e.to_string())?;
-                frames.extend_from_slice(format!("id: {}\ndata: {data}\n\n", e.offset).as_bytes());
+                frames.extend_from_slice(format!("id: {}\ndata: ", e.offset).as_bytes());
+                serde_json::to_writer(&mut frames, e).map_err(|e| e.to_string())?;
+                frames.extend_from_slice(b"\n\n");
             }
             self.cursor = read.next;
             if !frames.is_empty() {

@@ -58,10 +58,10 @@ pub(crate) fn query_chunks(
         from,
         end,
         max_bytes,
+        run: Vec::new(),
         pieces: Pieces::new(json),
         stopped: false,
     };
-    let mut run: Vec<Pair> = Vec::new();
     // The chunk that contains `from` is the last one starting at or before it, which may be
     // the last of an earlier index row: held back until the next pair shows whether it is.
     let mut before: Option<Pair> = None;
@@ -77,32 +77,20 @@ pub(crate) fn query_chunks(
                 before = Some(pair);
                 continue;
             }
-            for pair in before.take().into_iter().chain([pair]) {
-                // Checked: seqs come from disk, and a damaged index must not panic.
-                let apart = run.last().map(|last| pair.1.checked_sub(last.1));
-                let near = |d: Option<i64>| d.is_some_and(|d| (1..=MAX_GAP).contains(&d));
-                if run.len() >= MAX_RUN || apart.is_some_and(|d| !near(d)) {
-                    scan.run(&run)?;
-                    run.clear();
-                    if scan.stopped {
-                        break 'index;
-                    }
-                }
-                run.push(pair);
+            if let Some(held) = before.take() {
+                scan.want(held)?;
+            }
+            scan.want(pair)?;
+            if scan.stopped {
+                break 'index;
             }
         }
     }
-    run.extend(before);
-    if !scan.stopped && !run.is_empty() {
-        scan.run(&run)?;
+    if let Some(held) = before {
+        scan.want(held)?;
     }
-    let Scan {
-        fetch,
-        blob,
-        pieces,
-        ..
-    } = scan;
-    drop((fetch, blob));
+    scan.flush()?;
+    let pieces = scan.into_pieces();
     snapshot.commit()?;
     Ok(pieces.finish())
 }
@@ -115,18 +103,42 @@ struct Scan<'c> {
     from: u64,
     end: u64,
     max_bytes: usize,
+    /// Chunks wanted next, to be read with one range scan: seqs increasing, a few rows apart.
+    run: Vec<Pair>,
     pieces: Pieces,
     /// Enough is gathered, `end` is reached, or a chunk the index names is missing.
     stopped: bool,
 }
 
 impl Scan<'_> {
-    /// Reads the chunks of `run` (seqs increasing, a few rows apart at most) with one range
-    /// scan.
-    fn run(&mut self, run: &[Pair]) -> rusqlite::Result<()> {
+    /// Adds the next chunk to read, first reading the run so far if the chunk is too far
+    /// from it.
+    fn want(&mut self, pair: Pair) -> rusqlite::Result<()> {
+        if let Some(last) = self.run.last() {
+            // Checked: seqs come from disk, and a damaged index must not panic.
+            let near = pair
+                .1
+                .checked_sub(last.1)
+                .is_some_and(|d| (1..=MAX_GAP).contains(&d));
+            if !near || self.run.len() >= MAX_RUN {
+                self.flush()?;
+            }
+        }
+        if !self.stopped {
+            self.run.push(pair);
+        }
+        Ok(())
+    }
+
+    /// Reads the chunks of the run with one range scan.
+    fn flush(&mut self) -> rusqlite::Result<()> {
+        let run = std::mem::take(&mut self.run);
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Ok(());
         };
+        if self.stopped {
+            return Ok(());
+        }
         let mut rows = self.fetch.query(params![first.1, last.1, BLOB_READ_FROM])?;
         let mut wanted = run.iter().map(|&(_, seq)| seq).peekable();
         while let Some(&seq) = wanted.peek() {
@@ -171,6 +183,12 @@ impl Scan<'_> {
             }
         }
         Ok(())
+    }
+
+    /// What was gathered; the statement and the blob handle are let go, so the read's
+    /// snapshot can end.
+    fn into_pieces(self) -> Pieces {
+        self.pieces
     }
 }
 

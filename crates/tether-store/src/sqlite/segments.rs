@@ -105,28 +105,6 @@ pub(crate) fn write(
     Ok(())
 }
 
-/// The segments of `stream` that may hold positions in `[from, end)`, in order: the one that
-/// starts at or before `from`, then the ones starting before `end`.
-pub(crate) fn covering(
-    conn: &Connection,
-    stream: StreamId,
-    from: u64,
-    end: u64,
-) -> rusqlite::Result<Vec<Pair>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT chunks FROM chunk_index WHERE stream_id = ?1 AND pos >= ?2 AND pos < ?3
-         ORDER BY pos",
-    )?;
-    let first = first_covering(conn, stream, from)?;
-    let mut rows = stmt.query(params![stream, first as i64, end as i64])?;
-    let mut pairs = Vec::new();
-    while let Some(row) = rows.next()? {
-        let blob = row.get_ref(0)?.as_blob()?;
-        pairs.extend(decode(blob));
-    }
-    Ok(pairs)
-}
-
 /// Where the index rows that may hold position `from` of `stream` begin: the position of
 /// the row starting at or before it, or `from` when there is none.
 pub(crate) fn first_covering(
@@ -167,7 +145,9 @@ pub(crate) fn seq_at(
     stream: StreamId,
     pos: u64,
 ) -> rusqlite::Result<Option<i64>> {
-    let pairs = covering(conn, stream, pos, pos + 1)?;
+    // Only the row starting at or before `pos` can hold it; later rows start after it.
+    let at = first_covering(conn, stream, pos)?;
+    let pairs = next_row(conn, stream, at, pos + 1)?.map_or_else(Vec::new, |(_, pairs)| pairs);
     Ok(pairs.iter().find(|(p, _)| *p == pos).map(|(_, seq)| *seq))
 }
 
