@@ -167,3 +167,56 @@ impl Writer {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::schema;
+
+    #[test]
+    fn a_failed_index_flush_ends_its_transaction_and_a_later_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        schema::configure(&conn, true).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let mut writer = Writer::new(conn, Default::default(), Default::default()).unwrap();
+        writer.unindexed.push(Unindexed {
+            stream: 1,
+            pos: 0,
+            end: 5,
+            seq: 1,
+            bytes: 5,
+        });
+        writer.unindexed_bytes = 5;
+
+        // The index table goes missing for a while, as a failing disk would make it.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("ALTER TABLE chunk_index RENAME TO chunk_index_away")
+            .unwrap();
+        writer.run_batch(&mut Vec::new(), true);
+        assert!(
+            writer.conn.is_autocommit(),
+            "the failed flush left its transaction open"
+        );
+        assert_eq!(writer.unindexed.len(), 1, "nothing was indexed");
+
+        other
+            .execute_batch("ALTER TABLE chunk_index_away RENAME TO chunk_index")
+            .unwrap();
+        writer.run_batch(&mut Vec::new(), true);
+        assert!(
+            writer.unindexed.is_empty(),
+            "the retried flush indexed the chunk"
+        );
+        let rows: i64 = other
+            .query_row(
+                "SELECT count(*) FROM chunk_index WHERE stream_id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+}

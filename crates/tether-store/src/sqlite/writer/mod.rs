@@ -298,7 +298,10 @@ impl Writer {
         let started = Instant::now();
         let began = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
             if (force_index || self.index_flush_due()) && !self.unindexed.is_empty() {
-                self.flush_index()
+                self.flush_index().inspect_err(|_| {
+                    // The transaction is open: end it, or every later BEGIN fails too.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                })
             } else {
                 Ok(())
             }
