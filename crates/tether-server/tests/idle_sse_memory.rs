@@ -168,28 +168,29 @@ async fn with_server(test: impl FnOnce(SocketAddr) + Send + 'static) {
 
 /// Opens `n` live SSE watchers of task `id`, each past the task's first event.
 fn watch_task(addr: SocketAddr, id: &str, n: usize) -> Vec<TcpStream> {
-    let mut all = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        let head = format!("GET /v1/tasks/{id}/events?live=sse HTTP/1.1\r\nhost: x\r\n\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        // The end of the first event's frame.
-        assert!(read_until(&mut s, b"}\n\n"), "no first event");
-        all.push(s);
-    }
-    all
+    // The end of the first event's frame.
+    open_sse(
+        addr,
+        &format!("/v1/tasks/{id}/events?live=sse"),
+        b"}\n\n",
+        n,
+    )
 }
 
 /// Opens `n` live SSE subscribers at the tail of the stream, each past its first event.
 fn subscribe(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    open_sse(addr, "/v1/stream/idle?offset=now&live=sse", b"upToDate", n)
+}
+
+/// Opens `n` SSE responses from `target`, each read until `first` arrived.
+fn open_sse(addr: SocketAddr, target: &str, first: &[u8], n: usize) -> Vec<TcpStream> {
+    let head = format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n");
     let mut all = Vec::with_capacity(n);
     for _ in 0..n {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.write_all(b"GET /v1/stream/idle?offset=now&live=sse HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        assert!(read_until(&mut s, b"upToDate"), "no first control event");
+        s.write_all(head.as_bytes()).unwrap();
+        assert!(read_until(&mut s, first), "no first event from {target}");
         all.push(s);
     }
     all

@@ -19,6 +19,7 @@ use crate::{auth, tasks, AppState};
 
 pub use frames::FrameShare;
 pub use park::Parking;
+pub(crate) use sse::KEEPALIVE;
 
 /// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
 pub const PREFIX: &str = "/v1/stream/";

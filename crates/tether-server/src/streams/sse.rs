@@ -106,7 +106,8 @@ impl SocketBody for Pump {
     }
 }
 
-const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+/// An SSE comment that keeps an idle response from looking dead to proxies and clients.
+pub(crate) const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
 /// Runs `pump` on its own socket in a task of its own until the response ends or the
 /// subscriber parks (see [`super::park`]); `keepalive` sends one first.

@@ -8,6 +8,8 @@
 //! task costs its pump and its socket, not a whole HTTP connection. There is no channel
 //! between the log and the socket either way.
 
+use std::io::Write;
+
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,12 +22,11 @@ use tokio::sync::watch;
 
 use super::{log, stopped};
 use crate::connection::{takeover_body, RawResponse, SocketBody};
+use crate::streams::KEEPALIVE;
 use crate::AppState;
 
 /// Events per read while catching up.
 const BATCH: usize = 500;
-
-const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
 pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Response {
     let pump = Pump {
@@ -155,7 +156,7 @@ impl Pump {
                 if self.timeline && rewinds.supersedes(e.offset, &e.event) {
                     continue;
                 }
-                frames.extend_from_slice(format!("id: {}\ndata: ", e.offset).as_bytes());
+                write!(frames, "id: {}\ndata: ", e.offset).map_err(|e| e.to_string())?;
                 serde_json::to_writer(&mut frames, e).map_err(|e| e.to_string())?;
                 frames.extend_from_slice(b"\n\n");
             }

@@ -192,9 +192,12 @@ mod tests {
 
         // The index table goes missing for a while, as a failing disk would make it.
         let other = Connection::open(&path).unwrap();
-        other
-            .execute_batch("ALTER TABLE chunk_index RENAME TO chunk_index_away")
-            .unwrap();
+        let rename = |from: &str, to: &str| {
+            other
+                .execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
+                .unwrap()
+        };
+        rename("chunk_index", "chunk_index_away");
         writer.run_batch(&mut Vec::new(), true);
         assert!(
             writer.conn.is_autocommit(),
@@ -202,9 +205,7 @@ mod tests {
         );
         assert_eq!(writer.unindexed.len(), 1, "nothing was indexed");
 
-        other
-            .execute_batch("ALTER TABLE chunk_index_away RENAME TO chunk_index")
-            .unwrap();
+        rename("chunk_index_away", "chunk_index");
         writer.run_batch(&mut Vec::new(), true);
         assert!(
             writer.unindexed.is_empty(),

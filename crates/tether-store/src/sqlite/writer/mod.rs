@@ -298,10 +298,7 @@ impl Writer {
         let started = Instant::now();
         let began = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
             if (force_index || self.index_flush_due()) && !self.unindexed.is_empty() {
-                self.flush_index().inspect_err(|_| {
-                    // The transaction is open: end it, or every later BEGIN fails too.
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                })
+                self.flush_index()
             } else {
                 Ok(())
             }
@@ -310,6 +307,11 @@ impl Writer {
             Ok(()) => batch.drain(..).map(|cmd| self.apply(cmd)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "stream store could not begin a transaction");
+                // If BEGIN went through and what followed failed, end the transaction, or
+                // every later BEGIN fails too.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
                 let msg = e.to_string();
                 for cmd in batch.drain(..) {
                     self.apply_nothing(cmd).fail(&msg);
