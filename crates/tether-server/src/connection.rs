@@ -39,6 +39,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::Service as _;
 
+use crate::{streams, AppState};
+
 /// A response body that can write itself to the socket once hyper lets go of it.
 pub trait SocketBody: Send + 'static {
     /// Starts a task that writes the whole body to `out`; the connection ends with it. (A
@@ -89,7 +91,12 @@ impl<T: SocketBody> TakeBody for BodySlot<T> {
 
 /// Accepts connections until `stop` turns true, then waits for every connection to end: hyper
 /// finishes the response in flight and closes; taken-over bodies end on `stop` themselves.
-pub async fn accept_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub async fn accept_until(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) {
     // Every connection task holds a receiver; the sender sees them all gone.
     let (open_tx, open_rx) = watch::channel(());
     loop {
@@ -103,7 +110,12 @@ pub async fn accept_until(listener: TcpListener, router: Router, mut stop: watch
             },
             () = stopped(&mut stop) => break,
         };
-        tokio::spawn(serve(tcp, router.clone(), stop.clone(), open_rx.clone()));
+        let service = Service {
+            router: router.clone(),
+            state: state.clone(),
+            shared: Arc::default(),
+        };
+        tokio::spawn(serve(tcp, service, stop.clone(), open_rx.clone()));
     }
     drop(listener);
     drop(open_rx);
@@ -131,17 +143,13 @@ async fn accept_failed(e: io::Error) {
 /// One connection: hyper until it ends, or until a response takes the socket over.
 async fn serve(
     tcp: TcpStream,
-    router: Router,
+    service: Service,
     mut stop: watch::Receiver<bool>,
     open: watch::Receiver<()>,
 ) {
-    let shared = Arc::new(Shared::default());
+    let shared = service.shared.clone();
     let io = Socket {
         io: TokioIo::new(tcp),
-        shared: shared.clone(),
-    };
-    let service = Service {
-        router,
         shared: shared.clone(),
     };
     // Behind a pointer: hyper's connection is large, and this task's future stays small.
@@ -245,9 +253,11 @@ impl hyper::rt::Write for Socket {
     }
 }
 
-/// The router, as hyper calls it on this connection.
+/// The router, as hyper calls it on this connection, and beside it the append path
+/// ([`streams::direct`]).
 struct Service {
     router: Router,
+    state: AppState,
     shared: Arc<Shared>,
 }
 
@@ -258,8 +268,12 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
     fn call(&self, req: Request<Incoming>) -> Respond {
         let chunked = req.version() == Version::HTTP_11;
+        let answer = match streams::direct::takes(&self.state, &req) {
+            Some(path) => Answer::Direct(streams::direct::answer(&self.state, path, req)),
+            None => Answer::Route(self.router.clone().call(req)),
+        };
         Respond {
-            route: self.router.clone().call(req),
+            answer,
             shared: self.shared.clone(),
             chunked,
             offered: false,
@@ -270,7 +284,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 /// The router's answer, or (for a response with a [`Takeover`]) an offer to the connection's
 /// task, which then takes hyper apart before polling this again.
 struct Respond {
-    route: RouteFuture<Infallible>,
+    answer: Answer,
     shared: Arc<Shared>,
     /// The request allows a chunked response (HTTP/1.1).
     chunked: bool,
@@ -284,7 +298,12 @@ impl Future for Respond {
         if self.offered {
             return Poll::Pending;
         }
-        let Ok(response) = ready!(Pin::new(&mut self.route).poll(cx));
+        let route = match &mut self.answer {
+            // Appends never take the socket over.
+            Answer::Direct(direct) => return direct.as_mut().poll(cx).map(Ok),
+            Answer::Route(route) => route,
+        };
+        let Ok(response) = ready!(Pin::new(route).poll(cx));
         let may = self.chunked && !self.shared.write_waited.load(Ordering::Relaxed);
         let body = match response.extensions().get::<Takeover>() {
             Some(takeover) if may => takeover.0.take(),
@@ -299,6 +318,13 @@ impl Future for Respond {
         // The connection's task sees the offer as soon as hyper returns.
         Poll::Pending
     }
+}
+
+// The route's future is the large one; boxing it would cost every other request an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Route(RouteFuture<Infallible>),
+    Direct(streams::direct::Answer),
 }
 
 /// The response head as hyper would write it, for a chunked body and a connection that ends

@@ -184,10 +184,10 @@ pub async fn serve(
     let store = stores.streams.clone();
     let state = AppState::new(stores, config, stop_rx.clone());
     let reconciler = jobs::spawn_reconciler(state.clone());
-    let app = router(state);
+    let app = router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
-    let server = tokio::spawn(connection::accept_until(listener, app, stop_rx));
+    let server = tokio::spawn(connection::accept_until(listener, app, state, stop_rx));
     shutdown.await;
     tracing::info!("shutting down: no new connections, ending live reads");
     let _ = stop_tx.send(true);

@@ -2,7 +2,8 @@
 //! 404s of the router): a request id, browser security headers (protocol 12.7) and CORS.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -38,7 +39,7 @@ pub async fn common_headers(
         .path()
         .starts_with(crate::streams::PREFIX)
         .then(|| req.method().clone());
-    let id = format!("{:016x}", rand::thread_rng().gen::<u64>());
+    let id = new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
     let preflight = req.method() == Method::OPTIONS;
     let requested_headers = req.headers().get("access-control-request-headers").cloned();
@@ -48,24 +49,11 @@ pub async fn common_headers(
         CURRENT_REQUEST.scope(id.clone(), next.run(req)).await
     };
     if let Some(method) = stream_method {
-        let seconds = started.elapsed().as_secs_f64();
-        let status = response.status().as_u16();
-        state
-            .metrics
-            .observe(&method, crate::metrics::STREAM_ROUTE, status, seconds);
+        observe_stream(&state, &method, &response, started);
     }
-    let headers = response.headers_mut();
-    set(headers, "x-request-id", &id);
-    let fixed = [
-        ("x-content-type-options", "nosniff"),
-        ("cross-origin-resource-policy", "cross-origin"),
-        ("access-control-allow-origin", "*"),
-        ("access-control-expose-headers", EXPOSED),
-    ];
-    for (name, value) in fixed {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
+    stamp(response.headers_mut(), &id);
     if preflight {
+        let headers = response.headers_mut();
         headers.insert(
             "access-control-allow-methods",
             HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
@@ -79,6 +67,43 @@ pub async fn common_headers(
         set(headers, "access-control-max-age", "86400");
     }
     response
+}
+
+/// A fresh request id: 64 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+/// Records a Durable Streams request's latency under the one stream route.
+pub fn observe_stream(
+    state: &AppState,
+    method: &Method,
+    response: &Response,
+    started: std::time::Instant,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe(method, crate::metrics::STREAM_ROUTE, status, seconds);
+}
+
+/// The headers every response carries: its request id, the security headers and CORS.
+pub fn stamp(headers: &mut HeaderMap, id: &str) {
+    // Names parsed once, not on every response.
+    const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
+    const RESOURCE_POLICY: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    headers.insert(NOSNIFF, HeaderValue::from_static("nosniff"));
+    headers.insert(RESOURCE_POLICY, HeaderValue::from_static("cross-origin"));
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED),
+    );
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -721,6 +721,116 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns(backend: Backend)
     assert_eq!(info.next.0, 2);
 }
 
+/// Appends reach the store without the router when they come over a connection
+/// (`streams::direct`); the router still answers them in-process. Both must answer alike.
+async fn appends_over_a_connection_are_answered_as_the_router_answers_them(backend: Backend) {
+    let tune = |config: &mut ServerConfig| {
+        config.max_append_bytes = 1024;
+        config.auth = AuthMode::Off;
+    };
+    // The router's side runs on SQLite: only the answers are compared, not the backends.
+    let mut config = ServerConfig::default();
+    tune(&mut config);
+    let app = App::new(Backend::Sqlite, config).await;
+    let server = support::Server::start_on_with(backend, tune).await;
+
+    let text = ("content-type", "text/plain");
+    let json = ("content-type", "application/json");
+    let producer = |epoch: &'static str, seq: &'static str| {
+        vec![
+            text,
+            ("producer-id", "p"),
+            ("producer-epoch", epoch),
+            ("producer-seq", seq),
+        ]
+    };
+    let over_limit = vec![b'x'; 1025];
+    let cases: Vec<Exchange> = vec![
+        ("PUT", "/v1/stream/s", vec![text], b""),
+        ("PUT", "/v1/stream/j", vec![json], b""),
+        ("PUT", "/v1/stream/a%20b", vec![text], b""),
+        ("POST", "/v1/stream/s", vec![text], b"hello"),
+        ("POST", "/v1/stream/a%20b", vec![text], b"spaced"),
+        ("POST", "/v1/stream/s", vec![], b"no type"),
+        ("POST", "/v1/stream/s", vec![json], b"{}"),
+        ("POST", "/v1/stream/s", vec![text], &over_limit),
+        ("POST", "/v1/stream/missing", vec![text], b"x"),
+        ("POST", "/v1/stream/j", vec![json], b"[1, 2]"),
+        ("POST", "/v1/stream/j", vec![json], b"[1,"),
+        ("POST", "/v1/stream/j", vec![json], b"[]"),
+        ("POST", "/v1/stream/s", producer("0", "0"), b"p0"),
+        ("POST", "/v1/stream/s", producer("0", "0"), b"p0"),
+        ("POST", "/v1/stream/s", producer("0", "5"), b"gap"),
+        ("POST", "/v1/stream/s", producer("1", "0"), b"fenced in"),
+        ("POST", "/v1/stream/s", producer("0", "1"), b"stale"),
+        (
+            "POST",
+            "/v1/stream/s",
+            vec![text, ("producer-id", "p")],
+            b"half",
+        ),
+        (
+            "POST",
+            "/v1/stream/s",
+            vec![text, ("stream-seq", "b")],
+            b"seq b",
+        ),
+        (
+            "POST",
+            "/v1/stream/s",
+            vec![text, ("stream-seq", "a")],
+            b"seq a",
+        ),
+        ("POST", "/v1/stream/tasks/123", vec![json], b"{}"),
+        ("POST", "/v1/stream/s", vec![("stream-closed", "true")], b""),
+        ("POST", "/v1/stream/s", vec![text], b"after close"),
+        ("GET", "/v1/stream/s?offset=-1", vec![], b""),
+        ("GET", "/v1/stream/j?offset=-1", vec![], b""),
+        ("GET", "/v1/stream/a%20b?offset=-1", vec![], b""),
+    ];
+    for (method, path, mut headers, body) in cases {
+        // Both sides name the same host (a created stream's `Location` carries it).
+        headers.push(("host", "tether.test"));
+        let routed = app.send(method, path, &headers, body.to_vec()).await;
+        let direct = server
+            .call(method, path, None, &headers, body.to_vec())
+            .await;
+        let what = format!("{method} {path} {headers:?}");
+        assert_eq!(direct.status, routed.0, "{what}: {direct:?}");
+        // Framing and the date are hyper's, on the wire; the request id is new each time.
+        let own = |name: &HeaderName| {
+            !["content-length", "date", "x-request-id"].contains(&name.as_str())
+        };
+        for (name, value) in routed.1.iter().filter(|(name, _)| own(name)) {
+            assert_eq!(direct.headers.get(name), Some(value), "{what}: {name}");
+        }
+        for name in direct.headers.keys().filter(|name| own(name)) {
+            assert!(routed.1.contains_key(name), "{what}: {name}");
+        }
+        assert!(direct.header("x-request-id").is_some(), "{what}");
+        assert_eq!(
+            without_request_id(&direct.body),
+            without_request_id(&routed.2),
+            "{what}"
+        );
+    }
+}
+
+/// method, path, headers, body
+type Exchange<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+
+/// A body with the request id of a JSON error taken out; other bodies as they are.
+fn without_request_id(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) if value.get("error").is_some() => {
+            let id = value["error"]["request_id"].take();
+            assert!(id.is_string(), "an error body names its request: {value}");
+            value.to_string().into_bytes()
+        }
+        _ => body.to_vec(),
+    }
+}
+
 on_both_backends!(
     an_append_over_the_size_limit_gets_413_and_stores_nothing,
     malformed_requests_get_client_errors_with_a_json_body,
@@ -730,4 +840,5 @@ on_both_backends!(
     a_parked_sse_subscriber_gets_keepalives_its_deadline_and_shutdown,
     responses_carry_security_headers_and_preflight_allows_if_none_match,
     shutdown_ends_live_sse_streams_and_the_server_returns,
+    appends_over_a_connection_are_answered_as_the_router_answers_them,
 );

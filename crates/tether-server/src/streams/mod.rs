@@ -1,5 +1,6 @@
 //! The Durable Streams protocol at `/v1/stream/{path}`.
 
+pub(crate) mod direct;
 mod frames;
 pub mod headers;
 mod park;

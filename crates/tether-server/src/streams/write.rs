@@ -112,12 +112,24 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::POST).await {
-        return e.for_request(&rid).into_response();
+    answer_post(state, &rid, &path, &headers, body).await
+}
+
+/// What `POST /v1/stream/{path}` answers, whether the router or [`super::direct`] took the
+/// request.
+pub(super) async fn answer_post(
+    state: AppState,
+    rid: &RequestId,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = super::admit(&state, headers, path, &Method::POST).await {
+        return e.for_request(rid).into_response();
     }
-    append(state, &path, &headers, body)
+    append(state, path, headers, body)
         .await
-        .unwrap_or_else(|e| e.for_request(&rid).into_response())
+        .unwrap_or_else(|e| e.for_request(rid).into_response())
 }
 
 async fn append(
