@@ -49,6 +49,12 @@ const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) type Catalog = Arc<parking_lot::Mutex<HashMap<String, Arc<Entry>>>>;
 
+/// Maps keyed by stream id, looked up several times per append on the writer thread. The ids
+/// are the database's own row ids, not chosen by clients, so a fast hash with no defence
+/// against chosen keys will do; paths keep the standard library's.
+type IdMap<V> = HashMap<StreamId, V, foldhash::fast::RandomState>;
+type IdSet = HashSet<StreamId, foldhash::fast::RandomState>;
+
 pub(crate) enum Command {
     Load {
         path: String,
@@ -161,9 +167,9 @@ impl Reply {
 pub(crate) struct Writer {
     conn: Connection,
     catalog: Catalog,
-    states: HashMap<StreamId, StreamState>,
+    states: IdMap<StreamState>,
     // Per-batch bookkeeping, reset at every batch.
-    undo: HashMap<StreamId, Option<StreamState>>,
+    undo: IdMap<Option<StreamState>>,
     paths: HashMap<String, Option<Arc<Entry>>>,
     effects: Vec<Effect>,
     expire_failed: bool,
@@ -177,9 +183,9 @@ pub(crate) struct Writer {
     unindexed_bytes: usize,
     unindexed_since: Option<Instant>,
     /// Entries with unindexed chunks, to unpin after a flush.
-    unindexed_entries: HashMap<StreamId, Arc<Entry>>,
+    unindexed_entries: IdMap<Arc<Entry>>,
     /// Streams deleted while they had unindexed chunks; their chunks are skipped at flush.
-    deleted: HashSet<StreamId>,
+    deleted: IdSet,
     last_sweep: Instant,
     sweep: SweepPolicy,
 }
@@ -216,8 +222,8 @@ impl Writer {
         Ok(Writer {
             conn,
             catalog,
-            states: HashMap::new(),
-            undo: HashMap::new(),
+            states: IdMap::default(),
+            undo: IdMap::default(),
             paths: HashMap::new(),
             effects: Vec::new(),
             expire_failed: false,
@@ -228,8 +234,8 @@ impl Writer {
             unindexed: Vec::new(),
             unindexed_bytes: 0,
             unindexed_since: None,
-            unindexed_entries: HashMap::new(),
-            deleted: HashSet::new(),
+            unindexed_entries: IdMap::default(),
+            deleted: IdSet::default(),
             last_sweep: Instant::now(),
             sweep,
         })
@@ -296,7 +302,7 @@ impl Writer {
         self.flushing = 0;
         self.unindexed_at_start = self.unindexed.len();
         let started = Instant::now();
-        let began = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
+        let began = self.run_cached("BEGIN IMMEDIATE").and_then(|_| {
             if (force_index || self.index_flush_due()) && !self.unindexed.is_empty() {
                 self.flush_index()
             } else {
@@ -325,7 +331,7 @@ impl Writer {
             Err("a write in the batch failed".to_string())
         } else {
             self.flush_dirty()
-                .and_then(|_| self.conn.execute_batch("COMMIT"))
+                .and_then(|_| self.run_cached("COMMIT"))
                 .map_err(|e| e.to_string())
         };
         let took = started.elapsed();
@@ -354,6 +360,12 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Runs a statement without results, parsed once: `execute_batch` parses `BEGIN` and
+    /// `COMMIT` anew for every batch.
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     /// A command turned into its reply channel without running it.
