@@ -9,7 +9,7 @@
 //! it and stamps the response as the middleware would.
 //!
 //! A request is taken only when the answer is certain to be the router's: the path decodes to
-//! UTF-8 and the body has a `Content-Length` within the append limit. Anything else (a chunked
+//! UTF-8 and hyper knows the body's length, within the append limit. Anything else (a chunked
 //! body, an oversized one, a path the router would reject) goes to the router, which gives its
 //! usual answer.
 
@@ -17,10 +17,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use axum::http::{header, HeaderMap, Method, Request};
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use percent_encoding::percent_decode_str;
 
 use super::PREFIX;
@@ -34,8 +34,9 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// The stream path of `req` if it is an append this module answers; `None` leaves it to the
 /// router.
 pub fn takes(state: &AppState, req: &Request<Incoming>) -> Option<String> {
+    let length = req.body().size_hint().exact();
     let limit = state.config.max_append_bytes;
-    append_path(req.method(), req.uri().path(), req.headers(), limit)
+    append_path(req.method(), req.uri().path(), length, limit)
 }
 
 /// Answers an append that [`takes`] took, at `path`.
@@ -62,26 +63,18 @@ pub fn answer(state: &AppState, path: String, req: Request<Incoming>) -> Answer 
 }
 
 /// The stream path of an append this module may answer: a POST under [`PREFIX`] whose path
-/// decodes as the router's `{*path}` would, with a body of known length within `limit`.
+/// decodes as the router's `{*path}` would, with a body whose length hyper knows from the
+/// request's framing (`Content-Length`, or no body at all) and which is within `limit`.
 fn append_path(
     method: &Method,
     uri_path: &str,
-    headers: &HeaderMap,
+    length: Option<u64>,
     limit: usize,
 ) -> Option<String> {
-    if method != Method::POST {
+    if method != Method::POST || length? > limit as u64 {
         return None;
     }
     let raw = uri_path.strip_prefix(PREFIX).filter(|p| !p.is_empty())?;
-    let length: usize = headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    if length > limit || headers.contains_key(header::TRANSFER_ENCODING) {
-        return None;
-    }
     let path = percent_decode_str(raw).decode_utf8().ok()?;
     Some(path.into_owned())
 }
@@ -90,48 +83,29 @@ fn append_path(
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, value.parse().unwrap());
-        }
-        map
-    }
-
     #[test]
     fn an_append_with_a_known_length_is_taken_with_its_path_decoded() {
-        let h = headers(&[("content-length", "5")]);
-        let path = append_path(&Method::POST, "/v1/stream/a%20b/c", &h, 10);
+        let path = append_path(&Method::POST, "/v1/stream/a%20b/c", Some(5), 10);
         assert_eq!(path.as_deref(), Some("a b/c"));
     }
 
     #[test]
     fn what_the_router_answers_differently_is_left_to_it() {
-        let sized = headers(&[("content-length", "5")]);
+        let sized = Some(5);
         // Not an append.
-        assert_eq!(append_path(&Method::GET, "/v1/stream/a", &sized, 10), None);
-        assert_eq!(append_path(&Method::PUT, "/v1/stream/a", &sized, 10), None);
+        assert_eq!(append_path(&Method::GET, "/v1/stream/a", sized, 10), None);
+        assert_eq!(append_path(&Method::PUT, "/v1/stream/a", sized, 10), None);
         // No stream path, or not under the prefix.
-        assert_eq!(append_path(&Method::POST, "/v1/stream/", &sized, 10), None);
-        assert_eq!(append_path(&Method::POST, "/v1/tasks", &sized, 10), None);
+        assert_eq!(append_path(&Method::POST, "/v1/stream/", sized, 10), None);
+        assert_eq!(append_path(&Method::POST, "/v1/tasks", sized, 10), None);
         // A path that is not UTF-8 once decoded: the router's rejection.
         assert_eq!(
-            append_path(&Method::POST, "/v1/stream/%FF", &sized, 10),
+            append_path(&Method::POST, "/v1/stream/%FF", sized, 10),
             None
         );
-        // Bodies the router's limit handles.
-        assert_eq!(append_path(&Method::POST, "/v1/stream/a", &sized, 4), None);
-        let unsized_body = headers(&[("transfer-encoding", "chunked")]);
-        assert_eq!(
-            append_path(&Method::POST, "/v1/stream/a", &unsized_body, 10),
-            None
-        );
-        let both = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
-        assert_eq!(append_path(&Method::POST, "/v1/stream/a", &both, 10), None);
-        let garbled = headers(&[("content-length", "five")]);
-        assert_eq!(
-            append_path(&Method::POST, "/v1/stream/a", &garbled, 10),
-            None
-        );
+        // Bodies the router's limit handles: too long, or of a length not known in advance
+        // (chunked).
+        assert_eq!(append_path(&Method::POST, "/v1/stream/a", sized, 4), None);
+        assert_eq!(append_path(&Method::POST, "/v1/stream/a", None, 10), None);
     }
 }
