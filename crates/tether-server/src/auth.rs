@@ -109,6 +109,11 @@ pub async fn authenticate(
     if state.config.auth == AuthMode::Off {
         return Ok(Caller(state.local_admin.clone()));
     }
+    bearer(state, headers).await
+}
+
+/// The caller a request's bearer token names, whatever the auth mode.
+async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized(
             "this request needs `Authorization: Bearer <token>`",
@@ -117,12 +122,7 @@ pub async fn authenticate(
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(bearer_token)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     match state.control.principal(&hash(token)).await {
         Ok(Some(principal)) => Ok(Caller(principal)),
@@ -132,6 +132,28 @@ pub async fn authenticate(
             "STORAGE_UNAVAILABLE",
             e,
         )),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's name is
+/// case-insensitive (RFC 9110 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A caller proven by a token even when auth is off: what minting a token takes. With auth
+/// off any local process, and any web page that gets a request through, acts as the admin;
+/// a token minted that way would outlive the mode and keep working once auth is back on.
+/// (`tether up` mints its worker's token through the store, not over HTTP.)
+pub struct Bearer(pub Caller);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        bearer(state, &parts.headers).await.map(Bearer)
     }
 }
 
@@ -218,6 +240,21 @@ impl From<UserError> for ApiError {
             UserError::Storage(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE", m)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t", "bearer t", "BEARER t", "BeArEr   t  "] {
+            assert_eq!(bearer_token(value), Some("t"), "{value}");
+        }
+        for value in ["Basic t", "Bearer", "Bearer  ", "Bearert", "t"] {
+            assert_eq!(bearer_token(value), None, "{value}");
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct ServerConfig {
     pub max_concurrent: u64,
     /// Nudges accepted per task per minute.
     pub nudges_per_minute: u32,
+    /// A request's head must arrive within this, and a keep-alive connection that sends no
+    /// new request for this long is closed: a client that trickles its headers (slowloris)
+    /// holds a connection no longer.
+    pub header_read_timeout: Duration,
+    /// A request's body must have arrived this long after it first had to wait for the
+    /// network; a body that stops (or a chunked one that never ends) ends the request.
+    pub body_read_timeout: Duration,
+    /// Connections served at once. Beyond it the server stops accepting until one closes,
+    /// and new clients wait in the listen backlog. A live SSE response that took its socket
+    /// over (see `connection`) leaves the count: it was admitted with a token, costs a few
+    /// hundred bytes, and ten thousand idle subscribers must fit beside the cap.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +90,9 @@ impl Default for ServerConfig {
             reconcile_interval: Duration::from_secs(1),
             max_concurrent: 10,
             nudges_per_minute: 10,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -104,6 +119,12 @@ impl ServerConfig {
             if self.database_pool < 2 {
                 return Err("--database-pool must be at least 2".into());
             }
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return Err("--header-read-timeout and --body-read-timeout must be above zero".into());
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
         }
         if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
             return Err("size limits must be greater than zero".into());

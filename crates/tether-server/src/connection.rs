@@ -33,12 +33,13 @@ use axum::Router;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service as _;
 
+use crate::timed_body::TimedBody;
 use crate::{streams, AppState};
 
 /// A response body that can write itself to the socket once hyper lets go of it.
@@ -91,6 +92,11 @@ impl<T: SocketBody> TakeBody for BodySlot<T> {
 
 /// Accepts connections until `stop` turns true, then waits for every connection to end: hyper
 /// finishes the response in flight and closes; taken-over bodies end on `stop` themselves.
+///
+/// At most `max_connections` connections are served by hyper at once: past that the loop
+/// stops accepting until one ends (a half-sent request ends at the header read timeout), and
+/// new clients wait in the kernel's listen backlog. A response that takes its socket over
+/// gives its place back (see [`crate::config::ServerConfig::max_connections`]).
 pub async fn accept_until(
     listener: TcpListener,
     router: Router,
@@ -99,12 +105,37 @@ pub async fn accept_until(
 ) {
     // Every connection task holds a receiver; the sender sees them all gone.
     let (open_tx, open_rx) = watch::channel(());
+    let places = Arc::new(Semaphore::new(state.config.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout);
+    let mut full = Throttled::default();
+    let mut failing = Throttled::default();
     loop {
+        let place = match places.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                if let Some(times) = full.due() {
+                    tracing::warn!(
+                        limit = state.config.max_connections,
+                        times,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    place = places.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        Err(_) => break,
+                    },
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_failed(e, &mut failing).await;
                     continue;
                 }
             },
@@ -115,7 +146,13 @@ pub async fn accept_until(
             state: state.clone(),
             shared: Arc::default(),
         };
-        tokio::spawn(serve(tcp, service, stop.clone(), open_rx.clone()));
+        let connection = Connection {
+            http: http.clone(),
+            stop: stop.clone(),
+            open: open_rx.clone(),
+            _place: place,
+        };
+        tokio::spawn(serve(tcp, service, connection));
     }
     drop(listener);
     drop(open_rx);
@@ -127,7 +164,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn accept_failed(e: io::Error) {
+/// How long accepting pauses after a failure such as running out of file descriptors: long
+/// enough not to spin on an error that persists, short enough that a freed descriptor is
+/// soon used.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+
+async fn accept_failed(e: io::Error, failing: &mut Throttled) {
     use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         e.kind(),
@@ -136,24 +178,58 @@ async fn accept_failed(e: io::Error) {
         return;
     }
     // Most likely out of file descriptors: give connections a moment to close.
-    tracing::error!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(times) = failing.due() {
+        tracing::error!(error = %e, times, "accept failed; pausing before accepting again");
+    }
+    tokio::time::sleep(ACCEPT_PAUSE).await;
+}
+
+/// A condition logged at most once per [`Throttled::PERIOD`], with how often it happened
+/// since: a server out of file descriptors would otherwise log several times a second.
+#[derive(Default)]
+struct Throttled {
+    last: Option<std::time::Instant>,
+    times: u64,
+}
+
+impl Throttled {
+    const PERIOD: Duration = Duration::from_secs(60);
+
+    /// Counts one occurrence; `Some(occurrences since the last log)` when it is time to log.
+    fn due(&mut self) -> Option<u64> {
+        self.times += 1;
+        if self.last.is_some_and(|last| last.elapsed() < Self::PERIOD) {
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.times))
+    }
+}
+
+/// What a connection's task holds besides the socket and the service.
+struct Connection {
+    http: http1::Builder,
+    stop: watch::Receiver<bool>,
+    open: watch::Receiver<()>,
+    /// Its place under the connection limit, given back when hyper lets go of the socket.
+    _place: OwnedSemaphorePermit,
 }
 
 /// One connection: hyper until it ends, or until a response takes the socket over.
-async fn serve(
-    tcp: TcpStream,
-    service: Service,
-    mut stop: watch::Receiver<bool>,
-    open: watch::Receiver<()>,
-) {
+async fn serve(tcp: TcpStream, service: Service, connection: Connection) {
+    let Connection {
+        http,
+        mut stop,
+        open,
+        _place: place,
+    } = connection;
     let shared = service.shared.clone();
     let io = Socket {
         io: TokioIo::new(tcp),
         shared: shared.clone(),
     };
     // Behind a pointer: hyper's connection is large, and this task's future stays small.
-    let mut http = Box::pin(http1::Builder::new().serve_connection(io, service));
+    let mut http = Box::pin(http.serve_connection(io, service));
     let mut stopping = false;
     let offer = loop {
         tokio::select! {
@@ -174,6 +250,7 @@ async fn serve(
         return;
     };
     let tcp = Pin::into_inner(http).into_parts().io.io.into_inner();
+    drop(place);
     body.spawn(RawResponse {
         tcp,
         head: Some(head),
@@ -268,6 +345,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
     fn call(&self, req: Request<Incoming>) -> Respond {
         let chunked = req.version() == Version::HTTP_11;
+        let timeout = self.state.config.body_read_timeout;
+        let req = req.map(|body| TimedBody::new(body, timeout));
         let answer = match streams::direct::takes(&self.state, &req) {
             Some(path) => Answer::Direct(streams::direct::answer(&self.state, path, req)),
             None => Answer::Route(self.router.clone().call(req)),

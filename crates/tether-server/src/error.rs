@@ -48,6 +48,23 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
 
+    /// An error answered without a handler (no such route, a method the route lacks, a body
+    /// axum could not read or past the limit), given the API's shape: its status kept, a code
+    /// named for the status.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+            StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
+            s if s.is_server_error() => "INTERNAL_ERROR",
+            // 400 and the rest of 4xx: axum's rejections of a path, query or body.
+            _ => "VALIDATION_ERROR",
+        };
+        ApiError::new(status, code, message)
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
         self.headers.push((name, value.to_string()));
         self

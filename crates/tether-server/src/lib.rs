@@ -9,6 +9,7 @@ pub mod config;
 mod connection;
 mod cursor;
 mod error;
+mod guard;
 mod jobs;
 mod metrics;
 mod middleware;
@@ -16,6 +17,7 @@ mod openapi;
 mod query;
 mod streams;
 pub(crate) mod tasks;
+mod timed_body;
 mod users;
 mod workers;
 

@@ -1,13 +1,17 @@
 //! Headers every response carries, whatever produced it (handlers, extractor rejections,
-//! 404s of the router): a request id, browser security headers (protocol 12.7) and CORS.
+//! 404s of the router): a request id, browser security headers and, on the stream routes,
+//! CORS (protocol 12.7). Errors that no handler produced get the API's JSON shape here too.
 
 use axum::extract::{Request, State};
-use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// A per-request id, echoed in `X-Request-Id` and in error bodies.
@@ -34,24 +38,27 @@ pub async fn common_headers(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let stream_method = req
-        .uri()
-        .path()
-        .starts_with(crate::streams::PREFIX)
-        .then(|| req.method().clone());
+    let stream = req.uri().path().starts_with(crate::streams::PREFIX);
+    let method = req.method().clone();
     let id = new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let preflight = req.method() == Method::OPTIONS;
+    // Only the stream routes answer browsers of other origins (protocol 12.7); a preflight
+    // for any other route finds no route.
+    let preflight = stream && method == Method::OPTIONS;
     let requested_headers = req.headers().get("access-control-request-headers").cloned();
-    let mut response = if preflight {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        CURRENT_REQUEST.scope(id.clone(), next.run(req)).await
+    let checked = crate::guard::check(&state, &method, req.uri(), req.headers(), stream);
+    let mut response = match checked {
+        Err(e) => e.for_request(&RequestId(id.clone())).into_response(),
+        Ok(()) if preflight => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => CURRENT_REQUEST.scope(id.clone(), next.run(req)).await,
     };
-    if let Some(method) = stream_method {
+    if stream {
         observe_stream(&state, &method, &response, started);
     }
-    stamp(response.headers_mut(), &id);
+    if response.status().as_u16() >= 400 && method != Method::HEAD && !is_json(&response) {
+        response = as_api_error(response, &id).await;
+    }
+    stamp(response.headers_mut(), &id, stream);
     if preflight {
         let headers = response.headers_mut();
         headers.insert(
@@ -65,6 +72,49 @@ pub async fn common_headers(
         };
         set(headers, "access-control-allow-headers", &allowed);
         set(headers, "access-control-max-age", "86400");
+    }
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"))
+}
+
+/// Longest text of an error answered without a handler that is kept as its message.
+const REJECTION_TEXT: usize = 4 << 10;
+
+/// An error the router answered without a handler (axum's empty 404 and 405, its plain-text
+/// rejections of a body past the limit or a path it cannot decode) as the API's JSON error,
+/// with its status and its other headers (`Allow`) kept.
+async fn as_api_error(response: Response, id: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (text.is_empty(), parts.status) {
+        (false, _) => text,
+        (true, StatusCode::NOT_FOUND) => "no route matches this path".to_string(),
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            let allowed = parts.headers.get(ALLOW).and_then(|v| v.to_str().ok());
+            format!(
+                "this route does not take this method; it takes {}",
+                allowed.unwrap_or("none")
+            )
+        }
+        (true, status) => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let rid = RequestId(id.to_string());
+    let mut response = ApiError::from_status(parts.status, message)
+        .for_request(&rid)
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            response.headers_mut().append(name, value.clone());
+        }
     }
     response
 }
@@ -88,8 +138,10 @@ pub fn observe_stream(
         .observe(method, crate::metrics::STREAM_ROUTE, status, seconds);
 }
 
-/// The headers every response carries: its request id, the security headers and CORS.
-pub fn stamp(headers: &mut HeaderMap, id: &str) {
+/// The headers every response carries: its request id and the security headers; and on the
+/// stream routes (`cors`), the CORS headers that let a browser of any origin read them. The
+/// task and admin API gives no such permission.
+pub fn stamp(headers: &mut HeaderMap, id: &str, cors: bool) {
     // Names parsed once, not on every response.
     const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
     const RESOURCE_POLICY: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
@@ -98,6 +150,10 @@ pub fn stamp(headers: &mut HeaderMap, id: &str) {
         headers.insert(REQUEST_ID, v);
     }
     headers.insert(NOSNIFF, HeaderValue::from_static("nosniff"));
+    if !cors {
+        headers.insert(RESOURCE_POLICY, HeaderValue::from_static("same-origin"));
+        return;
+    }
     headers.insert(RESOURCE_POLICY, HeaderValue::from_static("cross-origin"));
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(

@@ -11,7 +11,7 @@ use tether_store::NewToken as StoredToken;
 use tether_types::api::{check_user_name, IssuedToken, NewToken, NewUser, TokenInfo, User, WhoAmI};
 use tether_types::Role;
 
-use crate::auth::{hash, mint, Caller};
+use crate::auth::{hash, mint, Bearer, Caller};
 use crate::error::ApiError;
 use crate::tasks::parse_json;
 use crate::AppState;
@@ -122,7 +122,7 @@ async fn update_user(
 )]
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    Bearer(caller): Bearer,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;

@@ -520,7 +520,7 @@ async fn raw_subscribers(
     for _ in 0..n {
         let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!(
-            "GET {path}?offset={offset}&live=sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            "GET {path}?offset={offset}&live=sse HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\r\n",
             server.admin
         );
         sse.write_all(request.as_bytes()).await.unwrap();
@@ -616,17 +616,18 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 
 async fn responses_carry_security_headers_and_preflight_allows_if_none_match(backend: Backend) {
     let app = App::new(backend, ServerConfig::default()).await;
-    for (method, path) in [
-        ("GET", "/v1/stream/none"),
-        ("HEAD", "/v1/stream/none"),
-        ("GET", "/elsewhere"),
+    // Only the stream routes are for pages of other origins (the task and admin API is not).
+    for (method, path, policy) in [
+        ("GET", "/v1/stream/none", "cross-origin"),
+        ("HEAD", "/v1/stream/none", "cross-origin"),
+        ("GET", "/elsewhere", "same-origin"),
     ] {
         let (status, headers, _) = app.send(method, path, &[], Body::empty()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
         assert_eq!(
             header(&headers, "cross-origin-resource-policy"),
-            Some("cross-origin")
+            Some(policy)
         );
         assert!(header(&headers, "x-request-id").is_some_and(|id| !id.is_empty()));
     }
@@ -683,14 +684,14 @@ async fn shutdown_ends_live_sse_streams_and_the_server_returns(backend: Backend)
     }));
 
     let mut put = tokio::net::TcpStream::connect(addr).await.unwrap();
-    put.write_all(b"PUT /v1/stream/live HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+    put.write_all(b"PUT /v1/stream/live HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
         .await
         .unwrap();
     let mut seen = Vec::new();
     assert!(read_until(&mut put, &mut seen, b"201 Created").await);
 
     let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
-    sse.write_all(b"GET /v1/stream/live?offset=-1&live=sse HTTP/1.1\r\nhost: x\r\n\r\n")
+    sse.write_all(b"GET /v1/stream/live?offset=-1&live=sse HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -745,6 +746,7 @@ async fn appends_over_a_connection_are_answered_as_the_router_answers_them(backe
         ]
     };
     let over_limit = vec![b'x'; 1025];
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes();
     let cases: Vec<Exchange> = vec![
         ("PUT", "/v1/stream/s", vec![text], b""),
         ("PUT", "/v1/stream/j", vec![json], b""),
@@ -787,10 +789,77 @@ async fn appends_over_a_connection_are_answered_as_the_router_answers_them(backe
         ("GET", "/v1/stream/s?offset=-1", vec![], b""),
         ("GET", "/v1/stream/j?offset=-1", vec![], b""),
         ("GET", "/v1/stream/a%20b?offset=-1", vec![], b""),
+        // Meaningful headers given twice are refused, whichever path answers.
+        ("PUT", "/v1/stream/d", vec![text], b""),
+        ("POST", "/v1/stream/d", vec![text, text], b"two types"),
+        ("POST", "/v1/stream/d", vec![text, json], b"two types"),
+        (
+            "POST",
+            "/v1/stream/d",
+            vec![text, ("stream-seq", "a"), ("stream-seq", "b")],
+            b"two seqs",
+        ),
+        (
+            "POST",
+            "/v1/stream/d",
+            [producer("0", "0"), vec![("producer-seq", "1")]].concat(),
+            b"two producer seqs",
+        ),
+        (
+            "POST",
+            "/v1/stream/d",
+            [producer("0", "0"), vec![("producer-epoch", "1")]].concat(),
+            b"two epochs",
+        ),
+        (
+            "POST",
+            "/v1/stream/d",
+            [producer("0", "0"), vec![("producer-id", "q")]].concat(),
+            b"two producers",
+        ),
+        (
+            "POST",
+            "/v1/stream/d",
+            vec![
+                text,
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b"),
+            ],
+            b"two tokens",
+        ),
+        (
+            "POST",
+            "/v1/stream/d",
+            vec![text, ("idempotency-key", "a"), ("idempotency-key", "b")],
+            b"two keys",
+        ),
+        // Other repeated headers are no one's business.
+        (
+            "POST",
+            "/v1/stream/d",
+            vec![text, ("x-note", "a"), ("x-note", "b")],
+            b"two notes",
+        ),
+        ("GET", "/v1/stream/d?offset=-1", vec![], b""),
+        // JSON nested past the bound every JSON body has.
+        ("POST", "/v1/stream/j", vec![json], &deep),
+        // A web page's append to a server without auth, and a name rebound to it.
+        (
+            "POST",
+            "/v1/stream/s",
+            vec![text, ("origin", "https://evil.example")],
+            b"page",
+        ),
+        ("POST", "/v1/stream/rebound", vec![text], b"x"),
     ];
     for (method, path, mut headers, body) in cases {
-        // Both sides name the same host (a created stream's `Location` carries it).
-        headers.push(("host", "tether.test"));
+        // Both sides name the same host (a created stream's `Location` carries it); with auth
+        // off it has to be a loopback name, which the last case checks.
+        let host = match path {
+            "/v1/stream/rebound" => "evil.example",
+            _ => "localhost",
+        };
+        headers.push(("host", host));
         let routed = app.send(method, path, &headers, body.to_vec()).await;
         let direct = server
             .call(method, path, None, &headers, body.to_vec())

@@ -184,7 +184,7 @@ fn subscribe(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 
 /// Opens `n` SSE responses from `target`, each read until `first` arrived.
 fn open_sse(addr: SocketAddr, target: &str, first: &[u8], n: usize) -> Vec<TcpStream> {
-    let head = format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n");
+    let head = format!("GET {target} HTTP/1.1\r\nhost: localhost\r\n\r\n");
     let mut all = Vec::with_capacity(n);
     for _ in 0..n {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -207,7 +207,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Vec<u8> {
         "text/plain"
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\n\
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: {content_type}\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -245,7 +245,7 @@ fn wait_parked(addr: SocketAddr, n: usize) {
     loop {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .unwrap();
         let mut response = Vec::new();
         s.read_to_end(&mut response).unwrap();

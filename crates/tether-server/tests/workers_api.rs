@@ -477,7 +477,7 @@ async fn an_admin_sets_a_users_limit_and_a_task_its_attempts(backend: Backend) {
             "PATCH",
             "/v1/users/nobody",
             Some(&s.admin),
-            &[],
+            &[("content-type", "application/json")],
             json!({"max_concurrent": 2}).to_string(),
         )
         .await;

@@ -12,12 +12,55 @@ pub enum JsonBodyError {
     Invalid(String),
     #[error("an empty JSON array appends nothing")]
     EmptyArray,
+    #[error("body is nested deeper than {MAX_DEPTH} arrays and objects")]
+    TooDeep,
+}
+
+/// Deepest nesting of arrays and objects accepted in a JSON body: serde_json's own recursion
+/// limit, which bounds every task, user and worker body. Stream messages are kept as raw
+/// text, which serde_json skips over without that limit, so they are measured here instead:
+/// a reader that parses them would otherwise meet a value nested 100,000 deep.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether `text` nests arrays and objects at most [`MAX_DEPTH`] deep. One pass over the
+/// bytes; brackets inside strings do not count. (Only called on text serde_json then
+/// validates, so it need not validate anything itself.)
+fn within_depth(text: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Splits an append body into its messages. `allow_empty_array` is true for `PUT`, where `[]`
 /// creates an empty stream, and false for `POST`, where it is a client bug (400).
 pub fn split_messages(body: &[u8], allow_empty_array: bool) -> Result<Vec<Vec<u8>>, JsonBodyError> {
     let text = std::str::from_utf8(body).map_err(|e| JsonBodyError::Invalid(e.to_string()))?;
+    if !within_depth(body) {
+        return Err(JsonBodyError::TooDeep);
+    }
     let starts_array = text.trim_start().starts_with('[');
     if starts_array {
         let elements: Vec<&RawValue> =
@@ -120,6 +163,25 @@ mod tests {
         assert_eq!(slice_joined(&joined, 1, 2).unwrap(), b"[1,2],3");
         assert_eq!(slice_joined(&joined, 0, 1).unwrap(), b"{\"a\":1}");
         assert_eq!(slice_joined(&joined, 3, 1).unwrap(), b"");
+    }
+
+    #[test]
+    fn nesting_is_bounded_as_serde_json_bounds_task_bodies() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(split(&nested(MAX_DEPTH)).is_ok());
+        assert_eq!(split(&nested(MAX_DEPTH + 1)), Err(JsonBodyError::TooDeep));
+        assert_eq!(split(&nested(100_000)), Err(JsonBodyError::TooDeep));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+        assert_eq!(split(&objects), Err(JsonBodyError::TooDeep));
+        // Brackets inside strings, escaped quotes included, are text.
+        let text = format!(r#"["\"{}"]"#, "[".repeat(1000));
+        assert_eq!(
+            split(&text).unwrap(),
+            [format!(r#""\"{}""#, "[".repeat(1000))]
+        );
+        // The same bound serde_json puts on the bodies it parses into values.
+        let value: Result<serde_json::Value, _> = serde_json::from_str(&nested(MAX_DEPTH + 1));
+        assert!(value.is_err());
     }
 
     #[test]

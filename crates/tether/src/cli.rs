@@ -76,6 +76,15 @@ pub(crate) struct ServeArgs {
     /// Running tasks per user (admission), unless set per user.
     #[arg(long, env = "TETHER_MAX_CONCURRENT", default_value_t = 10)]
     max_concurrent: u64,
+    /// How long a request's head may take to arrive (and a keep-alive connection may idle).
+    #[arg(long, env = "TETHER_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a request's body may take to arrive once it has to wait for the network.
+    #[arg(long, env = "TETHER_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_read_timeout: Duration,
+    /// Connections served at once; live SSE subscribers do not count.
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +162,9 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         lease_ttl: args.lease_ttl,
         reconcile_interval: args.reconcile_interval,
         max_concurrent: args.max_concurrent,
+        header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
+        max_connections: args.max_connections,
         ..ServerConfig::default()
     }
 }

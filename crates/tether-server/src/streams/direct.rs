@@ -9,7 +9,8 @@
 //! it and stamps the response as the middleware would.
 //!
 //! A request is taken only when the answer is certain to be the router's: the path decodes to
-//! UTF-8 and hyper knows the body's length, within the append limit. Anything else (a chunked
+//! UTF-8 and hyper knows the body's length, within the append limit. The router's middleware
+//! checks every request with [`crate::guard::check`] before routing it; so does [`answer`]. Anything else (a chunked
 //! body, an oversized one, a path the router would reject) goes to the router, which gives its
 //! usual answer.
 
@@ -20,12 +21,14 @@ use std::time::Instant;
 use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use percent_encoding::percent_decode_str;
 
 use super::PREFIX;
 use crate::error::ApiError;
+use crate::guard;
 use crate::middleware::{self, RequestId};
+use crate::timed_body::TimedBody;
 use crate::AppState;
 
 /// An answer being worked out.
@@ -33,31 +36,38 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// The stream path of `req` if it is an append this module answers; `None` leaves it to the
 /// router.
-pub fn takes(state: &AppState, req: &Request<Incoming>) -> Option<String> {
+pub fn takes(state: &AppState, req: &Request<TimedBody>) -> Option<String> {
     let length = req.body().size_hint().exact();
     let limit = state.config.max_append_bytes;
     append_path(req.method(), req.uri().path(), length, limit)
 }
 
 /// Answers an append that [`takes`] took, at `path`.
-pub fn answer(state: &AppState, path: String, req: Request<Incoming>) -> Answer {
+pub fn answer(state: &AppState, path: String, req: Request<TimedBody>) -> Answer {
     let state = state.clone();
     Box::pin(async move {
         let started = Instant::now();
         let rid = RequestId(middleware::new_request_id());
         let (parts, body) = req.into_parts();
         let limit = state.config.max_append_bytes;
-        let mut response = match Limited::new(body, limit).collect().await {
-            Ok(body) => {
-                let body = body.to_bytes();
-                super::write::answer_post(state.clone(), &rid, &path, &parts.headers, body).await
-            }
-            Err(e) => ApiError::bad_request(format!("could not read the request body: {e}"))
-                .for_request(&rid)
-                .into_response(),
+        let checked = guard::check(&state, &parts.method, &parts.uri, &parts.headers, true);
+        let mut response = match checked {
+            Ok(()) => match Limited::new(body, limit).collect().await {
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    let headers = &parts.headers;
+                    super::write::answer_post(state.clone(), &rid, &path, headers, body).await
+                }
+                // As the router's body extractor words it (its length is known and within the
+                // limit, so only a failed read is left).
+                Err(e) => ApiError::bad_request(format!("Failed to buffer the request body: {e}"))
+                    .for_request(&rid)
+                    .into_response(),
+            },
+            Err(e) => e.for_request(&rid).into_response(),
         };
         middleware::observe_stream(&state, &Method::POST, &response, started);
-        middleware::stamp(response.headers_mut(), &rid.0);
+        middleware::stamp(response.headers_mut(), &rid.0, true);
         response
     })
 }
