@@ -56,6 +56,9 @@ impl Client {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below the server's default header read timeout (30 s), after which it closes an
+            // idle connection: a request sent on a connection as it closes fails.
+            .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("tether-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;

@@ -105,7 +105,8 @@ pub async fn accept_until(
 ) {
     // Every connection task holds a receiver; the sender sees them all gone.
     let (open_tx, open_rx) = watch::channel(());
-    let places = Arc::new(Semaphore::new(state.config.max_connections));
+    let cap = state.config.max_connections.min(Semaphore::MAX_PERMITS);
+    let places = Arc::new(Semaphore::new(cap));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout);
