@@ -132,6 +132,7 @@ impl Cli {
                 Command::Serve(args) => serve(args).await,
                 Command::Up(args) => {
                     let config = server_config(args.serve);
+                    raise_fd_limit(&config);
                     crate::up::run(config, args.speed, usize::from(args.concurrency)).await
                 }
                 Command::Bench(args) => tether_bench::run(*args).await,
@@ -172,6 +173,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     config.validate().map_err(anyhow::Error::msg)?;
+    raise_fd_limit(&config);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Opening creates the first admin token, so it exists before the ready line.
@@ -179,6 +181,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await
+}
+
+/// A server holds a descriptor per connection, and the soft open-file limit is often 1024:
+/// below `--max-connections`, and far below the idle subscribers a node holds. Past it every
+/// accept fails until a connection closes. Raise it to the hard limit, as any process may.
+fn raise_fd_limit(config: &ServerConfig) {
+    let wanted = config.max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections = config.max_connections,
+            "the open-file limit is below --max-connections: past it, new connections wait"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -52,9 +52,11 @@ async fn sigterm_ends_live_streams_exits_cleanly_and_keeps_every_acknowledged_ap
     // A live SSE reader, caught up and waiting.
     let addr = base.trim_start_matches("http://").to_string();
     let mut sse = TcpStream::connect(&addr).await.unwrap();
-    sse.write_all(b"GET /v1/stream/shutdown/s?offset=-1&live=sse HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    sse.write_all(
+        b"GET /v1/stream/shutdown/s?offset=-1&live=sse HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     assert!(read_until(&mut sse, &mut seen, b"upToDate").await);
 
