@@ -566,6 +566,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_repeated_accept_failure_is_logged_once_a_period_with_its_count() {
+        let mut failing = Throttled::default();
+        assert_eq!(failing.due(), Some(1), "the first is logged");
+        assert_eq!(failing.due(), None);
+        assert_eq!(failing.due(), None);
+        failing.last = failing
+            .last
+            .and_then(|last| last.checked_sub(Throttled::PERIOD));
+        assert_eq!(
+            failing.due(),
+            Some(3),
+            "a period later, with the count since"
+        );
+        assert_eq!(failing.due(), None);
+    }
+
+    #[test]
     fn a_taken_over_head_frames_the_body_itself_and_ends_the_connection() {
         let response = Response::builder()
             .status(200)
