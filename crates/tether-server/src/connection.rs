@@ -230,7 +230,10 @@ async fn serve(tcp: TcpStream, service: Service, connection: Connection) {
         shared: shared.clone(),
     };
     // Behind a pointer: hyper's connection is large, and this task's future stays small.
-    let mut http = Box::pin(http.serve_connection(io, service));
+    let connection = http.serve_connection(io, service);
+    // Not needed past this point: keep it out of the task's state.
+    drop(http);
+    let mut http = Box::pin(connection);
     let mut stopping = false;
     let offer = loop {
         tokio::select! {
