@@ -9,10 +9,10 @@
 //! it and stamps the response as the middleware would.
 //!
 //! A request is taken only when the answer is certain to be the router's: the path decodes to
-//! UTF-8 and hyper knows the body's length, within the append limit. The router's middleware
-//! checks every request with [`crate::guard::check`] before routing it; so does [`answer`]. Anything else (a chunked
+//! UTF-8 and hyper knows the body's length, within the append limit. Anything else (a chunked
 //! body, an oversized one, a path the router would reject) goes to the router, which gives its
-//! usual answer.
+//! usual answer. The router's middleware checks every request with [`crate::guard::check`]
+//! before routing it; [`answer`] does too, first.
 
 use std::future::Future;
 use std::pin::Pin;
