@@ -303,6 +303,10 @@ fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiErr
             "type must be 1 to {MAX_TYPE_CHARS} characters"
         )));
     }
+    tether_types::text::check_text("type", &incoming.kind).map_err(bad)?;
+    if let Some(step) = &incoming.step {
+        tether_types::text::check_text("step", step).map_err(bad)?;
+    }
     if kind::RESERVED.contains(&incoming.kind.as_str()) {
         return Err(bad(format!(
             "{} is written by the server itself, as part of a state change",
