@@ -43,7 +43,8 @@ pub struct ServerConfig {
     pub max_append_bytes: usize,
     /// Roughly the largest body one read returns (at least one whole record).
     pub max_read_bytes: usize,
-    /// SSE connections are closed after this long so clients reconnect (protocol 10.2).
+    /// SSE connections, of streams and of tasks, are closed after this long so clients
+    /// reconnect (protocol 10.2) and show their token again: a revoked token's feed ends.
     pub sse_max_duration: Duration,
     /// Interval of SSE keep-alive comments while nothing happens.
     pub sse_keepalive: Duration,
