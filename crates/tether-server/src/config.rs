@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub max_concurrent: u64,
     /// Nudges accepted per task per minute.
     pub nudges_per_minute: u32,
+    /// Disk space the embedded store keeps aside in the data dir (`tether.reserve`) and
+    /// gives back at a start on a full disk, so the server can start and checkpoint (0: none).
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             reconcile_interval: Duration::from_secs(1),
             max_concurrent: 10,
             nudges_per_minute: 10,
+            disk_reserve_bytes: tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES,
         }
     }
 }
