@@ -168,6 +168,12 @@ async fn a_full_disk_refuses_appends_with_503_and_the_server_restarts_after_a_li
             "16 MiB took {acknowledged} appends of {CHUNK}"
         );
     }
+    // Refused in time: the store goes quiet with room to checkpoint, and its WAL is emptied.
+    eventually("the WAL to be emptied once appends are refused", || async {
+        let wal = gauge(&scrape(&s).await, "tether_sqlite_wal_bytes")?;
+        (wal <= QUIET_WAL_BYTES).then_some(())
+    })
+    .await;
     // Then something else fills the disk to the last byte: appends still get 503.
     fill_up(&fs.path().join("filler"));
     let r = append().await;
@@ -187,8 +193,7 @@ async fn a_full_disk_refuses_appends_with_503_and_the_server_restarts_after_a_li
         acknowledged * CHUNK,
         "every acknowledged append is there"
     );
-    // The WAL was kept small enough to be checkpointed, and is emptied once quiet.
-    eventually("the WAL to be emptied", || async {
+    eventually("the WAL to be emptied after the restart", || async {
         let metrics = scrape(&s).await;
         let wal = gauge(&metrics, "tether_sqlite_wal_bytes")?;
         (wal <= QUIET_WAL_BYTES).then_some(())

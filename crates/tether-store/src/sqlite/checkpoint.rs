@@ -34,19 +34,12 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
     })
 }
 
-/// Measures the disk into `space`, giving the reserve back if a checkpoint lacks room.
+/// Measures the disk into `space`.
 fn measure(path: &std::path::Path, wal: &std::path::Path, space: &Space) {
     let Some(dir) = path.parent() else { return };
     let wal = std::fs::metadata(wal).map_or(0, |m| m.len());
     match disk::free_bytes(dir) {
-        Ok(free) => {
-            let free = if disk::release_if_short(dir, free, wal) {
-                disk::free_bytes(dir).unwrap_or(free)
-            } else {
-                free
-            };
-            space.measured(free, wal);
-        }
+        Ok(free) => space.measured(free, wal),
         Err(e) => tracing::warn!(job = "wal-checkpointer", error = %e, "cannot read free space"),
     }
 }
@@ -66,6 +59,9 @@ pub(crate) fn run(path: PathBuf, space: Arc<Space>, stop: Receiver<()>) {
     };
     // Frames in the WAL at the last look, to tell a quiet store from a busy one.
     let mut seen = -1;
+    // Whether the last checkpoint failed: a full disk fails every one, and a warning four
+    // times a second would bury the rest of the log.
+    let mut failing = false;
     loop {
         let last = match stop.recv_timeout(INTERVAL) {
             Err(RecvTimeoutError::Timeout) => false,
@@ -79,6 +75,9 @@ pub(crate) fn run(path: PathBuf, space: Arc<Space>, stop: Receiver<()>) {
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
         match checkpoint(&conn, mode) {
             Ok((_, log, done)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(job = "wal-checkpointer", "checkpoints work again");
+                }
                 if log > 0 {
                     tracing::trace!(
                         job = "wal-checkpointer",
@@ -98,7 +97,16 @@ pub(crate) fn run(path: PathBuf, space: Arc<Space>, stop: Receiver<()>) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(job = "wal-checkpointer", error = %e, "checkpoint failed"),
+            Err(e) => {
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(job = "wal-checkpointer", error = %e, "checkpoint failed");
+                } else {
+                    tracing::warn!(job = "wal-checkpointer", error = %e, "checkpoint failed; retrying");
+                }
+                if let Some(dir) = path.parent() {
+                    disk::release_if_short(dir);
+                }
+            }
         }
         if last {
             tracing::debug!(job = "wal-checkpointer", "stopped");

@@ -13,9 +13,9 @@
 //! WAL's size (what a checkpoint copies into the database file) plus [`HEADROOM_BYTES`].
 //! Writes that add data (appends, stream and task creation, task events) that would go past
 //! that are refused with a storage error (503) before they reach the writer; control writes
-//! (heartbeats, cancel, finish) still go through, so running tasks can end. If free space
-//! falls under the WAL's size all the same (another program filled the disk), the
-//! checkpointer gives the reserve back at once.
+//! (heartbeats, cancel, finish) still go through, so running tasks can end. If a checkpoint
+//! fails all the same for want of room (another program filled the disk while the WAL was
+//! large), the checkpointer gives the reserve back at once.
 
 use std::fs::File;
 use std::io;
@@ -82,10 +82,12 @@ impl Space {
     }
 }
 
-/// Gives the reserve back while running, when free space no longer covers a checkpoint of
-/// the WAL. Returns whether it did.
-pub(crate) fn release_if_short(dir: &Path, free: u64, wal: u64) -> bool {
+/// Gives the reserve back while running, after a checkpoint failed, if free space does not
+/// cover the WAL it must copy. Returns whether it did.
+pub(crate) fn release_if_short(dir: &Path) -> bool {
     let path = dir.join(RESERVE_FILE);
+    let wal = wal_bytes(dir);
+    let free = free_bytes(dir).unwrap_or(0);
     if free >= wal || !path.exists() {
         return false;
     }
@@ -130,45 +132,53 @@ pub enum Reserve {
     Missing,
 }
 
-/// Makes sure `dir` holds a reserve of `size` bytes while there is room, and gives it back
-/// when there is not: see the module doc. Called before the database is opened.
+/// Makes sure `dir` holds a reserve of `size` bytes (at most an eighth of its file system)
+/// while there is room, and gives it back when there is not: see the module doc. Called
+/// before the database is opened.
 pub fn keep_reserve(dir: &Path, size: u64) -> io::Result<Reserve> {
     let path = dir.join(RESERVE_FILE);
+    let stat = rustix::fs::statvfs(dir)?;
+    let size = size.min(stat.f_blocks.saturating_mul(stat.f_frsize) / 8);
     let held = std::fs::metadata(&path).ok().map(|m| m.len());
-    if size == 0 {
-        if held.is_some() {
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let plan = plan(held, size, free);
+    match plan {
+        Reserve::Held => {}
+        Reserve::Created => allocate(&path, size)?,
+        Reserve::Released => {
             std::fs::remove_file(&path)?;
+            if size > 0 {
+                tracing::warn!(
+                    free_bytes = free,
+                    released_bytes = held.unwrap_or(0),
+                    path = %path.display(),
+                    "the disk is nearly full: released the reserve so the server can start; \
+                     free space, or appends will be refused again soon"
+                );
+            }
         }
-        return Ok(Reserve::Held);
+        Reserve::Missing => tracing::warn!(
+            free_bytes = free,
+            reserve_bytes = size,
+            "not enough free space to set the disk reserve aside; a full disk may stop \
+             the server from starting"
+        ),
     }
-    let free = free_bytes(dir)?;
+    Ok(plan)
+}
+
+/// What to do with a reserve of `held` bytes (if any) when `size` is wanted and `free`
+/// bytes are free.
+fn plan(held: Option<u64>, size: u64, free: u64) -> Reserve {
     match held {
-        Some(_) if free < size => {
-            std::fs::remove_file(&path)?;
-            tracing::warn!(
-                free_bytes = free,
-                released_bytes = size,
-                path = %path.display(),
-                "the disk is nearly full: released the reserve so the server can start; \
-                 free space, or appends will fail again soon"
-            );
-            Ok(Reserve::Released)
-        }
-        Some(len) if len >= size => Ok(Reserve::Held),
-        // Missing, or smaller than asked (a changed setting, a crash while allocating).
-        _ if free >= size.saturating_mul(2) => {
-            allocate(&path, size)?;
-            Ok(Reserve::Created)
-        }
-        _ => {
-            tracing::warn!(
-                free_bytes = free,
-                reserve_bytes = size,
-                "not enough free space to set the disk reserve aside; a full disk may stop \
-                 the server from starting"
-            );
-            Ok(Reserve::Missing)
-        }
+        // Not wanted (any more).
+        Some(_) if size == 0 => Reserve::Released,
+        None if size == 0 => Reserve::Held,
+        Some(_) if free < size => Reserve::Released,
+        Some(len) if len >= size => Reserve::Held,
+        // Missing, or smaller than asked (a changed setting): made while there is plenty.
+        _ if free >= size.saturating_mul(2) => Reserve::Created,
+        _ => Reserve::Missing,
     }
 }
 
@@ -213,18 +223,37 @@ mod tests {
             .len();
         assert_eq!(len, 1 << 20);
         assert_eq!(keep_reserve(dir.path(), 1 << 20).unwrap(), Reserve::Held);
-        assert_eq!(keep_reserve(dir.path(), 0).unwrap(), Reserve::Held);
+        assert_eq!(keep_reserve(dir.path(), 0).unwrap(), Reserve::Released);
         assert!(!dir.path().join(RESERVE_FILE).exists());
+        assert_eq!(keep_reserve(dir.path(), 0).unwrap(), Reserve::Held);
     }
 
     #[test]
-    fn a_reserve_larger_than_the_free_space_is_released() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(keep_reserve(dir.path(), 1 << 20).unwrap(), Reserve::Created);
-        // Asking for more than the whole disk holds: as if the disk had filled up since.
-        let huge = free_bytes(dir.path()).unwrap() + (1 << 40);
-        assert_eq!(keep_reserve(dir.path(), huge).unwrap(), Reserve::Released);
-        assert!(!dir.path().join(RESERVE_FILE).exists());
-        assert_eq!(keep_reserve(dir.path(), huge).unwrap(), Reserve::Missing);
+    fn a_reserve_is_released_when_free_space_falls_under_its_size_and_made_with_room_twice() {
+        const M: u64 = 1 << 20;
+        assert_eq!(plan(Some(4 * M), 4 * M, 3 * M), Reserve::Released);
+        assert_eq!(plan(Some(4 * M), 4 * M, 4 * M), Reserve::Held);
+        assert_eq!(plan(None, 4 * M, 7 * M), Reserve::Missing);
+        assert_eq!(plan(None, 4 * M, 8 * M), Reserve::Created);
+        // A reserve smaller than wanted is made again to size when there is room.
+        assert_eq!(plan(Some(M), 4 * M, 100 * M), Reserve::Created);
+    }
+
+    #[test]
+    fn writes_draw_on_the_room_measured_and_are_refused_past_it() {
+        const M: u64 = 1 << 20;
+        let space = Space::default();
+        // 20 MiB free, 2 MiB of WAL: 14 MiB of room past the headroom, at twice each write.
+        space.measured(20 * M, 2 * M);
+        for _ in 0..6 {
+            assert!(space.take(M).is_ok());
+        }
+        let refused = space.take(M).unwrap_err();
+        assert!(refused.contains("nearly full"), "{refused}");
+        // The next look finds room again (a checkpoint emptied the WAL).
+        space.measured(20 * M, 0);
+        assert!(space.take(M).is_ok());
+        space.measured(HEADROOM_BYTES, 0);
+        assert!(space.take(0).is_err());
     }
 }
