@@ -43,7 +43,8 @@ pub struct ServerConfig {
     pub max_append_bytes: usize,
     /// Roughly the largest body one read returns (at least one whole record).
     pub max_read_bytes: usize,
-    /// SSE connections are closed after this long so clients reconnect (protocol 10.2).
+    /// SSE connections, of streams and of tasks, are closed after this long so clients
+    /// reconnect (protocol 10.2) and show their token again: a revoked token's feed ends.
     pub sse_max_duration: Duration,
     /// Interval of SSE keep-alive comments while nothing happens.
     pub sse_keepalive: Duration,
@@ -70,6 +71,9 @@ pub struct ServerConfig {
     /// over (see `connection`) leaves the count: it was admitted with a token, costs a few
     /// hundred bytes, and ten thousand idle subscribers must fit beside the cap.
     pub max_connections: usize,
+    /// Disk space the embedded store keeps aside in the data dir (`tether.reserve`) and
+    /// gives back at a start on a full disk, so the server can start and checkpoint (0: none).
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            disk_reserve_bytes: tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES,
         }
     }
 }

@@ -157,7 +157,14 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
             let store = Arc::new(PgStore::connect(url, options).await?);
             stores(store, config).await
         }
-        None => stores(Arc::new(SqliteStore::open(&config.data_dir)?), config).await,
+        None => {
+            let store = SqliteStore::open_in(
+                &config.data_dir,
+                tether_store::SweepPolicy::default(),
+                config.disk_reserve_bytes,
+            )?;
+            stores(Arc::new(store), config).await
+        }
     }
 }
 

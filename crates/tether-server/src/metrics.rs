@@ -279,11 +279,34 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             Vec::new()
         }
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&tasks),
-    )
-        .into_response()
+    let mut body = state.metrics.render(&tasks);
+    disk_gauges(&mut body, &state.config);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Free space where the data dir is, and on the embedded store the WAL's size: the two
+/// numbers to watch before a disk fills (the WAL grows under load and shrinks when quiet).
+/// Read at scrape time: a `statvfs` and a `stat`.
+fn disk_gauges(out: &mut String, config: &crate::ServerConfig) {
+    use tether_store::sqlite::disk;
+    match disk::free_bytes(&config.data_dir) {
+        Ok(free) => {
+            let _ = writeln!(
+                out,
+                "# HELP tether_disk_free_bytes Free space on the file system of the data dir.\n\
+                 # TYPE tether_disk_free_bytes gauge\ntether_disk_free_bytes {free}"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the data dir's free space"),
+    }
+    if config.database.is_none() {
+        let wal = disk::wal_bytes(&config.data_dir);
+        let _ = writeln!(
+            out,
+            "# HELP tether_sqlite_wal_bytes Size of the embedded database's write-ahead log.\n\
+             # TYPE tether_sqlite_wal_bytes gauge\ntether_sqlite_wal_bytes {wal}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tether_types::Role;
 
 use crate::auth::{hash, mint, Bearer, Caller};
 use crate::error::ApiError;
-use crate::tasks::parse_json;
+use crate::tasks::{parse_json, text_field};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -90,6 +90,7 @@ async fn update_user(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Admin])?;
+    text_field("name", &name)?;
     let limits: UserLimits = parse_json(&body)?;
     if limits.max_concurrent == Some(0) {
         return Err(ApiError::bad_request("max_concurrent must be at least 1"));
@@ -127,6 +128,7 @@ async fn create_token(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;
     let new: NewToken = parse_json(&body)?;
+    text_field("user", &new.user)?;
     let minted = mint();
     let now = Utc::now();
     state
@@ -173,6 +175,7 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(&[Role::Admin])?;
+    text_field("id", &id)?;
     state.control.revoke_token(&id, Utc::now()).await?;
     tracing::info!(token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)

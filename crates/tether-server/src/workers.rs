@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
 use crate::streams::write::producer_stamp;
 use crate::tasks::events::accept_batch;
-use crate::tasks::{parse_json, stopped, task_json, timestamp};
+use crate::tasks::{parse_json, stopped, task_json, text_field, timestamp};
 use crate::AppState;
 
 /// [`tether_types::worker::WorkerEvents`] as it arrives: events kept raw, to be checked by [`accept_batch`].
@@ -114,6 +114,7 @@ async fn claim(
     if request.worker.trim().is_empty() || request.worker.len() > 128 {
         return Err(ApiError::bad_request("worker must be 1 to 128 characters"));
     }
+    text_field("worker", &request.worker)?;
     let wait = request
         .wait_ms
         .unwrap_or(state.config.long_poll_timeout.as_millis() as u64)
@@ -201,7 +202,12 @@ async fn heartbeat(
     let lease: LeaseRef = parse_json(&body)?;
     let beat = state
         .work
-        .heartbeat(&id, &lease.lease, Utc::now(), state.config.lease_ttl)
+        .heartbeat(
+            &id,
+            text_field("lease", &lease.lease)?,
+            Utc::now(),
+            state.config.lease_ttl,
+        )
         .await
         .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(Heartbeat {
@@ -255,7 +261,7 @@ async fn begin_step(
     let lease: LeaseRef = parse_json(&body)?;
     let begun = state
         .work
-        .begin_step(&id, &lease.lease, step, Utc::now())
+        .begin_step(&id, text_field("lease", &lease.lease)?, step, Utc::now())
         .await
         .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(StepBegun {
@@ -302,7 +308,7 @@ async fn complete_step(
         .work
         .complete_step(
             &id,
-            &done.lease,
+            text_field("lease", &done.lease)?,
             step,
             done.epoch,
             done.checkpoint,
@@ -361,7 +367,13 @@ async fn events(
     let producer = producer_stamp(&headers)?;
     let out = state
         .work
-        .worker_events(&id, &batch.lease, events, producer, now)
+        .worker_events(
+            &id,
+            text_field("lease", &batch.lease)?,
+            events,
+            producer,
+            now,
+        )
         .await
         .map_err(|e| state.metrics.fenced(e))?;
     if out.appended {
@@ -406,7 +418,12 @@ async fn ack_nudge(
     let lease: LeaseRef = parse_json(&body)?;
     state
         .work
-        .ack_nudge(&id, &lease.lease, &nudge, Utc::now())
+        .ack_nudge(
+            &id,
+            text_field("lease", &lease.lease)?,
+            text_field("nudge", &nudge)?,
+            Utc::now(),
+        )
         .await
         .map_err(|e| state.metrics.fenced(e))?;
     Ok(Json(json!({})))
@@ -451,12 +468,18 @@ async fn finish(
                 code: "FAILED".into(),
                 message: String::new(),
             });
+            text_field("error.code", &code)?;
             Outcome::Failed { code, message }
         }
     };
     let finished = state
         .work
-        .finish(&id, &finish.lease, outcome, Utc::now())
+        .finish(
+            &id,
+            text_field("lease", &finish.lease)?,
+            outcome,
+            Utc::now(),
+        )
         .await
         .map_err(|e| state.metrics.fenced(e))?;
     if finished.changed {

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod json;
 pub mod offset;
 pub mod task;
+pub mod text;
 pub mod worker;
 
 pub use api::{ErrorBody, ErrorDetail, Role};

@@ -205,6 +205,30 @@ impl TaskSpec {
                 ));
             }
         }
+        // After the checks above, so a field gets one complaint: its first.
+        let texts = [
+            ("description", Some(&self.description)),
+            ("repository", self.repository.as_ref()),
+            ("task_type", self.task_type.as_ref()),
+        ];
+        for (field, value) in texts {
+            if let Some(Err(message)) = value.map(|v| crate::text::check_text(field, v)) {
+                if !errors.iter().any(|e| e.field == field) {
+                    let message = message.trim_start_matches(field).trim_start();
+                    errors.push(FieldError::new(field, message));
+                }
+            }
+        }
+        if self
+            .metadata
+            .iter()
+            .any(|(k, v)| k.contains('\0') || crate::text::json_holds_nul(v))
+        {
+            errors.push(FieldError::new(
+                "metadata",
+                "must not contain a NUL character (\\u0000) in a key or a string",
+            ));
+        }
         let metadata_bytes = serde_json::to_vec(&self.metadata).map_or(0, |v| v.len());
         if metadata_bytes > MAX_METADATA_BYTES {
             errors.push(FieldError::new(

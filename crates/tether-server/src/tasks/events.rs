@@ -188,7 +188,9 @@ pub async fn get(
                 })?;
             Ok(live::sse(state, task.id, after, q.timeline))
         }
-        Some(Live::LongPoll) => Ok(Json(long_poll(&state, &task.id, &q).await?).into_response()),
+        Some(Live::LongPoll) => {
+            Ok(Json(long_poll(&state, &task.id, &q, &headers).await?).into_response())
+        }
         None if q.desc => Ok(Json(desc_page(&state, &task.id, &q).await?).into_response()),
         None => Ok(Json(page(&state, &task.id, &q).await?).into_response()),
     }
@@ -233,7 +235,16 @@ async fn desc_page(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<Eve
     })
 }
 
-async fn long_poll(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<EventPage, ApiError> {
+/// A page as soon as there is something after the cursor, or an empty one at the timeout. A
+/// poll that waited authenticates again before it answers: a token revoked while it waited
+/// gets 401, not the events that came meanwhile. One token lookup per wait, off the append
+/// path.
+async fn long_poll(
+    state: &AppState,
+    id: &TaskId,
+    q: &EventsQuery,
+    headers: &HeaderMap,
+) -> Result<EventPage, ApiError> {
     let after = q.after.unwrap_or(Offset(0));
     let first = page(state, id, q).await?;
     if first.next_after > after || first.closed {
@@ -246,6 +257,7 @@ async fn long_poll(state: &AppState, id: &TaskId, q: &EventsQuery) -> Result<Eve
         _ = watch.wait_past(after.0, state.config.long_poll_timeout) => {}
         _ = stopped(&mut shutdown) => {}
     }
+    crate::auth::authenticate(state, headers).await?;
     page(state, id, q).await
 }
 
@@ -302,6 +314,10 @@ fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiErr
         return Err(bad(format!(
             "type must be 1 to {MAX_TYPE_CHARS} characters"
         )));
+    }
+    tether_types::text::check_text("type", &incoming.kind).map_err(bad)?;
+    if let Some(step) = &incoming.step {
+        tether_types::text::check_text("step", step).map_err(bad)?;
     }
     if kind::RESERVED.contains(&incoming.kind.as_str()) {
         return Err(bad(format!(

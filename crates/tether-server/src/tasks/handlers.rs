@@ -36,6 +36,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
 }
 
+/// `value` of `field` if it holds no NUL character ([`tether_types::text`]), else a 400
+/// naming the field: for names, ids and messages read from a request.
+pub fn text_field<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    tether_types::text::check_text(field, value).map_err(ApiError::bad_request)?;
+    Ok(value)
+}
+
 fn invalid(problems: &[FieldError]) -> ApiError {
     let listed: Vec<String> = problems
         .iter()

@@ -1,6 +1,12 @@
 //! `live=sse` for task events: catch up from the log, then wait for the tail to move and
 //! read again (G3: no second buffer). Frames carry `id: <offset>`; the stream ends after
-//! the task's terminal event, or on server shutdown.
+//! the task's terminal event, on server shutdown, or after `sse_max_duration`.
+//!
+//! The last bound is what ends a feed whose token was revoked: like a stream's SSE response,
+//! a task's is recycled (default every 60 s) and the client's reconnect, which resumes after
+//! its last event, is authenticated again and refused. A timer costs a watcher nothing while
+//! it waits, works whichever node the revocation reached, and needs no token lookup per
+//! connection per keep-alive, which is what re-checking the token periodically would cost.
 //!
 //! Like a stream's SSE response (`crate::streams::sse`), the pump is driven either by hyper
 //! polling the body or, when the connection can hand the socket over (`crate::connection`),
@@ -19,6 +25,7 @@ use tether_store::tail::Wake;
 use tether_store::TailWatch;
 use tether_types::{Offset, TaskId};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{log, stopped};
 use crate::connection::{takeover_body, RawResponse, SocketBody};
@@ -29,6 +36,7 @@ use crate::AppState;
 const BATCH: usize = 500;
 
 pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Response {
+    let deadline = Instant::now() + state.config.sse_max_duration;
     let pump = Pump {
         _live: state.metrics.live_reader(),
         shutdown: state.shutdown.clone(),
@@ -38,6 +46,7 @@ pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Respon
         timeline,
         follow: None,
         done: false,
+        deadline,
     };
     let (body, takeover) = takeover_body(pump, |mut pump: Pump| async move {
         let bytes = pump.next().await?;
@@ -89,6 +98,9 @@ struct Pump {
     /// far.
     follow: Option<(TailWatch, Rewinds)>,
     done: bool,
+    /// When the response ends even if the task has not: the client reconnects, and its
+    /// token is checked again.
+    deadline: Instant,
 }
 
 impl Pump {
@@ -118,7 +130,8 @@ impl Pump {
 
     /// Reads from the cursor until there are events to send, waiting for the tail to move
     /// when caught up; a keep-alive when it stays still for a while. `None` once the task's
-    /// stream is closed and everything in it was sent, or the server is stopping.
+    /// stream is closed and everything in it was sent, the server is stopping, or the
+    /// response has lived its time.
     async fn frames(&mut self) -> Result<Option<Bytes>, String> {
         let store = self.state.store.as_ref();
         let max = self.state.config.max_read_bytes;
@@ -140,7 +153,7 @@ impl Pump {
             }
         };
         loop {
-            if *self.shutdown.borrow() {
+            if *self.shutdown.borrow() || Instant::now() >= self.deadline {
                 return Ok(None);
             }
             let read = log::read(store, &self.id, self.cursor, BATCH, None, max)
@@ -180,6 +193,7 @@ impl Pump {
                     Wake::Changed(_) => {}
                 },
                 () = stopped(&mut self.shutdown) => return Ok(None),
+                () = tokio::time::sleep_until(self.deadline) => return Ok(None),
             }
         }
     }

@@ -8,7 +8,7 @@ mod live;
 pub mod log;
 pub(crate) mod nudges;
 
-pub use handlers::parse_json;
+pub use handlers::{parse_json, text_field};
 
 use axum::routing::{get, post};
 use axum::Router;

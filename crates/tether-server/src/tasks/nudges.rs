@@ -11,7 +11,7 @@ use tether_store::NudgeError;
 use tether_types::worker::{NewNudge, NudgeCreated, MAX_NUDGE_CHARS};
 use tether_types::Role;
 
-use super::{parse_json, visible_task};
+use super::{parse_json, text_field, visible_task};
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
 use crate::AppState;
@@ -51,7 +51,7 @@ pub async fn create(
     let task = visible_task(&state, &caller, &id).await?;
     caller.require(&[Role::Admin, Role::User])?;
     let nudge: NewNudge = parse_json(&body)?;
-    let message = nudge.message.trim();
+    let message = text_field("message", nudge.message.trim())?;
     if message.is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
     }

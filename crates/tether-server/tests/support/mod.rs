@@ -128,6 +128,8 @@ impl Server {
         };
         backend.configure(&mut config);
         tune(&mut config);
+        // Where the first admin token is written: the temporary dir unless `tune` moved it.
+        let token_file = config.data_dir.join("admin.token");
         let stores = open_store(&config).await.unwrap();
         let control = stores.control.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,7 +150,6 @@ impl Server {
             _backend: backend,
         };
         // The first admin token is written during start; ask until the server answers.
-        let token_file = server.dir.path().join("admin.token");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let health = server

@@ -4,6 +4,7 @@
 mod checkpoint;
 mod control;
 mod coord;
+pub mod disk;
 mod entry;
 mod readahead;
 mod reader;
@@ -40,6 +41,13 @@ pub use writer::SweepPolicy;
 /// The database file's name inside the data dir.
 pub const DATABASE_FILE: &str = "tether.db";
 const LOCK_FILE: &str = "tether.lock";
+/// The WAL is truncated back to this size when SQLite restarts it after a checkpoint, and
+/// the checkpointer empties it when the store goes quiet: a burst that grew it leaves no
+/// high-water file behind to fill a nearly full disk. Above the writer's auto-checkpoint
+/// threshold (8000 pages), so steady writing reuses the file instead of regrowing it.
+pub const WAL_LIMIT_BYTES: u64 = 64 << 20;
+/// A quiet store's WAL larger than this is emptied (see `checkpoint.rs`).
+pub const QUIET_WAL_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -61,6 +69,8 @@ pub struct SqliteStore {
     read_ahead: ReadAhead,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// Whether the disk has room for writes that add data ([`disk`]).
+    space: Arc<disk::Space>,
     /// Held for the store's lifetime: one process per data dir.
     _lock: File,
 }
@@ -73,6 +83,15 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with a chosen policy for forgetting idle streams.
     pub fn open_with(data_dir: &Path, sweep: SweepPolicy) -> Result<Self, OpenError> {
+        Self::open_in(data_dir, sweep, disk::DEFAULT_RESERVE_BYTES)
+    }
+
+    /// [`SqliteStore::open_with`] keeping `reserve_bytes` of disk aside ([`disk`]; 0: none).
+    pub fn open_in(
+        data_dir: &Path,
+        sweep: SweepPolicy,
+        reserve_bytes: u64,
+    ) -> Result<Self, OpenError> {
         let dir_err = |source| OpenError::DataDir {
             dir: data_dir.to_path_buf(),
             source,
@@ -87,6 +106,8 @@ impl SqliteStore {
         if lock.try_lock().is_err() {
             return Err(OpenError::Locked(data_dir.to_path_buf()));
         }
+        // After the lock, so two processes never race over the reserve.
+        disk::keep_reserve(data_dir, reserve_bytes).map_err(dir_err)?;
         let db_path = data_dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&db_path)?;
         schema::configure(&conn, true)?;
@@ -99,14 +120,19 @@ impl SqliteStore {
             .name("tether-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(dir_err)?;
+        let space = Arc::new(disk::Space::default());
+        let free = disk::free_bytes(data_dir).map_err(dir_err)?;
+        space.measured(free, disk::wal_bytes(data_dir));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
         let checkpoint_path = db_path.clone();
+        let checkpoint_space = space.clone();
         let checkpointer = std::thread::Builder::new()
             .name("tether-checkpointer".into())
-            .spawn(move || checkpoint::run(checkpoint_path, stop_rx))
+            .spawn(move || checkpoint::run(checkpoint_path, checkpoint_space, stop_rx))
             .map_err(dir_err)?;
         Ok(SqliteStore {
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
+            space,
             catalog,
             sender: tx,
             readers: ReaderPool::new(db_path).map_err(dir_err)?,
@@ -114,6 +140,11 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             _lock: lock,
         })
+    }
+
+    /// Whether the disk has room for writes that add data.
+    pub(crate) fn space(&self) -> &disk::Space {
+        &self.space
     }
 
     /// How many reads went to the database instead of the recent-chunks cache.
@@ -216,6 +247,8 @@ fn shut_down<T>() -> Result<T, String> {
 #[async_trait]
 impl StreamStore for SqliteStore {
     async fn create(&self, path: &str, request: CreateStream) -> Result<Created, CreateError> {
+        let adds = request.body.len() as u64;
+        self.space.take(adds).map_err(CreateError::Storage)?;
         let (tx, rx) = oneshot::channel();
         if !self.send(Command::Create {
             path: path.to_string(),
@@ -229,6 +262,11 @@ impl StreamStore for SqliteStore {
     }
 
     async fn append(&self, path: &str, request: Append) -> Result<Appended, AppendError> {
+        // A close-only append adds no data and stays allowed.
+        if !request.body.is_empty() {
+            let adds = request.body.len() as u64;
+            self.space.take(adds).map_err(AppendError::Storage)?;
+        }
         let entry = self.entry(path).await?;
         entry.touch(now_ms());
         // Parsing happens here, on the caller's task, not on the writer thread.

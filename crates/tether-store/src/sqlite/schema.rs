@@ -164,7 +164,10 @@ pub fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
     if writer {
         // Checkpoints mostly run on their own thread (see `checkpoint.rs`). This is the
         // safety net that lets the WAL restart when that thread cannot catch up.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 8000;")?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 8000; PRAGMA journal_size_limit = {};",
+            super::WAL_LIMIT_BYTES
+        ))?;
     } else {
         // Readers scan; the writer keeps the default cache, because SQLite walks its whole
         // page-cache hash at the end of every write transaction, a cost that grows with it.

@@ -48,6 +48,33 @@ impl SqliteStore {
     }
 }
 
+/// What a task's row and first event take, about: charged to the disk's room.
+const TASK_BYTES: u64 = 16 << 10;
+
+/// About what `events` take on disk, charged to the disk's room before they are written:
+/// their data's serialized length, without serializing it again.
+fn events_bytes(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .map(|e| 128 + e.kind.len() as u64 + approximate_len(&e.data))
+        .sum()
+}
+
+fn approximate_len(value: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => items.iter().map(approximate_len).sum::<u64>() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() as u64 + 3 + approximate_len(v))
+                .sum::<u64>()
+                + 2
+        }
+    }
+}
+
 #[async_trait]
 impl ControlStore for SqliteStore {
     async fn create_task(
@@ -55,6 +82,9 @@ impl ControlStore for SqliteStore {
         task: NewTask,
         created: Event,
     ) -> Result<CreatedTask, CreateTaskError> {
+        self.space()
+            .take(TASK_BYTES)
+            .map_err(CreateTaskError::Storage)?;
         self.on_writer(move |w| tasks::create(w, task, created))
             .await
     }
@@ -84,6 +114,10 @@ impl ControlStore for SqliteStore {
         id: &TaskId,
         batch: EventAppend,
     ) -> Result<EventsAppended, AppendEventsError> {
+        let adds = batch.events.iter().map(|e| e.len() as u64).sum();
+        self.space()
+            .take(adds)
+            .map_err(AppendEventsError::Storage)?;
         let id = id.clone();
         self.on_writer(move |w| tasks::append_events(w, &id, batch))
             .await
@@ -184,6 +218,9 @@ impl WorkStore for SqliteStore {
         producer: Option<ProducerStamp>,
         now: DateTime<Utc>,
     ) -> Result<EventsAppended, WorkError> {
+        self.space()
+            .take(events_bytes(&events))
+            .map_err(WorkError::Storage)?;
         let (id, lease) = (id.clone(), lease.to_string());
         self.on_writer(move |w| work::worker_events(w, &id, &lease, events, producer, now))
             .await
