@@ -125,7 +125,10 @@ pub async fn authenticate(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     match state.control.principal(&hash(token)).await {
-        Ok(Some(principal)) => Ok(Caller(principal)),
+        Ok(Some(principal)) => {
+            state.token_use.note(&principal.token_id, Utc::now());
+            Ok(Caller(principal))
+        }
         Ok(None) => Err(unauthorized("the token is not valid (unknown or revoked)")),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
