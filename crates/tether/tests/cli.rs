@@ -488,7 +488,8 @@ async fn a_refused_token_says_where_the_cli_found_it_and_where_it_looks() {
     run.expect_code(2);
     assert!(
         run.stderr
-            .contains("the token came from --token / TETHER_TOKEN"),
+            .lines()
+            .any(|l| l.starts_with("the token came from --token / TETHER_TOKEN")),
         "{}",
         run.stderr
     );

@@ -134,12 +134,14 @@ impl ClientCommand {
 /// error shape, `{"error":{"code","message","request_id"}}`, so a script reads one format
 /// whatever failed. Text from the server may quote input: control characters are escaped.
 fn report_error(error: &anyhow::Error, hint: Option<&str>, output: Output) {
-    let text = match hint {
-        Some(hint) => format!("{error:#}\n{hint}"),
-        None => format!("{error:#}"),
-    };
+    // Each part escaped on its own, so the line between them stays a line break.
+    let text = std::iter::once(format!("{error:#}"))
+        .chain(hint.map(str::to_string))
+        .map(|part| render::escape_controls(&part).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     match output {
-        Output::Text => eprintln!("error: {}", render::escape_controls(&text)),
+        Output::Text => eprintln!("error: {text}"),
         Output::Json => {
             let (code, request_id) = match error.downcast_ref::<tether_client::Error>() {
                 Some(

@@ -157,7 +157,7 @@ fn token_table(tokens: &[TokenInfo]) -> String {
             "{:<14}  {:<16}  {:<6}  {:<23}  {}\n",
             escape_controls(&token.id),
             escape_controls(&token.user),
-            token.role,
+            token.role.as_str(),
             timestamp(&token.created_at),
             token
                 .last_used_at
@@ -174,4 +174,31 @@ pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<Exit> {
         Output::Json => println!("{}", serde_json::to_string(&me)?),
     }
     Ok(Exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_table_aligns_its_columns_and_says_never_for_an_unused_token() {
+        let at = chrono::DateTime::from_timestamp_millis(1_764_000_000_000).unwrap();
+        let token = |id: &str, role, used| TokenInfo {
+            id: id.into(),
+            user: "ann".into(),
+            role,
+            created_at: at,
+            last_used_at: used,
+        };
+        let text = token_table(&[
+            token("aaaaaaaaaaaa", Role::User, None),
+            token("bbbbbbbbbbbb", Role::Worker, Some(at)),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        let column = lines[0].find("LAST USED").unwrap();
+        assert_eq!(&lines[1][column..], "never");
+        assert_eq!(&lines[2][column..], "2025-11-24 16:00:00 UTC");
+        assert_eq!(lines[1].find("2025"), lines[0].find("CREATED"));
+        assert_eq!(lines[2].find("2025"), lines[0].find("CREATED"));
+    }
 }
