@@ -43,13 +43,14 @@ fn relative_links_in_the_readme_and_docs_stay_inside_the_repository_and_resolve(
                 continue;
             }
             let resolved = page.parent().unwrap().join(path);
-            let inside = resolved
-                .canonicalize()
-                .is_ok_and(|p| p.starts_with(&root));
+            let inside = resolved.canonicalize().is_ok_and(|p| p.starts_with(&root));
             if !inside {
                 broken.push(format!("{}: {target}", page.display()));
             }
         }
     }
-    assert!(broken.is_empty(), "links outside the repository or to nothing: {broken:#?}");
+    assert!(
+        broken.is_empty(),
+        "links outside the repository or to nothing: {broken:#?}"
+    );
 }

@@ -52,10 +52,13 @@ pub async fn follow(
     } else {
         follow_live(client, id, after, &mut printer, interrupt).await?
     };
+    // The summary is a courtesy: the events and the exit code already say how it ended.
     if exit != Exit::INTERRUPTED && output == Output::Text {
-        let task = client.task(id).await?;
-        if task.state.is_terminal() {
-            println!("{}", summary::summary(&task, printer.terminal.as_ref()));
+        match client.task(id).await {
+            Ok(task) if task.state.is_terminal() => {
+                println!("{}", summary::summary(&task, printer.terminal.as_ref()));
+            }
+            _ => {}
         }
     }
     Ok(exit)
