@@ -168,7 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Opening creates the first admin token, so it exists before the ready line.
     let stores = tether_server::open_store(&config).await?;
-    record_local_server(addr, &config.data_dir);
+    record_local_server(&config, addr);
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await
@@ -185,7 +185,14 @@ pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpLi
 
 /// Records this server's URL and admin token for the CLI on this machine (see
 /// `commands::config::record_local_server`). A failure only costs that convenience: logged.
-pub(crate) fn record_local_server(addr: SocketAddr, data_dir: &std::path::Path) {
+/// A server on a port picked at random or with auth off is a scratch server (tests,
+/// benchmarks, the conformance run; and with auth off no token is needed): it would only
+/// replace the record of the server a person runs, so it records nothing.
+pub(crate) fn record_local_server(config: &ServerConfig, addr: SocketAddr) {
+    if config.listen.port() == 0 || config.auth == AuthMode::Off {
+        return;
+    }
+    let data_dir = &config.data_dir;
     // A wildcard address is reached on loopback from this machine.
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),

@@ -32,7 +32,7 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
     let listener = crate::cli::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let stores = tether_server::open_store(&config).await?;
-    crate::cli::record_local_server(addr, &config.data_dir);
+    crate::cli::record_local_server(&config, addr);
     let control = stores.control.clone();
     let token = match config.auth {
         AuthMode::Token => Some(worker_token(control.as_ref(), &config.data_dir).await?),

@@ -12,7 +12,7 @@ use tether_types::event::kind;
 use tether_types::{EventAt, Task, TaskState};
 
 use common::cli::{CliEnv, Running};
-use common::server::{Auth, ServerHome, TestServer};
+use common::server::{free_loopback_addr, Auth, ServerHome, TestServer};
 
 /// Bound for anything a worker does to a task; only a hang comes near it.
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -426,8 +426,10 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
 }
 
 /// Starts `tether up` on a free port with `launcher`'s home and data dir; returns it and its URL.
+/// A fixed port: a server on port 0 records nothing for the CLI.
 async fn start_up(launcher: &CliEnv) -> (Running, String) {
-    let mut up = launcher.spawn(&["up", "--listen", "127.0.0.1:0", "--speed", "100"]);
+    let listen = free_loopback_addr();
+    let mut up = launcher.spawn(&["up", "--listen", &listen, "--speed", "100"]);
     up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
     let lines = up.stdout_lines();
     let url = lines[0]
