@@ -111,4 +111,33 @@ mod tests {
         );
         assert!(uses.take().is_empty());
     }
+
+    #[tokio::test]
+    async fn a_flush_stores_the_noted_times_and_leaves_nothing_pending() {
+        use tether_store::{ControlStore, NewToken, SqliteStore, StreamStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        store.create_user("ann", now).await.unwrap();
+        store
+            .create_token(NewToken {
+                id: "t1".into(),
+                user: "ann".into(),
+                role: tether_types::Role::User,
+                hash: b"h1".to_vec(),
+                now,
+            })
+            .await
+            .unwrap();
+        let uses = TokenUse::default();
+        let at = DateTime::from_timestamp_millis(now.timestamp_millis() + 5_000).unwrap();
+        uses.note("t1", at);
+        let stored = store.list_tokens(None).await.unwrap()[0].last_used_at;
+        assert_eq!(stored, None, "nothing is written when a use is noted");
+        uses.flush(&store).await;
+        let stored = store.list_tokens(None).await.unwrap()[0].last_used_at;
+        assert_eq!(stored, Some(at));
+        assert_eq!(uses.pending("t1"), None);
+        store.shutdown().await;
+    }
 }
