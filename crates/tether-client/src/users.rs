@@ -1,7 +1,7 @@
 //! Users and tokens (admin), and who the caller is.
 
 use reqwest::Method;
-use tether_types::api::{IssuedToken, NewToken, NewUser, User, WhoAmI};
+use tether_types::api::{IssuedToken, NewToken, NewUser, TokenList, User, UserList, WhoAmI};
 use tether_types::Role;
 
 use crate::client::encode_segment;
@@ -34,6 +34,16 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// Every user (admin).
+    pub async fn list_users(&self) -> Result<UserList, Error> {
+        self.call(self.request(Method::GET, "/v1/users")).await
+    }
+
+    /// Live tokens: everyone's for an admin, the caller's own otherwise. Never secrets.
+    pub async fn list_tokens(&self) -> Result<TokenList, Error> {
+        self.call(self.request(Method::GET, "/v1/tokens")).await
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, Error> {

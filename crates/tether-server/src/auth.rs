@@ -125,7 +125,10 @@ async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Cal
         .and_then(bearer_token)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     match state.control.principal(&hash(token)).await {
-        Ok(Some(principal)) => Ok(Caller(principal)),
+        Ok(Some(principal)) => {
+            state.token_use.note(&principal.token_id, Utc::now());
+            Ok(Caller(principal))
+        }
         Ok(None) => Err(unauthorized("the token is not valid (unknown or revoked)")),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -18,6 +18,7 @@ mod query;
 mod streams;
 pub(crate) mod tasks;
 mod timed_body;
+mod token_use;
 mod users;
 mod workers;
 
@@ -74,6 +75,8 @@ pub struct Shared {
     pub frames: streams::FrameShare,
     /// Idle SSE subscribers waiting without a task, by stream.
     pub parking: Arc<streams::Parking>,
+    /// When tokens were last used, noted per request and stored about once a minute.
+    pub token_use: token_use::TokenUse,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
             shutdown,
             frames: streams::FrameShare::default(),
             parking: Arc::default(),
+            token_use: token_use::TokenUse::default(),
         }))
     }
 }
@@ -193,6 +197,7 @@ pub async fn serve(
     let store = stores.streams.clone();
     let state = AppState::new(stores, config, stop_rx.clone());
     let reconciler = jobs::spawn_reconciler(state.clone());
+    let token_use = token_use::spawn_flusher(state.clone());
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
@@ -211,6 +216,13 @@ pub async fn serve(
     // Its store calls are on the writer, which finishes them; only the waiting stops here.
     reconciler.abort();
     let _ = reconciler.await;
+    // It stores the last-use times noted since its last round, then ends.
+    if tokio::time::timeout(DRAIN_TIMEOUT, token_use)
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not store when tokens were last used before stopping");
+    }
     store.shutdown().await;
     tracing::info!("stopped");
     result

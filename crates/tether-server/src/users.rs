@@ -8,7 +8,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use tether_store::NewToken as StoredToken;
-use tether_types::api::{check_user_name, IssuedToken, NewToken, NewUser, TokenInfo, User, WhoAmI};
+use tether_types::api::{
+    check_user_name, IssuedToken, NewToken, NewUser, TokenInfo, TokenList, User, UserList, WhoAmI,
+};
 use tether_types::Role;
 
 use crate::auth::{hash, mint, Bearer, Caller};
@@ -18,9 +20,9 @@ use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/users", post(create_user))
+        .route("/v1/users", post(create_user).get(list_users))
         .route("/v1/users/{name}", axum::routing::patch(update_user))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/whoami", get(whoami))
 }
@@ -148,6 +150,7 @@ async fn create_token(
             user: new.user,
             role: new.role,
             created_at: now,
+            last_used_at: None,
         },
         token: minted.secret,
     };
@@ -179,6 +182,83 @@ async fn revoke_token(
     state.control.revoke_token(&id, Utc::now()).await?;
     tracing::info!(token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "list_users",
+    summary = "List users, by name (admin)",
+    responses(
+        (status = 200, description = "Every user", body = tether_types::api::UserList),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<UserList>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let users = state
+        .control
+        .list_users()
+        .await
+        .map_err(ApiError::storage)?;
+    let data = users
+        .into_iter()
+        .map(|u| User {
+            name: u.name,
+            created_at: u.created_at,
+        })
+        .collect();
+    Ok(Json(UserList { data }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "users",
+    operation_id = "list_tokens",
+    summary = "List live tokens: every user's for an admin, one's own otherwise",
+    description = "Unrevoked tokens, oldest first: id, user, role, when created and when last \
+        used (noted per request, stored about once a minute). Never a secret or a hash.",
+    responses(
+        (status = 200, description = "The tokens", body = tether_types::api::TokenList),
+        (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TokenList>, ApiError> {
+    let owner = match caller.0.role {
+        Role::Admin => None,
+        Role::User | Role::Worker => Some(caller.0.user_id),
+    };
+    let tokens = state
+        .control
+        .list_tokens(owner)
+        .await
+        .map_err(ApiError::storage)?;
+    let data = tokens
+        .into_iter()
+        .map(|t| {
+            // What this node noted since its last flush is newer than what is stored.
+            let last_used_at = t.last_used_at.max(state.token_use.pending(&t.id));
+            TokenInfo {
+                id: t.id,
+                user: t.user,
+                role: t.role,
+                created_at: t.created_at,
+                last_used_at,
+            }
+        })
+        .collect();
+    Ok(Json(TokenList { data }))
 }
 
 #[utoipa::path(

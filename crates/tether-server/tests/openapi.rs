@@ -17,7 +17,7 @@ use support::Server;
 const REGENERATE: &str = "TETHER_UPDATE_OPENAPI=1 cargo test -p tether-server --test openapi";
 
 /// Every route in docs/api.md's tables and sections, as OpenAPI path and lowercase method.
-const DOCUMENTED_ROUTES: [(&str, &str); 24] = [
+const DOCUMENTED_ROUTES: [(&str, &str); 26] = [
     ("/v1/tasks", "post"),
     ("/v1/tasks/validate", "post"),
     ("/v1/tasks/{id}", "get"),
@@ -29,8 +29,10 @@ const DOCUMENTED_ROUTES: [(&str, &str); 24] = [
     ("/v1/tasks/{id}/events", "post"),
     ("/v1/tasks/{id}/nudges", "post"),
     ("/v1/users", "post"),
+    ("/v1/users", "get"),
     ("/v1/users/{name}", "patch"),
     ("/v1/tokens", "post"),
+    ("/v1/tokens", "get"),
     ("/v1/tokens/{id}", "delete"),
     ("/v1/whoami", "get"),
     ("/v1/worker/claim", "post"),

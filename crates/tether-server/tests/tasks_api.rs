@@ -314,6 +314,65 @@ async fn requests_need_a_valid_token_and_a_role_that_allows_them(backend: Backen
     s.stop().await;
 }
 
+async fn admins_list_users_and_every_token_users_list_their_own_and_no_secret_is_shown(
+    backend: Backend,
+) {
+    let s = Server::start_on(backend).await;
+    let ann = s.user("ann", "user").await;
+    let _bob = s.user("bob", "worker").await;
+    let users = s.get("/v1/users", &s.admin).await;
+    assert_eq!(users.status, StatusCode::OK, "{users:?}");
+    let users = users.json();
+    let names: Vec<&str> = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "ann", "bob"]);
+    let forbidden = s.get("/v1/users", &ann).await;
+    assert_eq!(
+        (forbidden.status, forbidden.code().as_str()),
+        (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+
+    let all = s.get("/v1/tokens", &s.admin).await;
+    assert_eq!(all.status, StatusCode::OK, "{all:?}");
+    let text = String::from_utf8_lossy(&all.body).into_owned();
+    for secret in [&s.admin, &ann] {
+        let tail = secret.rsplit('_').next().unwrap();
+        assert!(!text.contains(tail), "a secret is listed: {text}");
+    }
+    assert!(!text.contains("hash"), "{text}");
+    let all = all.json();
+    let rows = all["data"].as_array().unwrap();
+    let owners: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|t| (t["user"].as_str().unwrap(), t["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        owners,
+        [("admin", "admin"), ("ann", "user"), ("bob", "worker")]
+    );
+    for row in rows {
+        for field in ["id", "created_at", "last_used_at"] {
+            assert!(row.get(field).is_some(), "{field} missing in {row}");
+        }
+    }
+    // The admin token was used by these very requests; ann's by the 403 above.
+    let ann_id = ann.split('_').nth(1).unwrap();
+    let mine = s.get("/v1/tokens", &ann).await.json();
+    let mine = mine["data"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["id"], ann_id);
+    assert!(mine[0]["last_used_at"].is_string(), "{mine:?}");
+    // Noted in memory, not written per request: the stored row has no time yet.
+    let stored = s.control.as_ref().list_tokens(None).await.unwrap();
+    let stored_ann = stored.iter().find(|t| t.id == ann_id).unwrap();
+    assert_eq!(stored_ann.last_used_at, None);
+    s.stop().await;
+}
+
 async fn another_users_task_answers_404_everywhere_as_if_it_did_not_exist(backend: Backend) {
     let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
@@ -1027,6 +1086,7 @@ on_both_backends!(
     validate_reports_errors_and_warnings_without_creating_anything,
     requests_need_a_valid_token_and_a_role_that_allows_them,
     another_users_task_answers_404_everywhere_as_if_it_did_not_exist,
+    admins_list_users_and_every_token_users_list_their_own_and_no_secret_is_shown,
     cancel_appends_one_terminal_event_closes_the_stream_and_a_second_cancel_is_409,
     event_pages_follow_next_after_without_gaps_and_desc_reads_backwards,
     producer_events_are_checked_stamped_and_stored_as_sent,

@@ -151,6 +151,16 @@ pub enum UserError {
     Storage(String),
 }
 
+/// A live token as listed: never its secret or hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
 /// A token to store: only its hash, never the secret.
 #[derive(Clone, Debug)]
 pub struct NewToken {
@@ -210,6 +220,17 @@ pub trait ControlStore: Send + Sync + 'static {
 
     /// The principal of an unrevoked token with this hash.
     async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String>;
+
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, String>;
+
+    /// Unrevoked tokens, oldest first: everyone's, or one user's.
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String>;
+
+    /// Stores when tokens were last used, in one write for the batch; a time older than the
+    /// stored one changes nothing. The server calls this about once a minute with what it
+    /// noted in memory, never per request.
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String>;
 }
 
 // ---- execution ---------------------------------------------------------------------------

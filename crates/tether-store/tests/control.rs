@@ -236,6 +236,65 @@ async fn tokens_resolve_to_their_user_until_revoked<B: Backend>(backend: &B) {
     assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
+async fn users_and_live_tokens_are_listed_with_when_each_token_was_last_used<B: Backend>(
+    backend: &B,
+) {
+    let store = backend.open().await;
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    user(store, "bob").await;
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["ann", "bob"]);
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let token = |id: &str, user: &str, ms: i64| NewToken {
+        id: id.into(),
+        user: user.into(),
+        role: Role::User,
+        hash: id.as_bytes().to_vec(),
+        now: at(ms),
+    };
+    store.create_token(token("t1", "ann", 1_000)).await.unwrap();
+    store.create_token(token("t2", "bob", 2_000)).await.unwrap();
+    store.create_token(token("t3", "ann", 3_000)).await.unwrap();
+    store.revoke_token("t3", Utc::now()).await.unwrap();
+
+    store
+        .record_token_use(vec![("t1".into(), at(5_000)), ("t2".into(), at(6_000))])
+        .await
+        .unwrap();
+    // An older time never moves last use back.
+    store
+        .record_token_use(vec![("t1".into(), at(4_000)), ("gone".into(), at(9_000))])
+        .await
+        .unwrap();
+    let all = store.list_tokens(None).await.unwrap();
+    let seen: Vec<(&str, &str, Option<i64>)> = all
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.user.as_str(),
+                t.last_used_at.map(|t| t.timestamp_millis()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("t1", "ann", Some(5_000)), ("t2", "bob", Some(6_000))],
+        "revoked tokens are not listed"
+    );
+    assert_eq!(all[0].created_at, at(1_000));
+    let anns = store.list_tokens(Some(ann.id)).await.unwrap();
+    assert_eq!(anns.len(), 1);
+    assert_eq!(anns[0].id, "t1");
+}
+
 fn arb_op() -> impl Strategy<Value = TaskOp> {
     prop_oneof![
         Just(TaskOp::Start { worker: None }),
@@ -342,6 +401,7 @@ macro_rules! control_suite {
             an_idempotency_key_returns_the_original_task_and_refuses_another_request,
             tasks_list_newest_first_by_owner_and_state_with_a_cursor,
             tokens_resolve_to_their_user_until_revoked,
+            users_and_live_tokens_are_listed_with_when_each_token_was_last_used,
         );
 
         proptest::proptest! {

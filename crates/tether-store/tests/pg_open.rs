@@ -41,3 +41,21 @@ async fn a_bad_url_or_unreachable_server_is_a_clear_error() {
         .expect("a bad port");
     assert!(err.to_string().starts_with("invalid database URL"), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_that_does_not_exist_is_named_in_the_error() {
+    let Some(db) = ScratchDatabase::create("no_such_db").await else {
+        return;
+    };
+    let (server, _) = db.url().rsplit_once('/').expect("a URL with a database");
+    let missing = format!("{server}/tether_no_such_database_here");
+    let err = PgStore::connect(&missing, PgOptions::default())
+        .await
+        .err()
+        .expect("the database does not exist");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot connect to the database") && text.contains("does not exist"),
+        "{text}"
+    );
+}

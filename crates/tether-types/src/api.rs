@@ -95,6 +95,24 @@ pub struct TokenInfo {
     pub user: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// When a request last authenticated with it; `null` if never. Recorded in memory and
+    /// stored about once a minute, so it may lag by that much after a server restart.
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/users` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserList {
+    pub data: Vec<User>,
+}
+
+/// `GET /v1/tokens` answer: live (unrevoked) tokens, never their secrets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenList {
+    pub data: Vec<TokenInfo>,
 }
 
 /// `POST /v1/tokens` answer: the only time the secret is shown.

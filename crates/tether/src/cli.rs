@@ -91,8 +91,10 @@ pub(crate) struct ServeArgs {
 pub(crate) struct UpArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// Demo pacing: 1 is realistic, 100 finishes a task in well under a second.
-    #[arg(long, default_value = "1", value_parser = crate::worker::demo::parse_speed)]
+    /// Demo pacing: the default runs a task in about a minute, so it can be followed, nudged
+    /// and cancelled; 1 is eight times faster, 100 finishes a task in well under a second.
+    #[arg(long, default_value = crate::worker::demo::DEFAULT_SPEED,
+          value_parser = crate::worker::demo::parse_speed)]
     speed: f64,
     /// Most tasks the demo worker runs at once.
     #[arg(long, value_name = "N", default_value_t = 4,
@@ -110,8 +112,10 @@ impl Cli {
         // opens thousands.
         let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+        // Colour codes only for a terminal: in a file or a pipe they are noise.
         let logs = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Text => logs.init(),
@@ -174,10 +178,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     config.validate().map_err(anyhow::Error::msg)?;
     raise_fd_limit(&config);
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Opening creates the first admin token, so it exists before the ready line.
     let stores = tether_server::open_store(&config).await?;
+    record_local_server(&config, addr);
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await
@@ -196,6 +201,47 @@ fn raise_fd_limit(config: &ServerConfig) {
         ),
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+}
+
+/// Binds the listener, naming the address when it cannot ("Address already in use" alone
+/// does not say which).
+pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Records this server's URL and admin token for the CLI on this machine (see
+/// `commands::config::record_local_server`). A failure only costs that convenience: logged.
+/// A server on a port picked at random or with auth off is a scratch server (tests,
+/// benchmarks, the conformance run; and with auth off no token is needed): it would only
+/// replace the record of the server a person runs, so it records nothing.
+pub(crate) fn record_local_server(config: &ServerConfig, addr: SocketAddr) {
+    if config.listen.port() == 0 || config.auth == AuthMode::Off {
+        return;
+    }
+    let data_dir = &config.data_dir;
+    // A wildcard address is reached on loopback from this machine.
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("http://{host}:{}", addr.port());
+    let env = crate::commands::config::process_env;
+    match crate::commands::config::record_local_server(&url, data_dir, &env) {
+        Ok(Some(path)) => tracing::info!(
+            path = %path.display(),
+            "recorded this server's URL and admin token for the CLI on this machine"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "could not record this server for the CLI; it finds the token in the data dir"
+        ),
     }
 }
 

@@ -1,17 +1,21 @@
 //! `tether up`: the server and a demo worker in one process, the first command to try.
 //!
 //! The worker talks HTTP to the server's own address, exactly as a remote worker would, with
-//! a worker token minted for it at start and revoked when it stops.
+//! a worker token minted for it at start and revoked when it stops. The token's id is kept in
+//! the data dir, so that the token of a run that crashed is revoked at the next start instead
+//! of staying valid for good.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::Utc;
 use tether_client::worker::{run_worker, WorkerConfig};
 use tether_client::Client;
 use tether_server::auth::{self, ADMIN_USER};
 use tether_server::{AuthMode, ServerConfig};
-use tether_store::{ControlStore, NewToken};
+use tether_store::{ControlStore, NewToken, UserError};
 use tether_types::Role;
 use tokio::sync::watch;
 
@@ -20,15 +24,18 @@ use crate::worker::demo::DemoRunner;
 /// The address the CLI uses when none is configured.
 const CLI_DEFAULT_URL: &str = "http://127.0.0.1:4437";
 const CLI_DEFAULT_DATA_DIR: &str = "./tether-data";
+/// The id (not the secret) of the demo worker's current token, in the data dir.
+const WORKER_TOKEN_ID_FILE: &str = "up-worker.token-id";
 
 pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = crate::cli::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let stores = tether_server::open_store(&config).await?;
+    crate::cli::record_local_server(&config, addr);
     let control = stores.control.clone();
     let token = match config.auth {
-        AuthMode::Token => Some(worker_token(control.as_ref()).await?),
+        AuthMode::Token => Some(worker_token(control.as_ref(), &config.data_dir).await?),
         AuthMode::Off => None,
     };
     let url = format!("http://{addr}");
@@ -85,8 +92,13 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
         let _ = worker.await;
     }
     if let Some((id, _)) = token {
-        if let Err(error) = control.revoke_token(&id, Utc::now()).await {
-            tracing::warn!(%error, data_dir = %data_dir.display(), "could not revoke the demo worker's token");
+        match control.revoke_token(&id, Utc::now()).await {
+            Ok(()) => {
+                let _ = std::fs::remove_file(data_dir.join(WORKER_TOKEN_ID_FILE));
+            }
+            Err(error) => {
+                tracing::warn!(%error, data_dir = %data_dir.display(), "could not revoke the demo worker's token; the next start will")
+            }
         }
     }
     let _ = stop_server_tx.send(true);
@@ -98,8 +110,24 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// A worker token for the built-in worker: its id (to revoke it) and its secret.
-async fn worker_token(control: &dyn ControlStore) -> anyhow::Result<(String, String)> {
+/// A worker token for the built-in worker: its id (to revoke it) and its secret. The token of
+/// an earlier run that did not stop cleanly is revoked first.
+async fn worker_token(
+    control: &dyn ControlStore,
+    data_dir: &Path,
+) -> anyhow::Result<(String, String)> {
+    let id_file = data_dir.join(WORKER_TOKEN_ID_FILE);
+    if let Ok(previous) = std::fs::read_to_string(&id_file) {
+        let previous = previous.trim();
+        match control.revoke_token(previous, Utc::now()).await {
+            Ok(()) => tracing::info!(
+                token = previous,
+                "revoked the demo worker's token left by a run that did not stop cleanly"
+            ),
+            Err(UserError::TokenNotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
     let minted = auth::mint();
     control
         .create_token(NewToken {
@@ -110,6 +138,10 @@ async fn worker_token(control: &dyn ControlStore) -> anyhow::Result<(String, Str
             now: Utc::now(),
         })
         .await?;
+    // Before the worker uses it: a crash from here on leaves the id to revoke behind.
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&id_file, format!("{}\n", minted.id))
+        .with_context(|| format!("cannot write {}", id_file.display()))?;
     Ok((minted.id, minted.secret))
 }
 

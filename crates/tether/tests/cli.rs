@@ -107,7 +107,7 @@ async fn submit_list_status_cancel_then_watch_exits_1_and_prints_task_cancelled_
     let cancelled = watch
         .stdout_lines()
         .iter()
-        .filter(|l| l.contains("task_cancelled"))
+        .filter(|l| l.contains("✘ task cancelled"))
         .count();
     assert_eq!(cancelled, 1, "{}", watch.stdout);
     assert!(
@@ -115,11 +115,18 @@ async fn submit_list_status_cancel_then_watch_exits_1_and_prints_task_cancelled_
         "{}",
         watch.stdout
     );
-    assert!(watch
-        .stdout_lines()
-        .last()
-        .unwrap()
-        .contains("task_cancelled"));
+    // The terminal event, then the summary.
+    let lines = watch.stdout_lines();
+    assert!(
+        lines[lines.len() - 2].contains("✘ task cancelled"),
+        "{}",
+        watch.stdout
+    );
+    assert!(
+        lines[lines.len() - 1].starts_with("= cancelled in "),
+        "{}",
+        watch.stdout
+    );
 
     let json = cli.run(&["watch", &id, "--output", "json"]).await;
     json.expect_code(1);
@@ -130,8 +137,12 @@ async fn submit_list_status_cancel_then_watch_exits_1_and_prints_task_cancelled_
 
     let tail = cli.run(&["watch", &id, "--tail", "1"]).await;
     tail.expect_code(1);
-    assert_eq!(tail.stdout_lines().len(), 1, "{}", tail.stdout);
-    assert!(tail.stdout.contains("task_cancelled"));
+    assert_eq!(tail.stdout_lines().len(), 2, "{}", tail.stdout);
+    assert!(
+        tail.stdout_lines()[0].contains("✘ task cancelled"),
+        "{}",
+        tail.stdout
+    );
 
     cli.run(&["status", &id, "--wait"]).await.expect_code(1);
 }
@@ -381,4 +392,142 @@ async fn submit_with_watch_follows_the_new_task() {
     let (status, stdout, _) = watch.finish(LIVE_TIMEOUT).await;
     assert_eq!(status.code(), Some(1));
     assert_eq!(stdout.len(), 2, "{stdout:?}");
+}
+
+#[tokio::test]
+async fn control_characters_are_escaped_in_list_status_and_watch_and_exact_in_json() {
+    let (home, server, cli) = start().await;
+    let description = "fix \u{1b}[31mred\u{1b}]0;owned\u{7} \u{9b}2J it";
+    let id = submit(&cli, description).await;
+    // NUL and ESC from an agent's output too.
+    let message = "done\u{0}\u{1b}[2J";
+    append(
+        server.base_url(),
+        &home.admin_token(),
+        &id,
+        vec![json!({"type": "log", "data": {"message": message}})],
+    )
+    .await;
+    cli.run(&["cancel", &id]).await.expect_code(0);
+
+    let raw = |run: &common::cli::Run| -> Vec<char> {
+        run.stdout
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect()
+    };
+    for args in [vec!["list"], vec!["status", &id], vec!["watch", &id]] {
+        let run = cli.run(&args).await;
+        assert!(
+            raw(&run).is_empty(),
+            "{args:?} printed control characters: {:?}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("\\u{1b}[31mred"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+    let watch = cli.run(&["watch", &id]).await;
+    assert!(
+        watch.stdout.contains("done\\u{0}\\u{1b}[2J"),
+        "{}",
+        watch.stdout
+    );
+
+    let status = cli.run(&["status", &id, "--output", "json"]).await;
+    let task: Task = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(task.spec.description, description);
+    let list = cli.run(&["list", "--output", "json"]).await;
+    let task: Task = serde_json::from_str(list.stdout.trim()).unwrap();
+    assert_eq!(task.spec.description, description);
+    let json = cli.run(&["watch", &id, "--output", "json"]).await;
+    let lines: Vec<String> = json.stdout_lines().iter().map(|l| l.to_string()).collect();
+    let events = parse_events(&lines);
+    assert_eq!(events[0].event.data["description"], description);
+    assert_eq!(events[1].event.data["message"], message);
+}
+
+#[tokio::test]
+async fn cancelling_a_cancelled_task_says_so_and_exits_0() {
+    let (_home, _server, cli) = start().await;
+    let id = submit(&cli, "cancel me twice").await;
+    cli.run(&["cancel", &id]).await.expect_code(0);
+    let again = cli.run(&["cancel", &id]).await;
+    again.expect_code(0);
+    assert_eq!(again.stdout.trim(), format!("{id} CANCELLED"));
+    assert!(
+        again.stderr.contains("already cancelled"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[tokio::test]
+async fn with_output_json_errors_are_json_on_stderr_too() {
+    let (_home, _server, cli) = start().await;
+    let run = cli
+        .run(&["status", "tsk_00000000000000000000", "--output", "json"])
+        .await;
+    run.expect_code(2);
+    assert_eq!(run.stdout, "");
+    let error: Value = serde_json::from_str(run.stderr.trim())
+        .unwrap_or_else(|e| panic!("stderr is not one JSON object ({e}): {}", run.stderr));
+    assert_eq!(error["error"]["code"], "TASK_NOT_FOUND", "{error}");
+    assert!(error["error"]["message"].is_string(), "{error}");
+    assert!(error["error"]["request_id"].is_string(), "{error}");
+    let text = cli.run(&["status", "tsk_00000000000000000000"]).await;
+    assert!(text.stderr.starts_with("error: "), "{}", text.stderr);
+}
+
+#[tokio::test]
+async fn a_refused_token_says_where_the_cli_found_it_and_where_it_looks() {
+    let (_home, _server, cli) = start().await;
+    let run = cli.run(&["whoami", "--token", "tether_bad_token"]).await;
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("the token came from --token / TETHER_TOKEN")),
+        "{}",
+        run.stderr
+    );
+    for place in ["config.toml", "admin.token", "local-server.toml"] {
+        assert!(
+            run.stderr.contains(place),
+            "{place} not named: {}",
+            run.stderr
+        );
+    }
+    // No token anywhere.
+    let mut command = cli.command(&["whoami"]);
+    command.env("TETHER_DATA_DIR", cli.home().join("no-data-here"));
+    let run = cli.run_command(command).await;
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("no token found; the CLI looked in"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_and_logs_to_a_file_carry_no_colour_codes() {
+    let (_home, server, cli) = start().await;
+    let addr = server.base_url().trim_start_matches("http://").to_string();
+    let run = cli.run(&["serve", "--listen", &addr]).await;
+    assert_ne!(run.code(), Some(0));
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        run.stderr
+    );
+    // The server under test logs to a file: plain text.
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
 }

@@ -12,7 +12,7 @@ use tether_types::event::kind;
 use tether_types::{EventAt, Task, TaskState};
 
 use common::cli::{CliEnv, Running};
-use common::server::{Auth, ServerHome, TestServer};
+use common::server::{free_loopback_addr, Auth, ServerHome, TestServer};
 
 /// Bound for anything a worker does to a task; only a hang comes near it.
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -417,8 +417,96 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
     let cli = CliEnv::new(&url, data.path());
     let run = cli.run(&["run", "fix the flaky test"]).await;
     run.expect_code(0);
-    assert!(run.stdout.contains("task_completed"), "{}", run.stdout);
+    assert!(run.stdout.contains("✔ task completed"), "{}", run.stdout);
+    assert!(run.stdout.contains("= completed in "), "{}", run.stdout);
 
+    up.interrupt().await;
+    let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
+
+/// Starts `tether up` on a free port with `launcher`'s home and data dir; returns it and its URL.
+/// A fixed port: a server on port 0 records nothing for the CLI.
+async fn start_up(launcher: &CliEnv) -> (Running, String) {
+    let listen = free_loopback_addr();
+    let mut up = launcher.spawn(&["up", "--listen", &listen, "--speed", "100"]);
+    up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
+    let lines = up.stdout_lines();
+    let url = lines[0]
+        .strip_prefix("tether listening on ")
+        .unwrap_or_else(|| panic!("not a ready line: {lines:?}"))
+        .to_string();
+    (up, url)
+}
+
+#[tokio::test]
+async fn after_tether_up_the_cli_finds_the_server_and_its_token_from_any_directory() {
+    let data = tempfile::Builder::new()
+        .prefix("tether-up-")
+        .tempdir()
+        .expect("a data dir");
+    let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
+    let (up, url) = start_up(&launcher).await;
+
+    let record = launcher.home().join(".config/tether/local-server.toml");
+    let text = std::fs::read_to_string(&record).expect("up recorded the server");
+    assert!(text.contains(&format!("url = \"{url}\"")), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the record holds a secret");
+    }
+    // Another directory, no URL and no data dir with a token: only the record can tell.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut command = launcher.command(&["whoami"]);
+    command
+        .env_remove("TETHER_URL")
+        .env_remove("TETHER_DATA_DIR")
+        .current_dir(elsewhere.path());
+    let run = launcher.run_command(command).await;
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), "admin (admin)");
+
+    up.interrupt().await;
+    let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
+
+#[tokio::test]
+async fn a_crashed_tether_up_leaves_no_live_worker_token_behind_at_its_next_start() {
+    let data = tempfile::Builder::new()
+        .prefix("tether-up-")
+        .tempdir()
+        .expect("a data dir");
+    let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
+    let worker_tokens = |url: String| {
+        let cli = CliEnv::new(&url, data.path());
+        async move {
+            let run = cli.run(&["token", "list", "--output", "json"]).await;
+            run.expect_code(0);
+            run.stdout_lines()
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|t| t["role"] == "worker")
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let (up, url) = start_up(&launcher).await;
+    let first = worker_tokens(url).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    up.kill().await;
+
+    let (up, url) = start_up(&launcher).await;
+    let second = worker_tokens(url).await;
+    assert_eq!(
+        second.len(),
+        1,
+        "the crashed run's token is still live: {second:?}"
+    );
+    assert_ne!(second, first);
     up.interrupt().await;
     let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
     assert!(status.success(), "up exited with {status}: {stderr:?}");

@@ -44,6 +44,15 @@ pub enum PgOpenError {
     TooNew { found: usize, known: usize },
 }
 
+/// A pool's error with the server's own words: deadpool shows a refused connection only as
+/// "db error", which hides "database \"x\" does not exist" or a failed password.
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => control::describe(e),
+        other => other.to_string(),
+    }
+}
+
 pub struct PgStore {
     pool: Pool,
     /// Where the pool connects; live tail notifications need a connection of their own.
@@ -72,10 +81,10 @@ impl PgStore {
         let mut client = pool
             .get()
             .await
-            .map_err(|e| PgOpenError::Connect(e.to_string()))?;
+            .map_err(|e| PgOpenError::Connect(pool_error(&e)))?;
         let found = schema::migrate(&mut client)
             .await
-            .map_err(|e| PgOpenError::Migrate(e.to_string()))?;
+            .map_err(|e| PgOpenError::Migrate(control::describe(&e)))?;
         if found > schema::latest() {
             return Err(PgOpenError::TooNew {
                 found,
@@ -93,7 +102,7 @@ impl PgStore {
 
     /// A connection from the pool.
     pub(crate) async fn client(&self) -> Result<Object, String> {
-        self.pool.get().await.map_err(|e| e.to_string())
+        self.pool.get().await.map_err(|e| pool_error(&e))
     }
 
     /// The connection settings, for connections outside the pool.

@@ -111,6 +111,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX nudges_by_task ON nudges (task_id, created_ms);
     "#,
+    // 2: when each token was last used (stored about once a minute, not per request).
+    r#"
+    ALTER TABLE tokens ADD COLUMN last_used_ms BIGINT;
+    "#,
 ];
 
 /// Applies the migrations the database has not seen yet, all in one transaction taken under

@@ -129,6 +129,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX nudges_by_task ON nudges (task_id, created_ms);
     "#,
+    // 4: when each token was last used (stored about once a minute, not per request).
+    r#"
+    ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.

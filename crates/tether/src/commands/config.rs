@@ -2,7 +2,10 @@
 //!
 //! Order: the flag (or its `TETHER_URL` / `TETHER_TOKEN` variable, which clap folds in), then
 //! the config file, then, for the token only, the `admin.token` file a single-machine server
-//! writes into its data dir on first start: on one's own machine `tether submit` just works.
+//! writes into its data dir on first start, then the local server's record: the URL and admin
+//! token that `tether up` / `tether serve` write to `local-server.toml` beside the config file,
+//! so that the CLI on the server's machine finds them from any directory. The record's token
+//! is only ever sent to the record's URL.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,8 @@ use super::exit::UsageError;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:4437";
 const DEFAULT_DATA_DIR: &str = "./tether-data";
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Written by the local server, beside (never into) the user's own config file.
+const LOCAL_SERVER_FILE: &str = "local-server.toml";
 
 /// The config file: `url = "..."`, `token = "..."`.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +32,8 @@ pub struct ConfigFile {
 pub struct Resolved {
     pub url: String,
     pub token: Option<String>,
+    /// Where the token came from, for the hint after a 401.
+    pub token_source: Option<String>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -52,14 +59,127 @@ pub fn resolve(
     // An empty setting (`TETHER_TOKEN= tether ...`) means "not set": fall through to the next.
     let given = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let file = load_config(env)?;
+    // A broken record is the server's to rewrite, not the user's problem: ignored.
+    let local = local_server_path(env)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| toml::from_str::<ConfigFile>(&text).ok())
+        .unwrap_or_default();
     let url = given(url)
         .or(given(file.url))
+        .or(given(local.url.clone()))
         .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let token = match given(token).or(given(file.token)) {
-        Some(token) => Some(token),
-        None => given(admin_token(env)?),
+    let (token, token_source) = if let Some(token) = given(token) {
+        (Some(token), Some("--token / TETHER_TOKEN".to_string()))
+    } else if let Some(token) = given(file.token) {
+        (
+            Some(token),
+            config_path(env).map(|(p, _)| p.display().to_string()),
+        )
+    } else if let Some(token) = given(admin_token(env)?) {
+        (
+            Some(token),
+            Some(admin_token_path(env).display().to_string()),
+        )
+    } else if let Some(token) = given(local.token).filter(|_| given(local.url) == Some(url.clone()))
+    {
+        (
+            Some(token),
+            local_server_path(env).map(|p| p.display().to_string()),
+        )
+    } else {
+        (None, None)
     };
-    Ok(Resolved { url, token })
+    Ok(Resolved {
+        url,
+        token,
+        token_source,
+    })
+}
+
+/// Every place a token may come from, in the order they are tried: what a 401 names.
+pub fn token_places(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut places = vec!["--token / TETHER_TOKEN".to_string()];
+    if let Some((path, _)) = config_path(env) {
+        places.push(format!("{} (token = ...)", path.display()));
+    }
+    places.push(admin_token_path(env).display().to_string());
+    if let Some(path) = local_server_path(env) {
+        places.push(format!("{} (written by tether up / serve)", path.display()));
+    }
+    places
+}
+
+/// `$XDG_CONFIG_HOME/tether`, else `~/.config/tether`.
+fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let dir = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| Path::new(&home).join(".config")))?;
+    Some(dir.join("tether"))
+}
+
+fn local_server_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    Some(config_dir(env)?.join(LOCAL_SERVER_FILE))
+}
+
+/// Called by `tether up` / `tether serve` once listening: records the server's URL and the
+/// admin token from its data dir in `local-server.toml` (mode 0600), so the CLI finds them
+/// from any directory of this machine. Skipped (`Ok(None)`) when the user configured a token
+/// of their own in the config file, when there is no home to write to, or when the data dir
+/// holds no admin token (a node of a shared database whose first admin is elsewhere). The
+/// user's config file itself is never written.
+pub fn record_local_server(
+    url: &str,
+    data_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Ok(file) = load_config(env) else {
+        return Ok(None);
+    };
+    if file.token.is_some_and(|t| !t.trim().is_empty()) {
+        return Ok(None);
+    }
+    let Some(path) = local_server_path(env) else {
+        return Ok(None);
+    };
+    let token = match std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE)) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        _ => return Ok(None),
+    };
+    let text = format!(
+        "# Written by `tether up` / `tether serve` at each start: the local server and its\n\
+         # admin token. Put your own settings in config.toml, which wins over this file.\n\
+         url = {}\ntoken = {}\n",
+        toml_string(url),
+        toml_string(&token)
+    );
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Replaces `path` with a file only its owner can read: written beside it, then renamed, so a
+/// reader never sees half of it and the secret is never readable by others, even briefly.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let partial = path.with_extension("toml.partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&partial)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 /// `$TETHER_CONFIG`, else `$XDG_CONFIG_HOME/tether/config.toml`, else
@@ -68,10 +188,7 @@ fn config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<(PathBuf, bool)> 
     if let Some(path) = env("TETHER_CONFIG") {
         return Some((PathBuf::from(path), true));
     }
-    let dir = env("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|home| Path::new(&home).join(".config")))?;
-    Some((dir.join("tether").join("config.toml"), false))
+    Some((config_dir(env)?.join("config.toml"), false))
 }
 
 /// A missing default config file is normal; a missing file named by `$TETHER_CONFIG` is a
@@ -97,10 +214,14 @@ fn load_config(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<ConfigFil
         .map_err(|e| UsageError(format!("config file {}: {e}", path.display())).into())
 }
 
+fn admin_token_path(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let dir = env("TETHER_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    Path::new(&dir).join(ADMIN_TOKEN_FILE)
+}
+
 /// The admin token the local server wrote, if there is one.
 fn admin_token(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Option<String>> {
-    let dir = env("TETHER_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-    let path = Path::new(&dir).join(ADMIN_TOKEN_FILE);
+    let path = admin_token_path(env);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -232,10 +353,70 @@ mod tests {
     }
 
     #[test]
+    fn the_local_servers_record_is_found_from_any_directory_and_only_sent_to_its_url() {
+        let mut fixture = Fixture::new();
+        let server_dir = fixture.dir.path().join("server-data");
+        std::fs::create_dir_all(&server_dir).unwrap();
+        std::fs::write(server_dir.join("admin.token"), "tk_local\n").unwrap();
+        let vars = fixture.vars.clone();
+        let path = record_local_server("http://127.0.0.1:5001", &server_dir, &move |k| {
+            vars.get(k).cloned()
+        })
+        .unwrap()
+        .expect("recorded");
+        assert_eq!(
+            path,
+            fixture.dir.path().join(".config/tether/local-server.toml")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // The CLI elsewhere: no admin.token in its (default) data dir.
+        fixture.vars.remove("TETHER_DATA_DIR");
+        let resolved = fixture.resolve(None, None).unwrap();
+        assert_eq!(resolved.url, "http://127.0.0.1:5001");
+        assert_eq!(resolved.token.as_deref(), Some("tk_local"));
+        assert_eq!(resolved.token_source, Some(path.display().to_string()));
+        let elsewhere = fixture.resolve(Some("http://10.1.1.1:1"), None).unwrap();
+        assert_eq!(
+            elsewhere.token, None,
+            "the admin token went to another server"
+        );
+    }
+
+    #[test]
+    fn a_token_in_the_users_config_file_means_nothing_is_recorded_and_the_file_is_kept() {
+        let fixture = Fixture::new();
+        let config = fixture.write(".config/tether/config.toml", "token = \"mine\"\n");
+        let server_dir = fixture.dir.path().join("server-data");
+        std::fs::create_dir_all(&server_dir).unwrap();
+        std::fs::write(server_dir.join("admin.token"), "tk_local\n").unwrap();
+        let vars = fixture.vars.clone();
+        let recorded = record_local_server("http://127.0.0.1:5001", &server_dir, &move |k| {
+            vars.get(k).cloned()
+        })
+        .unwrap();
+        assert_eq!(recorded, None);
+        assert_eq!(
+            std::fs::read_to_string(config).unwrap(),
+            "token = \"mine\"\n"
+        );
+        assert!(!fixture
+            .dir
+            .path()
+            .join(".config/tether/local-server.toml")
+            .exists());
+    }
+
+    #[test]
     fn debug_output_of_the_resolved_settings_hides_the_token() {
         let resolved = Resolved {
             url: DEFAULT_URL.into(),
             token: Some("tk_secret".into()),
+            token_source: None,
         };
         assert!(!format!("{resolved:?}").contains("tk_secret"));
     }

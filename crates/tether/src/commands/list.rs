@@ -5,7 +5,7 @@ use tether_types::{Task, TaskState};
 
 use super::connect::{ConnectArgs, Output};
 use super::exit::Exit;
-use super::render::preview;
+use super::render::{escape_controls, preview};
 
 /// Description column width, in characters.
 const DESCRIPTION_CHARS: usize = 50;
@@ -50,7 +50,7 @@ fn table(tasks: &[Task]) -> String {
         "ID", "STATE", "CREATED"
     );
     for task in tasks {
-        let mut description = preview(&task.spec.description);
+        let mut description = escape_controls(&preview(&task.spec.description)).into_owned();
         if description.chars().count() > DESCRIPTION_CHARS {
             description = description.chars().take(DESCRIPTION_CHARS - 1).collect();
             description.push('…');

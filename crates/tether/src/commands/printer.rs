@@ -14,6 +14,8 @@ pub struct EventPrinter<W> {
     out: W,
     output: Output,
     timeline: Timeline,
+    /// The task's terminal event, once printed (for the summary `watch` ends with).
+    pub terminal: Option<tether_types::Event>,
 }
 
 impl<W: Write> EventPrinter<W> {
@@ -22,6 +24,7 @@ impl<W: Write> EventPrinter<W> {
             out,
             output,
             timeline: Timeline::new(),
+            terminal: None,
         }
     }
 
@@ -39,6 +42,9 @@ impl<W: Write> EventPrinter<W> {
             }
         }
         self.out.flush()?;
+        if tether_types::event::kind::is_terminal(&event.event.kind) {
+            self.terminal = Some(event.event.clone());
+        }
         Ok(true)
     }
 }

@@ -4,6 +4,8 @@
 //! names a producer is likely to use and falls back to a compact dump: a line may be terse,
 //! but nothing an event carries is hidden behind an error.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 use tether_types::event::kind;
 use tether_types::{Event, EventAt};
@@ -11,7 +13,34 @@ use tether_types::{Event, EventAt};
 /// Longest preview of free text on a line, in characters.
 const PREVIEW_CHARS: usize = 120;
 
+/// Text from outside (a task's description, an agent's output, a user's name) made safe for a
+/// terminal: control characters (ESC, NUL, CR, DEL, the C1 range with its one-byte CSI...) are
+/// shown escaped as `\u{1b}`, `\n`, `\t`, so nobody who can submit a task or print an event
+/// can move an admin's cursor, recolour the screen or hide text. Every human printer passes
+/// what it shows through this; JSON output stays exact.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One event as one line, control characters escaped.
 pub fn line(at: &EventAt) -> String {
+    escape_controls(&raw_line(at)).into_owned()
+}
+
+fn raw_line(at: &EventAt) -> String {
     let event = &at.event;
     let mut out = String::new();
     if let Some(time) = time_of_day(&event.ts) {
@@ -52,10 +81,10 @@ fn body(event: &Event) -> String {
             text(data, &["reason", "message"]),
         ),
         kind::TASK_FINALIZING => "… task finalizing".to_string(),
-        kind::TASK_COMPLETED => join("✔ task_completed", text(data, &["message", "summary"])),
-        kind::TASK_FAILED => join("✘ task_failed", failure(data)),
-        kind::TASK_TIMED_OUT => join("✘ task_timed_out", failure(data)),
-        kind::TASK_CANCELLED => join("✘ task_cancelled", cancelled(data)),
+        kind::TASK_COMPLETED => join("✔ task completed", text(data, &["message", "summary"])),
+        kind::TASK_FAILED => join("✘ task failed", failure(data)),
+        kind::TASK_TIMED_OUT => join("✘ task timed out", failure(data)),
+        kind::TASK_CANCELLED => join("✘ task cancelled", cancelled(data)),
         kind::STREAM_REWIND => format!(
             "↺ step {} retried (attempt {}); earlier output of that step is superseded",
             event.step.as_deref().unwrap_or("?"),
@@ -207,7 +236,7 @@ fn number(data: &Value, keys: &[&str]) -> Option<u64> {
 }
 
 /// Data of an event type this CLI does not know, as compact JSON.
-fn compact(data: &Value) -> Option<String> {
+pub fn compact(data: &Value) -> Option<String> {
     match data {
         Value::Null => None,
         other => Some(preview(&other.to_string())),
@@ -224,6 +253,22 @@ pub fn preview(s: &str) -> String {
     } else {
         cut
     }
+}
+
+/// How the CLI shows a point in time wherever it shows one in full (status, summaries,
+/// lists of users and tokens): UTC, to the second, the same as the `HH:MM:SS` that starts
+/// each event line (event times are UTC).
+pub fn timestamp(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// An RFC 3339 time from the server in the form of [`timestamp`]; kept as sent if it does
+/// not parse.
+pub fn timestamp_text(ts: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(ts).map_or_else(
+        |_| ts.to_string(),
+        |t| timestamp(&t.with_timezone(&chrono::Utc)),
+    )
 }
 
 /// `10:00:00.123` out of `2026-11-21T10:00:00.123Z`.
@@ -286,35 +331,35 @@ mod tests {
             None,
             None,
             json!({}),
-            "10:00:00 ✔ task_completed",
+            "10:00:00 ✔ task completed",
         );
         check(
             "task_failed",
             None,
             None,
             json!({"code": "AGENT_CRASHED", "message": "exit 1"}),
-            "10:00:00 ✘ task_failed: AGENT_CRASHED: exit 1",
+            "10:00:00 ✘ task failed: AGENT_CRASHED: exit 1",
         );
         check(
             "task_timed_out",
             None,
             None,
             json!({"code": "LEASE_EXPIRED"}),
-            "10:00:00 ✘ task_timed_out: LEASE_EXPIRED",
+            "10:00:00 ✘ task timed out: LEASE_EXPIRED",
         );
         check(
             "task_cancelled",
             None,
             None,
             json!({"by": "alice", "reason": null}),
-            "10:00:00 ✘ task_cancelled: by alice",
+            "10:00:00 ✘ task cancelled: by alice",
         );
         check(
             "task_cancelled",
             None,
             None,
             json!({"by": "alice", "reason": "wrong repo"}),
-            "10:00:00 ✘ task_cancelled: by alice: wrong repo",
+            "10:00:00 ✘ task cancelled: by alice: wrong repo",
         );
     }
 
@@ -422,6 +467,25 @@ mod tests {
         assert!(!shown.contains('\n'));
         assert!(shown.ends_with('…'));
         assert!(shown.chars().count() < PREVIEW_CHARS + 30);
+    }
+
+    #[test]
+    fn control_characters_from_events_are_shown_escaped_never_sent_to_the_terminal() {
+        let shown = line(&at(
+            "agent_turn",
+            Some("st\u{1b}]0;x\u{7}ep"),
+            Some(1),
+            json!({"text": "\u{1b}[31mred\u{0}\u{9b}2J"}),
+        ));
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(
+            shown,
+            "10:00:00 [st\\u{1b}]0;x\\u{7}ep#1] turn: \\u{1b}[31mred\\u{0}\\u{9b}2J"
+        );
+        let unknown = line(&at("x\u{1b}[2J", None, None, Value::Null));
+        assert_eq!(unknown, "10:00:00 x\\u{1b}[2J");
+        assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
+        assert!(matches!(escape_controls("plain ünïcode"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tether_types::{Task, TaskId};
 use super::connect::{ConnectArgs, Output};
 use super::exit::Exit;
 use super::interrupt::{on_ctrl_c, Interrupt};
-use super::render::preview;
+use super::render::{escape_controls, preview, timestamp, timestamp_text};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -74,13 +74,16 @@ async fn wait_for_end(
 /// The readable form: a headline, then one `name: value` line per known fact.
 fn describe(task: &Task) -> String {
     let mut out = format!("{} {} (attempt {})\n", task.id, task.state, task.attempt);
-    let mut field = |name: &str, value: String| out.push_str(&format!("  {name:<12}{value}\n"));
+    // Every value may come from a user or an agent: escaped, as on every human line.
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("  {name:<12}{}\n", escape_controls(&value)))
+    };
     field("description", preview(&task.spec.description));
     if let Some(repo) = &task.spec.repository {
         field("repository", repo.clone());
     }
     field("owner", task.owner.clone());
-    field("created", task.created_at.to_rfc3339());
+    field("created", timestamp(&task.created_at));
     let Some(status) = &task.status else {
         return out;
     };
@@ -119,7 +122,7 @@ fn describe(task: &Task) -> String {
         ("updated", &status.updated_at),
     ] {
         if let Some(value) = value {
-            field(name, value.clone());
+            field(name, timestamp_text(value));
         }
     }
     field("events", status.events.to_string());
@@ -133,7 +136,7 @@ mod tests {
     use tether_types::{TaskSpec, TaskState, TaskStatus};
 
     #[test]
-    fn the_readable_status_shows_state_step_cost_and_failure() {
+    fn the_readable_status_shows_state_step_cost_failure_and_times_in_one_format() {
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
@@ -160,6 +163,9 @@ mod tests {
                     message: "exit 1".into(),
                 }),
                 events: 12,
+                // As the server writes event times, with another offset for good measure.
+                started_at: Some("2026-11-21T10:00:01.250Z".into()),
+                finished_at: Some("2026-11-21T11:00:02+01:00".into()),
                 ..TaskStatus::default()
             }),
         };
@@ -169,6 +175,9 @@ mod tests {
             "{text}"
         );
         for want in [
+            "  created     2026-11-21 10:00:00 UTC\n",
+            "  started     2026-11-21 10:00:01 UTC\n",
+            "  finished    2026-11-21 10:00:02 UTC\n",
             "  step        agent\n",
             "  turns       7\n",
             "  cost        $0.5000 (10 in / 20 out tokens)\n",

@@ -10,6 +10,7 @@ use super::connect::{ConnectArgs, Output};
 use super::exit::Exit;
 use super::interrupt::{on_ctrl_c, Interrupt};
 use super::printer::EventPrinter;
+use super::summary;
 
 /// Most events one catch-up page may hold (the API's upper bound).
 const PAGE_LIMIT: u32 = 1000;
@@ -45,12 +46,22 @@ pub async fn follow(
         after = print_tail(client, id, n, &mut printer).await?;
     } else if task.state.is_terminal() {
         print_all(client, id, &mut printer).await?;
-        return Ok(Exit::for_state(task.state));
     }
-    if task.state.is_terminal() {
-        return Ok(Exit::for_state(task.state));
+    let exit = if task.state.is_terminal() {
+        Exit::for_state(task.state)
+    } else {
+        follow_live(client, id, after, &mut printer, interrupt).await?
+    };
+    // The summary is a courtesy: the events and the exit code already say how it ended.
+    if exit != Exit::INTERRUPTED && output == Output::Text {
+        match client.task(id).await {
+            Ok(task) if task.state.is_terminal() => {
+                println!("{}", summary::summary(&task, printer.terminal.as_ref()));
+            }
+            _ => {}
+        }
     }
-    follow_live(client, id, after, &mut printer, interrupt).await
+    Ok(exit)
 }
 
 /// The last `n` events of the timeline, oldest first; returns the offset to go on from.

@@ -58,6 +58,11 @@ pub fn parse_fail_at(s: &str) -> Result<String, String> {
     check_demo_step(s).map(|()| s.to_string())
 }
 
+/// The pace of `tether up` and `tether worker --demo` unless `--speed` says otherwise: a task
+/// takes about a minute, long enough for a person to watch, nudge and cancel it. Tests pass a
+/// high speed (100 finishes a task in well under a second).
+pub const DEFAULT_SPEED: &str = "0.12";
+
 /// `--speed`: a positive, finite factor.
 pub fn parse_speed(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {

@@ -40,8 +40,9 @@ pub struct WorkerArgs {
     /// The worker's name in the server's records [default: worker-<pid>].
     #[arg(long)]
     pub name: Option<String>,
-    /// Demo pacing: 1 is realistic, 100 finishes a task in well under a second.
-    #[arg(long, conflicts_with = "exec", default_value = "1", value_parser = demo::parse_speed)]
+    /// Demo pacing: the default runs a task in about a minute; 1 is eight times faster, 100
+    /// finishes a task in well under a second.
+    #[arg(long, conflicts_with = "exec", default_value = demo::DEFAULT_SPEED, value_parser = demo::parse_speed)]
     pub speed: f64,
     /// Demo fault: end the worker process in the middle of STEP (in task attempt ATTEMPT
     /// only, when given).

@@ -301,6 +301,31 @@ mod tests {
         }
     }
 
+    fn total_pause(task: &Task) -> Duration {
+        script(task)
+            .iter()
+            .flat_map(|s| &s.actions)
+            .filter_map(|a| match a {
+                Action::Pause(d) => Some(*d),
+                Action::Emit { .. } => None,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn at_the_default_speed_a_task_takes_about_a_minute_so_a_person_can_nudge_and_cancel_it() {
+        let speed = crate::worker::demo::parse_speed(crate::worker::demo::DEFAULT_SPEED).unwrap();
+        for r in 0..20 {
+            for turns in [None, Some(40)] {
+                let at_default = total_pause(&task(r, turns)).div_f64(speed);
+                assert!(
+                    at_default > Duration::from_secs(40) && at_default < Duration::from_secs(120),
+                    "{at_default:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_run_takes_seconds_at_speed_one() {
         let total: Duration = script(&task(5, None))

@@ -274,6 +274,24 @@ impl ControlStore for PgStore {
         let client = self.client().await?;
         users::principal(&**client, hash).await
     }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, String> {
+        let client = self.client().await?;
+        users::list_users(&**client).await
+    }
+
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String> {
+        let client = self.client().await?;
+        users::list_tokens(&**client, user).await
+    }
+
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        users::record_token_use(&**client, &used).await
+    }
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@ use tokio_postgres::GenericClient;
 
 use super::rows::{col, unsigned};
 use super::{describe, Tx};
-use crate::control::{NewToken, Principal, UserError, UserRecord};
+use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
 use crate::execution::time;
 
 fn text(e: tokio_postgres::Error) -> String {
@@ -150,4 +150,74 @@ pub(super) async fn principal(
         user_id: col(&r, 2)?,
         user: col(&r, 3)?,
     }))
+}
+
+pub(super) async fn list_users(c: &impl GenericClient) -> Result<Vec<UserRecord>, String> {
+    let rows = c
+        .query(
+            "SELECT id, name, created_at_ms, max_concurrent FROM users ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(text)?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserRecord {
+                id: col(r, 0)?,
+                name: col(r, 1)?,
+                created_at: time(col(r, 2)?),
+                max_concurrent: col::<Option<i64>>(r, 3)?.map(|n| n.max(0) as u64),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn list_tokens(
+    c: &impl GenericClient,
+    user: Option<UserId>,
+) -> Result<Vec<TokenRecord>, String> {
+    let rows = c
+        .query(
+            "SELECT t.id, u.name, t.role, t.created_at_ms, t.last_used_ms
+             FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.revoked_at_ms IS NULL AND ($1::BIGINT IS NULL OR t.user_id = $1)
+             ORDER BY t.created_at_ms, t.id",
+            &[&user],
+        )
+        .await
+        .map_err(text)?;
+    let mut tokens = Vec::new();
+    for r in &rows {
+        let role: String = col(r, 2)?;
+        // A role this version does not know is left out, as it grants nothing.
+        let Ok(role) = role.parse::<Role>() else {
+            continue;
+        };
+        tokens.push(TokenRecord {
+            id: col(r, 0)?,
+            user: col(r, 1)?,
+            role,
+            created_at: time(col(r, 3)?),
+            last_used_at: col::<Option<i64>>(r, 4)?.map(time),
+        });
+    }
+    Ok(tokens)
+}
+
+pub(super) async fn record_token_use(
+    c: &impl GenericClient,
+    used: &[(String, DateTime<Utc>)],
+) -> Result<(), String> {
+    let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
+    let times: Vec<i64> = used.iter().map(|(_, at)| at.timestamp_millis()).collect();
+    // One statement for the whole batch.
+    c.execute(
+        "UPDATE tokens t SET last_used_ms = u.at
+         FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(id, at)
+         WHERE t.id = u.id AND (t.last_used_ms IS NULL OR t.last_used_ms < u.at)",
+        &[&ids, &times],
+    )
+    .await
+    .map_err(text)?;
+    Ok(())
 }

@@ -164,6 +164,23 @@ impl ControlStore for SqliteStore {
         let hash = hash.to_vec();
         self.read(move |conn| users::principal(conn, &hash)).await
     }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, String> {
+        self.read(users::list_users).await
+    }
+
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String> {
+        self.read(move |conn| users::list_tokens(conn, user)).await
+    }
+
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.on_writer(move |w| users::record_token_use(w, &used))
+            .await
+            .map_err(|e: UserError| e.to_string())
+    }
 }
 
 #[async_trait]

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tether_types::Role;
 
 use super::rows::time;
-use crate::control::{NewToken, Principal, UserError, UserRecord};
+use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
 use crate::sqlite::writer::Writer;
 
 fn storage(e: rusqlite::Error) -> UserError {
@@ -130,4 +130,75 @@ pub(super) fn principal(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Opti
             token_id,
         })
     }))
+}
+
+pub(super) fn list_users(conn: &Connection) -> rusqlite::Result<Vec<UserRecord>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, name, created_at_ms, max_concurrent FROM users ORDER BY name",
+    )?;
+    let rows = statement.query_map([], |r| {
+        Ok(UserRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: time(r.get(2)?),
+            max_concurrent: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as u64),
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn list_tokens(
+    conn: &Connection,
+    user: Option<UserId>,
+) -> rusqlite::Result<Vec<TokenRecord>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT t.id, u.name, t.role, t.created_at_ms, t.last_used_ms
+         FROM tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.revoked_at_ms IS NULL AND (?1 IS NULL OR t.user_id = ?1)
+         ORDER BY t.created_at_ms, t.id",
+    )?;
+    let rows = statement.query_map([user], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    let mut tokens = Vec::new();
+    for row in rows {
+        let (id, user, role, created, used) = row?;
+        // A role this version does not know is left out, as it grants nothing.
+        let Ok(role) = role.parse::<Role>() else {
+            continue;
+        };
+        tokens.push(TokenRecord {
+            id,
+            user,
+            role,
+            created_at: time(created),
+            last_used_at: used.map(time),
+        });
+    }
+    Ok(tokens)
+}
+
+pub(super) fn record_token_use(
+    w: &mut Writer,
+    used: &[(String, DateTime<Utc>)],
+) -> Result<(), UserError> {
+    let conn = w.conn();
+    let mut statement = conn
+        .prepare_cached(
+            "UPDATE tokens SET last_used_ms = ?2
+             WHERE id = ?1 AND (last_used_ms IS NULL OR last_used_ms < ?2)",
+        )
+        .map_err(storage)?;
+    for (id, at) in used {
+        statement
+            .execute(params![id, at.timestamp_millis()])
+            .map_err(storage)?;
+    }
+    Ok(())
 }
