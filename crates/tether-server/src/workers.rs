@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{json, Value};
-use tether_store::{Claim, Outcome, WorkError};
+use tether_store::{Claim, Outcome};
 use tether_types::task::Failure;
 use tether_types::worker::{
     ClaimRequest, Claimed, Heartbeat, Lease, LeaseRef, Nudge, StepBegun, StepComplete,
@@ -185,7 +185,7 @@ async fn claim(
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
         (status = 409, description = "`LEASE_LOST`: the lease expired, or the task was requeued \
-            or finished", body = tether_types::ErrorBody),
+            or finished (a cancelled task answers 200 with `cancel_requested`)", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -239,7 +239,8 @@ async fn heartbeat(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`: the task was cancelled \
+            under this lease", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -283,7 +284,7 @@ async fn begin_step(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: the epoch is not the step's \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `STALE_ATTEMPT`: the epoch is not the step's \
             newest, or the step was never begun", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
@@ -339,7 +340,7 @@ async fn complete_step(
         (status = 403, description = "`FORBIDDEN`: a user token; `STALE_PRODUCER_EPOCH`",
             body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: an event for an older \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `STALE_ATTEMPT`: an event for an older \
             attempt of a step, or for a step never begun; `PRODUCER_SEQ_GAP`", body = tether_types::ErrorBody),
         (status = 413, description = "`EVENT_TOO_LARGE`: an event over 1 MiB", body = tether_types::ErrorBody),
     ),
@@ -391,7 +392,8 @@ async fn events(
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`: no such task, or no such nudge on it",
             body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`: the task was cancelled \
+            under this lease", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -428,7 +430,7 @@ async fn ack_nudge(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `TASK_ALREADY_TERMINAL`; \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `TASK_ALREADY_TERMINAL`; \
             `INVALID_TRANSITION`: the task's state does not allow this outcome", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
@@ -464,29 +466,4 @@ async fn finish(
         state.work_ready.notify_waiters();
     }
     Ok(Json(task_json(finished.task, None)).into_response())
-}
-
-impl From<WorkError> for ApiError {
-    fn from(e: WorkError) -> Self {
-        use tether_core::lease::Fenced;
-        use tether_core::TransitionError;
-        let msg = e.to_string();
-        match e {
-            WorkError::NotFound => task_not_found(),
-            WorkError::Fenced(Fenced::LeaseLost) => {
-                ApiError::new(StatusCode::CONFLICT, "LEASE_LOST", msg)
-            }
-            WorkError::Fenced(Fenced::StaleAttempt { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "STALE_ATTEMPT", msg)
-            }
-            WorkError::Refused(TransitionError::AlreadyTerminal(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
-            }
-            WorkError::Refused(TransitionError::NotAllowed { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
-            }
-            WorkError::Stream(inner) => ApiError::from(inner),
-            WorkError::Storage(m) => ApiError::storage(m),
-        }
-    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tether_core::lease::Fenced;
+use tether_core::lease::{Fenced, Loss};
 use tether_core::machine::created_event;
 use tether_store::*;
 use tether_types::event::kind;
@@ -184,7 +184,7 @@ async fn a_lost_lease_is_fenced_and_the_retry_rewinds_the_step_it_wrote_to<B: Ba
         )
         .await
         .unwrap_err();
-    assert_eq!(zombie, WorkError::Fenced(Fenced::LeaseLost));
+    assert_eq!(zombie, WorkError::Fenced(Fenced::LeaseLost(Loss::Replaced)));
 
     let again = store.claim(claim("l2", at(12), 10)).await.unwrap().unwrap();
     assert_eq!(again.task.attempt, 2);
@@ -333,7 +333,7 @@ async fn finishing_twice_answers_the_same_and_appends_one_terminal_event<B: Back
         )
         .await
         .unwrap_err();
-    assert_eq!(other, WorkError::Fenced(Fenced::LeaseLost));
+    assert_eq!(other, WorkError::Fenced(Fenced::LeaseLost(Loss::Ended)));
     let (events, _) = log(&*store, &id).await;
     let terminals = events.iter().filter(|e| kind::is_terminal(&e.kind)).count();
     assert_eq!(terminals, 1);
@@ -352,7 +352,7 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop<B: Back
     );
     assert_eq!(
         store.heartbeat(&id, "other", at(9), TTL).await.unwrap_err(),
-        WorkError::Fenced(Fenced::LeaseLost)
+        WorkError::Fenced(Fenced::LeaseLost(Loss::Replaced))
     );
 
     store
@@ -386,7 +386,9 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop<B: Back
     let late = store
         .worker_events(&id, "l1", vec![event("log", None, None)], None, at(12))
         .await;
-    assert_eq!(late.unwrap_err(), WorkError::Fenced(Fenced::LeaseLost));
+    // The cancelled task's own worker is told it was a cancel, not a lost lease, so it can
+    // give its command the grace period whichever call of it hears first.
+    assert_eq!(late.unwrap_err(), WorkError::Fenced(Fenced::Cancelled));
     let (events, _) = log(&*store, &id).await;
     assert_eq!(
         kinds(&events),
