@@ -52,7 +52,13 @@ fn body(event: &Event) -> String {
             text(data, &["reason", "message"]),
         ),
         kind::TASK_FINALIZING => "… task finalizing".to_string(),
-        kind::TASK_COMPLETED => join("✔ task_completed", text(data, &["message", "summary"])),
+        kind::TASK_COMPLETED => join(
+            "✔ task_completed",
+            text(data, &["message", "summary"]).or_else(|| {
+                let result = data.get("result").filter(|r| !r.is_null())?;
+                Some(format!("result {}", result_text(result)))
+            }),
+        ),
         kind::TASK_FAILED => join("✘ task_failed", failure(data)),
         kind::TASK_TIMED_OUT => join("✘ task_timed_out", failure(data)),
         kind::TASK_CANCELLED => join("✘ task_cancelled", cancelled(data)),
@@ -204,6 +210,14 @@ fn text(data: &Value, keys: &[&str]) -> Option<String> {
 
 fn number(data: &Value, keys: &[&str]) -> Option<u64> {
     keys.iter().find_map(|key| data.get(key)?.as_u64())
+}
+
+/// A task's result on one line: a string as it is, anything else as compact JSON.
+pub fn result_text(result: &Value) -> String {
+    match result {
+        Value::String(s) => preview(s),
+        other => preview(&other.to_string()),
+    }
 }
 
 /// Data of an event type this CLI does not know, as compact JSON.

@@ -183,6 +183,11 @@ impl Running {
         assert!(sent.success(), "kill -INT {pid} failed");
     }
 
+    /// SIGKILLs the process, as a crash would end it, and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL the CLI");
+    }
+
     /// Waits for the process to exit and for its output to be read to the end.
     pub async fn finish(mut self, within: Duration) -> (ExitStatus, Vec<String>, Vec<String>) {
         let status = match tokio::time::timeout(within, self.child.wait()).await {
