@@ -160,10 +160,12 @@ fn server_config(args: ServeArgs) -> ServerConfig {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    // Opening creates the first admin token, so it exists before the ready line.
+    let socket = tether_server::reserve(config.listen)?;
+    let addr = socket.local_addr()?;
+    // Opening creates the first admin token, so it exists before the port accepts anyone
+    // and before the ready line.
     let stores = tether_server::open_store(&config).await?;
+    let listener = tether_server::listen(socket)?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await

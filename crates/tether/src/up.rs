@@ -23,9 +23,11 @@ const CLI_DEFAULT_DATA_DIR: &str = "./tether-data";
 
 pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let socket = tether_server::reserve(config.listen)?;
+    let addr = socket.local_addr()?;
+    // As for `serve`: the port accepts only once the first admin token exists.
     let stores = tether_server::open_store(&config).await?;
+    let listener = tether_server::listen(socket)?;
     let control = stores.control.clone();
     let token = match config.auth {
         AuthMode::Token => Some(worker_token(control.as_ref()).await?),
