@@ -9,6 +9,7 @@ pub mod config;
 mod connection;
 mod cursor;
 mod error;
+mod handover;
 mod jobs;
 mod metrics;
 mod middleware;

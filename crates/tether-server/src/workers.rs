@@ -20,6 +20,7 @@ use tether_types::{event::Appended, Role, TaskId};
 
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
+use crate::handover::Unhanded;
 use crate::streams::write::producer_stamp;
 use crate::tasks::events::accept_batch;
 use crate::tasks::{parse_json, stopped, task_json, timestamp};
@@ -131,18 +132,7 @@ async fn claim(
         if let Some(r) = remote.as_mut().as_pin_mut() {
             r.enable();
         }
-        let claimed = state
-            .work
-            .claim(Claim {
-                worker: request.worker.clone(),
-                lease_id: format!("lease_{}", crate::auth::random_text(20)),
-                now: Utc::now(),
-                lease_ttl: state.config.lease_ttl,
-                default_max_concurrent: state.config.max_concurrent,
-            })
-            .await?;
-        if let Some(c) = claimed {
-            state.metrics.transition(c.task.state);
+        if let Some((c, unhanded)) = claim_once(&state, &request.worker).await? {
             let body = Claimed {
                 attempt: c.task.attempt,
                 task: task_json(c.task, None),
@@ -152,7 +142,9 @@ async fn claim(
                 },
                 checkpoints: c.checkpoints.into_iter().collect(),
             };
-            return Ok(Json(body).into_response());
+            let json = serde_json::to_vec(&body)
+                .map_err(|e| ApiError::storage(format!("encoding a claim: {e}")))?;
+            return Ok(unhanded.respond(json));
         }
         let remote_ready = async {
             match remote.as_mut().as_pin_mut() {
@@ -167,6 +159,38 @@ async fn claim(
             _ = stopped(&mut shutdown) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
+}
+
+/// One claim transaction, run apart from the request: if the worker goes away while it
+/// commits (hyper drops the request), the claim comes back here to no one and is released.
+async fn claim_once(
+    state: &AppState,
+    worker: &str,
+) -> Result<Option<(tether_store::Claimed, Unhanded)>, ApiError> {
+    let claim = Claim {
+        worker: worker.to_string(),
+        lease_id: format!("lease_{}", crate::auth::random_text(20)),
+        now: Utc::now(),
+        lease_ttl: state.config.lease_ttl,
+        default_max_concurrent: state.config.max_concurrent,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let claimed = state.work.claim(claim).await.map(|c| {
+            c.map(|c| {
+                state.metrics.transition(c.task.state);
+                let unhanded = Unhanded::new(&state, c.task.id.clone(), c.lease.id.clone());
+                (c, unhanded)
+            })
+        });
+        // With the request gone, the claim is dropped here, which releases it.
+        let _ = tx.send(claimed);
+    });
+    let claimed = rx
+        .await
+        .map_err(|_| ApiError::storage("the claim ended without an answer"))?;
+    Ok(claimed?)
 }
 
 #[utoipa::path(

@@ -523,6 +523,45 @@ async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the
     );
 }
 
+async fn a_released_claim_is_claimable_again_as_the_same_attempt<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let ann = store.create_user("ann", t0()).await.unwrap();
+    let id = submit(&*store, &ann, 1).await;
+    let first = store.claim(claim("l1", t0(), 10)).await.unwrap().unwrap();
+    assert_eq!(first.task.attempt, 1);
+
+    assert!(store.release(&id, "l1", at(1)).await.unwrap());
+    assert_eq!(
+        store.task(&id).await.unwrap().unwrap().state,
+        TaskState::Submitted
+    );
+    // Nothing is handed back twice, and the released lease writes nothing more.
+    assert!(!store.release(&id, "l1", at(1)).await.unwrap());
+    assert!(store
+        .worker_events(&id, "l1", vec![event("log", None, None)], None, at(1))
+        .await
+        .is_err());
+    let again = store.claim(claim("l2", at(1), 10)).await.unwrap().unwrap();
+    assert_eq!((&again.task.id, again.task.attempt), (&id, 1));
+    // The old lease cannot release the new holder's claim.
+    assert!(!store.release(&id, "l1", at(2)).await.unwrap());
+
+    let (events, _) = log(&*store, &id).await;
+    assert_eq!(
+        kinds(&events),
+        [
+            kind::TASK_CREATED,
+            kind::TASK_STARTED,
+            kind::TASK_REQUEUED,
+            kind::TASK_STARTED
+        ]
+    );
+    assert!(
+        events.iter().all(|e| e.attempt.unwrap_or(1) == 1),
+        "{events:?}"
+    );
+}
+
 /// Instantiates every case for one backend.
 macro_rules! work_suite {
     ($backend:ty) => {
@@ -535,6 +574,7 @@ macro_rules! work_suite {
             attempts_run_out_into_timed_out_with_lease_expired,
             nudges_are_limited_per_minute_and_refused_on_ended_tasks,
             a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec,
+            a_released_claim_is_claimable_again_as_the_same_attempt,
         );
     };
 }
