@@ -202,6 +202,40 @@ async fn a_claim_whose_worker_hung_up_leaves_the_task_claimable_at_once(backend:
     s.stop().await;
 }
 
+async fn a_claim_whose_request_is_dropped_while_it_commits_is_handed_back(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    // Auth off, so the request reaches the claim with no token lookup first.
+    let s = Server::start_on_with(backend, |c| c.auth = tether_server::AuthMode::Off).await;
+    let id = s.submit("ignored", "d").await;
+    // The whole request and the end of the connection arrive together: hyper starts the
+    // handler, whose claim is committing when hyper sees the close and drops it.
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    let mut gone = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"worker": "gone", "wait_ms": 20_000}).to_string();
+    let request = format!(
+        "POST /v1/worker/claim HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    gone.write_all(request.as_bytes()).await.unwrap();
+    gone.shutdown().await.unwrap();
+
+    let asked = std::time::Instant::now();
+    let taken = s
+        .post(
+            "/v1/worker/claim",
+            "ignored",
+            json!({"worker": "w2", "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    assert_eq!(taken.json()["task"]["id"], id.as_str());
+    assert_eq!(taken.json()["attempt"], 1, "no attempt was used up");
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    drop(gone);
+    s.stop().await;
+}
+
 async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted(backend: Backend) {
     let s = Server::start_on_with(backend, |c| c.max_concurrent = 1).await;
     let ann = s.user("ann", "user").await;
@@ -594,6 +628,7 @@ on_both_backends!(
     a_worker_claims_runs_steps_and_finishes_once,
     a_claim_waits_for_work_and_wakes_when_a_task_is_submitted,
     a_claim_whose_worker_hung_up_leaves_the_task_claimable_at_once,
+    a_claim_whose_request_is_dropped_while_it_commits_is_handed_back,
     admission_holds_a_users_tasks_beyond_their_limit_in_submitted,
     an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced,
     cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it,

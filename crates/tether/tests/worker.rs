@@ -548,3 +548,55 @@ async fn a_worker_reads_its_token_from_a_file_and_warns_about_one_on_the_command
         .await;
     on_argv.interrupt().await;
 }
+
+#[tokio::test]
+async fn a_worker_that_stops_with_its_claim_open_leaves_the_next_task_to_another_worker() {
+    // The default 30 s lease: a stranded task would wait for it to expire.
+    let (home, _server, cli) = start(&[]).await;
+    let gate = home.data_dir().join("gate");
+    let held = format!(
+        "read -r task\nwhile [ ! -e {} ]; do sleep 0.05; done",
+        gate.display()
+    );
+    // Two slots: one runs the held task, the other has a claim open on the server.
+    let mut stopping = cli.spawn(&[
+        "worker",
+        "--exec",
+        &held,
+        "--concurrency",
+        "2",
+        "--drain",
+        "60s",
+        "--poll",
+        "20s",
+    ]);
+    let first = submit(&cli, &["held open"]).await;
+    wait_for_event(&cli, &first, kind::TASK_STARTED).await;
+    stopping.interrupt().await;
+    stopping
+        .wait_for_stderr("waiting for running tasks", TASK_TIMEOUT)
+        .await;
+
+    // The stopping worker claims nothing more; the next task goes to a worker that runs.
+    let next = submit(&cli, &["for another worker"]).await;
+    let _other = cli.spawn(&["worker", "--exec", "true", "--poll", "1s"]);
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if task(&cli, &next).await.state == TaskState::Completed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let log = events(&cli, &next, false).await;
+    assert!(
+        done.is_ok(),
+        "the task waited for the stopped worker's lease:\n{log:#?}"
+    );
+    assert_eq!(task(&cli, &next).await.attempt, 1, "{log:#?}");
+
+    std::fs::write(&gate, "").unwrap();
+    let (status, _, stderr) = stopping.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "{stderr:?}");
+}
