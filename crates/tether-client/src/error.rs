@@ -71,6 +71,13 @@ impl Error {
         matches!(self, Error::Api { status: 409, code, .. } if FENCED_CODES.contains(&code.as_str()))
     }
 
+    /// The server refused a worker's write because the task was cancelled while the worker's
+    /// lease held it: the work must stop, but gracefully (the command gets its grace period),
+    /// unlike a lost lease, after which another worker may own the task.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Api { status: 409, code, .. } if code == "TASK_CANCELLED")
+    }
+
     /// The HTTP status of an API error.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -219,6 +226,9 @@ mod tests {
         assert!(conflict("STALE_ATTEMPT").is_fenced());
         assert!(conflict("TASK_ALREADY_TERMINAL").is_fenced());
         assert!(!conflict("USER_EXISTS").is_fenced());
+        assert!(conflict("TASK_CANCELLED").is_cancelled());
+        assert!(!conflict("TASK_CANCELLED").is_fenced());
+        assert!(!conflict("LEASE_LOST").is_cancelled());
         assert!(!conflict("LEASE_LOST").is_retryable());
         assert!(!Error::from_response(503, None, b"").is_fenced());
     }

@@ -15,10 +15,16 @@ pub struct Held<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// Why a write was fenced. The worker acts on the difference: a cancel deserves the
+/// command's grace period (SIGTERM first), a lost lease an immediate stop, since another
+/// worker may own the task now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Fenced {
-    #[error("the lease was lost: it expired, or the task was cancelled, requeued or finished")]
-    LeaseLost,
+    #[error("the lease was lost: {0}")]
+    LeaseLost(Loss),
+    /// The task was cancelled while this lease held it.
+    #[error("the task was cancelled")]
+    Cancelled,
     #[error("step {step} is at attempt {current}; writes for attempt {given} are refused")]
     StaleAttempt {
         step: String,
@@ -27,15 +33,29 @@ pub enum Fenced {
     },
 }
 
+/// How a lease that was not cancelled came to be lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Loss {
+    #[error("it expired without a heartbeat")]
+    Expired,
+    #[error("the task was requeued or is held by another lease")]
+    Replaced,
+    #[error("the task already ended")]
+    Ended,
+}
+
 /// Whether `lease` is the task's live lease at `now_ms`.
 pub fn check(held: &Held<'_>, lease: &str, now_ms: i64) -> Result<(), Fenced> {
     let active = matches!(held.state, TaskState::Running | TaskState::Finalizing);
     let same = held.lease_id == Some(lease);
     let alive = held.expires_ms.is_some_and(|expires| now_ms < expires);
-    if active && same && alive {
-        Ok(())
-    } else {
-        Err(Fenced::LeaseLost)
+    match (same, active, alive) {
+        (true, true, true) => Ok(()),
+        (false, _, _) => Err(Fenced::LeaseLost(Loss::Replaced)),
+        (true, true, false) => Err(Fenced::LeaseLost(Loss::Expired)),
+        (true, false, _) if held.state == TaskState::Cancelled => Err(Fenced::Cancelled),
+        (true, false, _) if held.state.is_terminal() => Err(Fenced::LeaseLost(Loss::Ended)),
+        (true, false, _) => Err(Fenced::LeaseLost(Loss::Replaced)),
     }
 }
 
@@ -88,6 +108,21 @@ mod tests {
                 && held.as_deref() == Some(given.as_str())
                 && expires.is_some_and(|e| now < e);
             prop_assert_eq!(ok, expected);
+        }
+
+        /// Only the lease the task held when it was cancelled hears of the cancel; every other
+        /// refusal is a lost lease.
+        #[test]
+        fn a_cancel_is_told_apart_from_a_lost_lease(
+            state in arb_state(),
+            held in proptest::option::of("[ab]"),
+            given in "[ab]",
+            expires in proptest::option::of(0i64..100),
+            now in 0i64..100,
+        ) {
+            let result = check(&Held { state, lease_id: held.as_deref(), expires_ms: expires }, &given, now);
+            let cancelled = state == TaskState::Cancelled && held.as_deref() == Some(given.as_str());
+            prop_assert_eq!(result == Err(Fenced::Cancelled), cancelled);
         }
 
         #[test]

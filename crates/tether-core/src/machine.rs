@@ -44,6 +44,11 @@ pub enum TaskOp {
         by: String,
         reason: Option<String>,
     },
+    /// The claim that started the task never reached its worker: hand the task back as the
+    /// same attempt, which no worker ran.
+    Release {
+        reason: String,
+    },
 }
 
 impl TaskOp {
@@ -56,6 +61,7 @@ impl TaskOp {
             TaskOp::TimeOut { .. } => "time out",
             TaskOp::Requeue { .. } => "requeue",
             TaskOp::Cancel { .. } => "cancel",
+            TaskOp::Release { .. } => "release",
         }
     }
 }
@@ -152,6 +158,15 @@ pub fn decide(current: Current, op: &TaskOp, ts: String) -> Result<Transition, T
             Running | Finalizing => (
                 Submitted,
                 attempt + 1,
+                kind::TASK_REQUEUED,
+                json!({ "reason": reason }),
+            ),
+            _ => return Err(refuse()),
+        },
+        TaskOp::Release { reason } => match from {
+            Running => (
+                Submitted,
+                attempt,
                 kind::TASK_REQUEUED,
                 json!({ "reason": reason }),
             ),
@@ -283,5 +298,27 @@ mod tests {
         .unwrap();
         assert_eq!((t.state, t.attempt), (TaskState::Submitted, 2));
         assert_eq!(t.event.kind, kind::TASK_REQUEUED);
+    }
+
+    #[test]
+    fn a_release_hands_back_a_running_task_as_the_same_attempt() {
+        let release = TaskOp::Release {
+            reason: "undelivered".into(),
+        };
+        let running = Current {
+            state: TaskState::Running,
+            attempt: 2,
+        };
+        let t = decide(running, &release, String::new()).unwrap();
+        assert_eq!((t.state, t.attempt), (TaskState::Submitted, 2));
+        assert_eq!(
+            (t.event.kind.as_str(), t.event.attempt),
+            (kind::TASK_REQUEUED, Some(2))
+        );
+        let finalizing = Current {
+            state: TaskState::Finalizing,
+            attempt: 1,
+        };
+        assert!(decide(finalizing, &release, String::new()).is_err());
     }
 }

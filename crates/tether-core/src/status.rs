@@ -108,6 +108,7 @@ fn fold(s: &mut TaskStatus, e: &Event) {
             s.state = Some(state);
             s.finished_at = ts();
             s.current_step = None;
+            s.result = e.data.get("result").filter(|r| !r.is_null()).cloned();
             s.failure = default_code.map(|code| Failure {
                 code: e.data_str("code").unwrap_or(code).to_string(),
                 message: e

@@ -228,6 +228,37 @@ impl From<tether_store::AppendEventsError> for ApiError {
     }
 }
 
+impl From<tether_store::WorkError> for ApiError {
+    fn from(e: tether_store::WorkError) -> Self {
+        use tether_core::lease::Fenced;
+        use tether_core::TransitionError;
+        use tether_store::WorkError;
+        let msg = e.to_string();
+        match e {
+            WorkError::NotFound => task_not_found(),
+            WorkError::Fenced(Fenced::LeaseLost(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "LEASE_LOST", msg)
+            }
+            // Apart from LEASE_LOST so that the worker gives its command the grace period a
+            // cancel promises, whichever of its calls hears of the cancel first.
+            WorkError::Fenced(Fenced::Cancelled) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_CANCELLED", msg)
+            }
+            WorkError::Fenced(Fenced::StaleAttempt { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "STALE_ATTEMPT", msg)
+            }
+            WorkError::Refused(TransitionError::AlreadyTerminal(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+            }
+            WorkError::Refused(TransitionError::NotAllowed { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
+            }
+            WorkError::Stream(inner) => ApiError::from(inner),
+            WorkError::Storage(m) => storage(m),
+        }
+    }
+}
+
 /// The same answer for a task that does not exist and one the caller may not see: no
 /// existence oracle.
 pub fn task_not_found() -> ApiError {

@@ -10,6 +10,7 @@ mod connection;
 mod cursor;
 mod error;
 mod guard;
+mod handover;
 mod jobs;
 mod metrics;
 mod middleware;
@@ -185,6 +186,28 @@ where
         admin,
     })
 }
+
+/// Reserves the listening address without accepting connections yet: a busy address is
+/// reported before the data dir is touched, and [`listen`] after [`open_store`] means no
+/// client can connect before the first admin token exists.
+pub fn reserve(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's TcpListener::bind does: a restart may reuse an address in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Starts accepting connections on a reserved address.
+pub fn listen(socket: tokio::net::TcpSocket) -> std::io::Result<TcpListener> {
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel queues before `accept` (the usual `SOMAXCONN`).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Serves with a given store (tests use this to share one store implementation).
 pub async fn serve(

@@ -67,8 +67,9 @@ use crate::AppState;
         (name = "users", description = "Users and tokens (admin), and `whoami`."),
         (name = "workers", description = "The worker protocol (worker or admin tokens): claim a \
             task, hold its lease with heartbeats, run steps, append events, finish. A call with a \
-            lease that expired or a task that moved on is 409 `LEASE_LOST`; a write for an older \
-            attempt of a step is 409 `STALE_ATTEMPT`. Neither is ever stored."),
+            lease that expired or a task that moved on is 409 `LEASE_LOST`; a write under the \
+            lease of a task that was cancelled is 409 `TASK_CANCELLED` (stop gracefully); a \
+            write for an older attempt of a step is 409 `STALE_ATTEMPT`. None is ever stored."),
         (name = "operations", description = "Health and this document; no token needed."),
     )
 )]

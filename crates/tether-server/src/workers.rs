@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{json, Value};
-use tether_store::{Claim, Outcome, WorkError};
+use tether_store::{Claim, Outcome};
 use tether_types::task::Failure;
 use tether_types::worker::{
     ClaimRequest, Claimed, Heartbeat, Lease, LeaseRef, Nudge, StepBegun, StepComplete,
@@ -20,6 +20,7 @@ use tether_types::{event::Appended, Role, TaskId};
 
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
+use crate::handover::Unhanded;
 use crate::streams::write::producer_stamp;
 use crate::tasks::events::accept_batch;
 use crate::tasks::{parse_json, stopped, task_json, text_field, timestamp};
@@ -132,18 +133,7 @@ async fn claim(
         if let Some(r) = remote.as_mut().as_pin_mut() {
             r.enable();
         }
-        let claimed = state
-            .work
-            .claim(Claim {
-                worker: request.worker.clone(),
-                lease_id: format!("lease_{}", crate::auth::random_text(20)),
-                now: Utc::now(),
-                lease_ttl: state.config.lease_ttl,
-                default_max_concurrent: state.config.max_concurrent,
-            })
-            .await?;
-        if let Some(c) = claimed {
-            state.metrics.transition(c.task.state);
+        if let Some((c, unhanded)) = claim_once(&state, &request.worker).await? {
             let body = Claimed {
                 attempt: c.task.attempt,
                 task: task_json(c.task, None),
@@ -153,7 +143,9 @@ async fn claim(
                 },
                 checkpoints: c.checkpoints.into_iter().collect(),
             };
-            return Ok(Json(body).into_response());
+            let json = serde_json::to_vec(&body)
+                .map_err(|e| ApiError::storage(format!("encoding a claim: {e}")))?;
+            return Ok(unhanded.respond(json));
         }
         let remote_ready = async {
             match remote.as_mut().as_pin_mut() {
@@ -168,6 +160,38 @@ async fn claim(
             _ = stopped(&mut shutdown) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
+}
+
+/// One claim transaction, run apart from the request: if the worker goes away while it
+/// commits (hyper drops the request), the claim comes back here to no one and is released.
+async fn claim_once(
+    state: &AppState,
+    worker: &str,
+) -> Result<Option<(tether_store::Claimed, Unhanded)>, ApiError> {
+    let claim = Claim {
+        worker: worker.to_string(),
+        lease_id: format!("lease_{}", crate::auth::random_text(20)),
+        now: Utc::now(),
+        lease_ttl: state.config.lease_ttl,
+        default_max_concurrent: state.config.max_concurrent,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let claimed = state.work.claim(claim).await.map(|c| {
+            c.map(|c| {
+                state.metrics.transition(c.task.state);
+                let unhanded = Unhanded::new(&state, c.task.id.clone(), c.lease.id.clone());
+                (c, unhanded)
+            })
+        });
+        // With the request gone, the claim is dropped here, which releases it.
+        let _ = tx.send(claimed);
+    });
+    let claimed = rx
+        .await
+        .map_err(|_| ApiError::storage("the claim ended without an answer"))?;
+    Ok(claimed?)
 }
 
 #[utoipa::path(
@@ -186,7 +210,7 @@ async fn claim(
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
         (status = 409, description = "`LEASE_LOST`: the lease expired, or the task was requeued \
-            or finished", body = tether_types::ErrorBody),
+            or finished (a cancelled task answers 200 with `cancel_requested`)", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -245,7 +269,8 @@ async fn heartbeat(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`: the task was cancelled \
+            under this lease", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -289,7 +314,7 @@ async fn begin_step(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: the epoch is not the step's \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `STALE_ATTEMPT`: the epoch is not the step's \
             newest, or the step was never begun", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
@@ -345,7 +370,7 @@ async fn complete_step(
         (status = 403, description = "`FORBIDDEN`: a user token; `STALE_PRODUCER_EPOCH`",
             body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `STALE_ATTEMPT`: an event for an older \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `STALE_ATTEMPT`: an event for an older \
             attempt of a step, or for a step never begun; `PRODUCER_SEQ_GAP`", body = tether_types::ErrorBody),
         (status = 413, description = "`EVENT_TOO_LARGE`: an event over 1 MiB", body = tether_types::ErrorBody),
     ),
@@ -403,7 +428,8 @@ async fn events(
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`: no such task, or no such nudge on it",
             body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`", body = tether_types::ErrorBody),
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`: the task was cancelled \
+            under this lease", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -445,7 +471,7 @@ async fn ack_nudge(
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a user token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
-        (status = 409, description = "`LEASE_LOST`; `TASK_ALREADY_TERMINAL`; \
+        (status = 409, description = "`LEASE_LOST`; `TASK_CANCELLED`; `TASK_ALREADY_TERMINAL`; \
             `INVALID_TRANSITION`: the task's state does not allow this outcome", body = tether_types::ErrorBody),
     ),
     security(("bearer" = []))
@@ -487,29 +513,4 @@ async fn finish(
         state.work_ready.notify_waiters();
     }
     Ok(Json(task_json(finished.task, None)).into_response())
-}
-
-impl From<WorkError> for ApiError {
-    fn from(e: WorkError) -> Self {
-        use tether_core::lease::Fenced;
-        use tether_core::TransitionError;
-        let msg = e.to_string();
-        match e {
-            WorkError::NotFound => task_not_found(),
-            WorkError::Fenced(Fenced::LeaseLost) => {
-                ApiError::new(StatusCode::CONFLICT, "LEASE_LOST", msg)
-            }
-            WorkError::Fenced(Fenced::StaleAttempt { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "STALE_ATTEMPT", msg)
-            }
-            WorkError::Refused(TransitionError::AlreadyTerminal(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
-            }
-            WorkError::Refused(TransitionError::NotAllowed { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
-            }
-            WorkError::Stream(inner) => ApiError::from(inner),
-            WorkError::Storage(m) => ApiError::storage(m),
-        }
-    }
 }

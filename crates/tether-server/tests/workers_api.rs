@@ -149,6 +149,93 @@ async fn a_claim_waits_for_work_and_wakes_when_a_task_is_submitted(backend: Back
     s.stop().await;
 }
 
+async fn a_claim_whose_worker_hung_up_leaves_the_task_claimable_at_once(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start_on(backend).await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    // A worker's long-poll, sent by hand so that the test can hang up on it.
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    let mut gone = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"worker": "gone", "wait_ms": 20_000}).to_string();
+    let request = format!(
+        "POST /v1/worker/claim HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {worker}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    gone.write_all(request.as_bytes()).await.unwrap();
+    // The server holds the claim once validate stops warning that no worker is connected.
+    eventually("the claim to be waiting", || async {
+        let answer = s
+            .post("/v1/tasks/validate", &ann, json!({"description": "d"}))
+            .await
+            .json();
+        let warnings = answer["warnings"].as_array().cloned().unwrap_or_default();
+        (!warnings.iter().any(|w| w.to_string().contains("no worker"))).then_some(())
+    })
+    .await;
+    drop(gone);
+
+    let id = s.submit(&ann, "d").await;
+    let asked = std::time::Instant::now();
+    let taken = s
+        .post(
+            "/v1/worker/claim",
+            &worker,
+            json!({"worker": "w2", "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    assert_eq!(taken.json()["task"]["id"], id.as_str());
+    assert_eq!(taken.json()["attempt"], 1, "no attempt was used up");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the task waited {:?}, as for a lease to expire",
+        asked.elapsed()
+    );
+    // If the gone worker's claim committed, it was handed back before w2 started the task.
+    let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    let events = page["data"].as_array().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "task_started");
+    assert_eq!(last["data"]["worker"], "w2", "{page}");
+    s.stop().await;
+}
+
+async fn a_claim_whose_request_is_dropped_while_it_commits_is_handed_back(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    // Auth off, so the request reaches the claim with no token lookup first.
+    let s = Server::start_on_with(backend, |c| c.auth = tether_server::AuthMode::Off).await;
+    let id = s.submit("ignored", "d").await;
+    // The whole request and the end of the connection arrive together: hyper starts the
+    // handler, whose claim is committing when hyper sees the close and drops it.
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    let mut gone = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"worker": "gone", "wait_ms": 20_000}).to_string();
+    let request = format!(
+        "POST /v1/worker/claim HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    gone.write_all(request.as_bytes()).await.unwrap();
+    gone.shutdown().await.unwrap();
+
+    let asked = std::time::Instant::now();
+    let taken = s
+        .post(
+            "/v1/worker/claim",
+            "ignored",
+            json!({"worker": "w2", "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    assert_eq!(taken.json()["task"]["id"], id.as_str());
+    assert_eq!(taken.json()["attempt"], 1, "no attempt was used up");
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    drop(gone);
+    s.stop().await;
+}
+
 async fn admission_holds_a_users_tasks_beyond_their_limit_in_submitted(backend: Backend) {
     let s = Server::start_on_with(backend, |c| c.max_concurrent = 1).await;
     let ann = s.user("ann", "user").await;
@@ -312,9 +399,14 @@ async fn cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it(backend: 
         json!({"events": [{"type": "log"}]}),
     )
     .await;
-    assert_eq!(late.code(), "LEASE_LOST");
+    // Whichever call hears of the cancel first is told it was a cancel, not a lost lease, so
+    // the worker can give its command the grace period a cancel promises.
+    assert_eq!(
+        (late.status, late.code().as_str()),
+        (StatusCode::CONFLICT, "TASK_CANCELLED")
+    );
     let finish = call(&s, &worker, &w, "finish", json!({"outcome": "completed"})).await;
-    assert_eq!(finish.code(), "LEASE_LOST");
+    assert_eq!(finish.code(), "TASK_CANCELLED");
     let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
     assert_eq!(
         kinds(&page),
@@ -535,6 +627,8 @@ async fn validate_says_whether_a_worker_is_connected_and_admission_would_wait(ba
 on_both_backends!(
     a_worker_claims_runs_steps_and_finishes_once,
     a_claim_waits_for_work_and_wakes_when_a_task_is_submitted,
+    a_claim_whose_worker_hung_up_leaves_the_task_claimable_at_once,
+    a_claim_whose_request_is_dropped_while_it_commits_is_handed_back,
     admission_holds_a_users_tasks_beyond_their_limit_in_submitted,
     an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced,
     cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it,

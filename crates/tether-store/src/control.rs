@@ -386,6 +386,16 @@ pub trait WorkStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Finished, WorkError>;
 
+    /// Hands back a task whose claim was answered into a closed connection: it returns to
+    /// SUBMITTED as the same attempt (`task_requeued` without a new attempt). Returns whether
+    /// it did; `false` when the lease no longer holds the running task.
+    async fn release(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, WorkError>;
+
     /// Requeues (or times out, when attempts are used up) every task whose lease expired.
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String>;
 

@@ -353,6 +353,23 @@ pub(crate) fn finish(
     Ok(Some(decide(row.task.current(), &op, timestamp(now))?))
 }
 
+/// Handing back a claim whose answer never reached its worker: the same attempt goes back to
+/// SUBMITTED, claimable at once. `None` when `lease` no longer holds the task (it expired, or
+/// the worker got it after all and wrote: then there is nothing to hand back).
+pub(crate) fn release(
+    row: &Leased,
+    lease: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Transition>, WorkError> {
+    if row.check(lease, now).is_err() || row.task.state != TaskState::Running {
+        return Ok(None);
+    }
+    let op = TaskOp::Release {
+        reason: "the claim's answer did not reach the worker".into(),
+    };
+    Ok(Some(decide(row.task.current(), &op, timestamp(now))?))
+}
+
 /// What the reconciler does with a task whose lease expired at `now`: `None` when, checked
 /// again under its row lock, it no longer has one that expired (another node got there
 /// first, or a heartbeat did); else a requeue while attempts are left, a time-out after.

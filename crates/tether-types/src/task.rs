@@ -364,6 +364,9 @@ pub struct TaskStatus {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub failure: Option<Failure>,
+    /// What the worker returned with `task_completed` (absent when it returned nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
     pub created_at: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,

@@ -178,11 +178,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     config.validate().map_err(anyhow::Error::msg)?;
     raise_fd_limit(&config);
-    let listener = bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    // Opening creates the first admin token, so it exists before the ready line.
+    let socket = bind(config.listen)?;
+    let addr = socket.local_addr()?;
+    // Opening creates the first admin token, so it exists before the port accepts anyone
+    // and before the ready line.
     let stores = tether_server::open_store(&config).await?;
     record_local_server(&config, addr);
+    let listener = tether_server::listen(socket)?;
     // Scripts and tests wait for this line; keep its shape.
     println!("tether listening on http://{addr}");
     tether_server::serve(config, listener, stores, shutdown_signal()).await
@@ -204,13 +206,11 @@ fn raise_fd_limit(config: &ServerConfig) {
     }
 }
 
-/// Binds the listener, naming the address when it cannot ("Address already in use" alone
-/// does not say which).
-pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+/// Reserves the listen address (bound, not yet accepting), naming the address when it cannot:
+/// "Address already in use" alone does not say which.
+pub(crate) fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpSocket> {
     use anyhow::Context;
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))
+    tether_server::reserve(listen).with_context(|| format!("cannot listen on {listen}"))
 }
 
 /// Records this server's URL and admin token for the CLI on this machine (see

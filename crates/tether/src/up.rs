@@ -29,10 +29,12 @@ const WORKER_TOKEN_ID_FILE: &str = "up-worker.token-id";
 
 pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = crate::cli::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let socket = crate::cli::bind(config.listen)?;
+    let addr = socket.local_addr()?;
+    // As for `serve`: the port accepts only once the first admin token exists.
     let stores = tether_server::open_store(&config).await?;
     crate::cli::record_local_server(&config, addr);
+    let listener = tether_server::listen(socket)?;
     let control = stores.control.clone();
     let token = match config.auth {
         AuthMode::Token => Some(worker_token(control.as_ref(), &config.data_dir).await?),

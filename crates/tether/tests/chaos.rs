@@ -20,6 +20,7 @@ use hyper::{Method, StatusCode};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
+use tether_core::rewind::Rewinds;
 use tether_store::pg::scratch::ScratchDatabase;
 use tether_types::event::kind;
 use tether_types::{EventAt, EventPage, Task, TaskState};
@@ -308,28 +309,16 @@ struct LogFigures {
     rewinds: usize,
 }
 
-/// Every event of `raw` that a later `stream_rewind` supersedes, by offset. Written here
-/// independently of the server's rule: E (with a step, not itself a rewind) is superseded
-/// when a later rewind R has R.step == E.step and E.attempt < R.new_epoch (no attempt counts
-/// as attempt 1).
+/// Every event of `raw` that a later `stream_rewind` supersedes, by offset, by the rule the
+/// server's views apply ([`tether_core::rewind::Rewinds`], itself checked by property tests
+/// against the literal definition: E, with a step and not itself a rewind, is superseded when
+/// a later rewind R has R.step == E.step and E.attempt < R.new_epoch).
 fn superseded(raw: &[EventAt]) -> HashSet<u64> {
-    let mut out = HashSet::new();
-    for (i, e) in raw.iter().enumerate() {
-        if e.event.kind == kind::STREAM_REWIND {
-            continue;
-        }
-        let Some(step) = &e.event.step else { continue };
-        let attempt = e.event.attempt.unwrap_or(1);
-        let later = raw[i + 1..].iter().any(|r| {
-            r.event.kind == kind::STREAM_REWIND
-                && r.event.step.as_ref() == Some(step)
-                && r.event.rewind_epoch().is_some_and(|epoch| attempt < epoch)
-        });
-        if later {
-            out.insert(e.offset.position());
-        }
-    }
-    out
+    let rule = Rewinds::from_events(raw.iter().map(|e| (e.offset, &e.event)));
+    raw.iter()
+        .filter(|e| rule.supersedes(e.offset, &e.event))
+        .map(|e| e.offset.position())
+        .collect()
 }
 
 fn excerpt(events: &[EventAt]) -> String {
@@ -1120,4 +1109,137 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
     for worker in workers {
         worker.kill().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An exec worker killed for real: the rewind covers everything its command printed.
+
+/// The task's raw log, or its timeline, through the CLI a script would use.
+async fn cli_events(cli: &CliEnv, id: &str, timeline: bool) -> Vec<EventAt> {
+    let mut args = vec!["events", id];
+    if timeline {
+        args.push("--timeline");
+    }
+    let run = cli.run(&args).await;
+    run.expect_code(0);
+    run.stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Attempt 1 prints agent events (JSON, no step named), a plain line and a stderr line, then
+/// waits for its worker to die; attempt 2 prints its own and ends.
+const AGENT_COMMAND: &str = r#"read -r task
+echo '{"type":"agent_turn","data":{"turn":1,"attempt_seen":'"$TETHER_TASK_ATTEMPT"'}}'
+echo '{"type":"agent_tool_call","data":{"tool_name":"bash","tool_input_preview":"cargo test"}}'
+echo "plain line of attempt $TETHER_TASK_ATTEMPT"
+echo "stderr line of attempt $TETHER_TASK_ATTEMPT" >&2
+if [ "$TETHER_TASK_ATTEMPT" = 1 ]; then
+  echo '{"type":"agent_milestone","data":{"milestone":"waiting to be killed"}}'
+  # Orphaned once the worker is SIGKILLed: end with it rather than linger.
+  while kill -0 "$PPID" 2>/dev/null; do sleep 0.05; done
+  exit 1
+fi"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_workers_json_events_are_superseded_when_its_task_is_retried_after_a_kill() {
+    let mut home = ServerHome::new();
+    let flags = ["--lease", "1s", "--reconcile-interval", "100ms"];
+    let server = home.start_with("127.0.0.1:0", Auth::Token, &flags).await;
+    let cli = CliEnv::new(server.base_url(), &home.data_dir());
+    let mut doomed = cli.spawn(&["worker", "--exec", AGENT_COMMAND, "--poll", "1s"]);
+    let submitted = cli.run(&["submit", "agent that crashes"]).await;
+    submitted.expect_code(0);
+    let id = submitted.stdout.trim().to_string();
+
+    // Kill the worker process for real once attempt 1's events are stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let raw = cli_events(&cli, &id, false).await;
+        if raw.iter().any(|e| e.event.kind == kind::AGENT_MILESTONE) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attempt 1 printed nothing:\n{}",
+            excerpt(&raw)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill().await;
+
+    let _healthy = cli.spawn(&["worker", "--exec", AGENT_COMMAND, "--poll", "1s"]);
+    let watched = cli.run(&["watch", &id]).await;
+    watched.expect_code(0);
+
+    let raw = cli_events(&cli, &id, false).await;
+    let timeline = cli_events(&cli, &id, true).await;
+    let show = || format!("raw log:\n{}", excerpt(&raw));
+    let rewinds: Vec<_> = raw
+        .iter()
+        .filter(|e| e.event.kind == kind::STREAM_REWIND)
+        .collect();
+    assert_eq!(rewinds.len(), 1, "{}", show());
+    assert_eq!(rewinds[0].event.step.as_deref(), Some("run"), "{}", show());
+    assert_eq!(rewinds[0].event.rewind_epoch(), Some(2), "{}", show());
+
+    // Everything attempt 1's command printed, JSON or not, stdout or stderr, is in the
+    // implicit step with attempt 1, kept in the raw log...
+    let printed_by_attempt_1: Vec<&EventAt> = raw
+        .iter()
+        .filter(|e| e.event.attempt == Some(1) && e.event.step.as_deref() == Some("run"))
+        .collect();
+    for wanted in [
+        kind::AGENT_TURN,
+        kind::AGENT_TOOL_CALL,
+        kind::AGENT_MILESTONE,
+        kind::LOG,
+    ] {
+        assert!(
+            printed_by_attempt_1.iter().any(|e| e.event.kind == wanted),
+            "no {wanted} of attempt 1 in step run\n{}",
+            show()
+        );
+    }
+    let unstamped: Vec<_> = raw
+        .iter()
+        .filter(|e| {
+            [kind::AGENT_TURN, kind::AGENT_TOOL_CALL, kind::LOG].contains(&e.event.kind.as_str())
+                && (e.event.step.is_none() || e.event.attempt.is_none())
+        })
+        .collect();
+    assert!(
+        unstamped.is_empty(),
+        "events without step or attempt: {unstamped:?}"
+    );
+
+    // ...and superseded by the rule tether-core applies, so the timeline shows none of them.
+    let hidden = superseded(&raw);
+    for e in &printed_by_attempt_1 {
+        assert!(
+            hidden.contains(&e.offset.position()),
+            "not superseded: {e:?}"
+        );
+    }
+    let in_timeline: HashSet<u64> = timeline.iter().map(|e| e.offset.position()).collect();
+    let expected: HashSet<u64> = raw
+        .iter()
+        .map(|e| e.offset.position())
+        .filter(|at| !hidden.contains(at))
+        .collect();
+    assert_eq!(in_timeline, expected, "{}", show());
+    assert!(
+        timeline
+            .iter()
+            .filter(
+                |e| e.event.step.as_deref() == Some("run") && e.event.kind != kind::STREAM_REWIND
+            )
+            .all(|e| e.event.attempt == Some(2)),
+        "timeline:\n{}",
+        excerpt(&timeline)
+    );
+    assert!(timeline
+        .iter()
+        .any(|e| e.event.kind == kind::AGENT_TOOL_CALL));
 }

@@ -531,3 +531,31 @@ async fn a_port_in_use_is_named_and_logs_to_a_file_carry_no_colour_codes() {
         "colour codes in a log file: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn on_first_start_the_port_accepts_only_once_the_admin_token_exists() {
+    let mut home = ServerHome::new();
+    let addr = free_loopback_addr();
+    let token_path = home.data_dir().join("admin.token");
+    // Knock on the port from before the server starts; the first connection accepted must
+    // find the whole token file there, or a client could reach the server without one.
+    let probe = async {
+        let deadline = std::time::Instant::now() + LIVE_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return std::fs::read_to_string(&token_path).ok();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{addr} never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let (token_when_accepted, _server) = tokio::join!(probe, home.start_at(&addr, Auth::Token));
+    let token = token_when_accepted.expect("admin.token exists when the port first accepts");
+    assert!(
+        token.trim().len() > 16 && token.ends_with('\n'),
+        "{token:?}"
+    );
+}

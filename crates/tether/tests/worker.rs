@@ -256,11 +256,14 @@ async fn an_exec_worker_turns_output_into_events_and_its_exit_status_into_the_ou
             )
         })
         .collect();
+    // Output before any declared step belongs to the implicit step `run`.
     let env_line = format!("env id={ok} attempt=1 repo=org/app type=fix");
     assert!(
-        lines.contains(&(env_line.as_str(), None, None)),
+        lines.contains(&(env_line.as_str(), None, Some("run"))),
         "{lines:?}"
     );
+    assert_eq!(seen[0].event.step.as_deref(), Some("run"));
+    assert_eq!(seen[0].event.attempt, Some(1));
     assert!(
         lines.contains(&("compiling 3 crates", None, Some("build"))),
         "{lines:?}"
@@ -494,7 +497,7 @@ async fn a_crashed_tether_up_leaves_no_live_worker_token_behind_at_its_next_star
         }
     };
 
-    let (up, url) = start_up(&launcher).await;
+    let (mut up, url) = start_up(&launcher).await;
     let first = worker_tokens(url).await;
     assert_eq!(first.len(), 1, "{first:?}");
     up.kill().await;
@@ -510,4 +513,178 @@ async fn a_crashed_tether_up_leaves_no_live_worker_token_behind_at_its_next_star
     up.interrupt().await;
     let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
     assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
+
+#[tokio::test]
+async fn an_exec_commands_result_line_becomes_the_task_result_shown_by_status_and_watch() {
+    let (_home, _server, cli) = start(&[]).await;
+    // Two result lines: the last one wins.
+    let command = r#"read -r task
+echo '{"type":"result","data":"a first guess"}'
+echo '{"type":"step_started","step":"work"}'
+echo '{"type":"result","data":{"pr":"https://example.com/pull/7","files":2}}'
+echo '{"type":"step_completed","step":"work"}'"#;
+    let _worker = cli.spawn(&["worker", "--exec", command, "--poll", "1s"]);
+    let id = submit(&cli, &["return a result"]).await;
+    let (code, shown) = watch(&cli, &id).await;
+    assert_eq!(code, Some(0), "{shown}");
+    let wanted = serde_json::json!({"pr": "https://example.com/pull/7", "files": 2});
+    assert!(
+        shown.contains(&format!("result {wanted}")),
+        "watch shows the result:\n{shown}"
+    );
+
+    let log = events(&cli, &id, false).await;
+    let completed = of_kind(&log, kind::TASK_COMPLETED);
+    assert_eq!(completed[0].event.data["result"], wanted);
+    assert!(
+        of_kind(&log, "result").is_empty(),
+        "not stored twice: {log:?}"
+    );
+    assert_eq!(
+        task(&cli, &id).await.status.and_then(|s| s.result),
+        Some(wanted.clone())
+    );
+    let status = cli.run(&["status", &id]).await;
+    status.expect_code(0);
+    assert!(
+        status.stdout.contains(&format!("result      {wanted}")),
+        "{}",
+        status.stdout
+    );
+}
+
+#[tokio::test]
+async fn every_cancel_of_a_command_that_prints_continuously_gets_sigterm_and_no_fenced_warning() {
+    // The default lease: heartbeats come every 10 s, so the event upload, not the heartbeat,
+    // is what hears of each cancel first.
+    let (home, _server, cli) = start(&[]).await;
+    let markers = home.data_dir();
+    let command = format!(
+        r#"trap 'echo "got SIGTERM" > {markers}/term-$TETHER_TASK_ID; exit 143' TERM
+while true; do
+  echo '{{"type":"agent_turn","data":{{}}}}'
+  echo "still working"
+  sleep 0.01
+done"#,
+        markers = markers.display()
+    );
+    let worker = cli.spawn(&[
+        "worker", "--exec", &command, "--grace", "10s", "--poll", "1s",
+    ]);
+    for n in 0..3 {
+        let id = submit(&cli, &[&format!("busy agent {n}")]).await;
+        wait_for_event(&cli, &id, kind::AGENT_TURN).await;
+        cli.run(&["cancel", &id]).await.expect_code(0);
+        let marker = markers.join(format!("term-{id}"));
+        assert_eq!(
+            wait_for_file(&marker, TASK_TIMEOUT).await,
+            "got SIGTERM\n",
+            "cancel {n}"
+        );
+    }
+    let stderr = worker.stderr_lines();
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("WARN") && (l.contains("fenced") || l.contains("lost the lease"))),
+        "a cancel is not a lost lease:\n{}",
+        stderr.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_worker_reads_its_token_from_a_file_and_warns_about_one_on_the_command_line() {
+    let (home, server, cli) = start(&[]).await;
+    let token = std::fs::read_to_string(home.data_dir().join("admin.token")).unwrap();
+    let file = cli.home().join("worker.token");
+    std::fs::write(&file, &token).unwrap();
+    // An empty data dir for the workers: the token can only come from the file or the flag.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bare = CliEnv::new(server.base_url(), elsewhere.path());
+
+    let file_arg = file.display().to_string();
+    let from_file = bare.spawn(&[
+        "worker",
+        "--exec",
+        "true",
+        "--poll",
+        "1s",
+        "--token-file",
+        &file_arg,
+    ]);
+    let id = submit(&cli, &["run with a token file"]).await;
+    assert_eq!(watch(&cli, &id).await.0, Some(0));
+    from_file.interrupt().await;
+    let (_, _, stderr) = from_file.finish(TASK_TIMEOUT).await;
+    assert!(
+        !stderr.iter().any(|l| l.contains("process list")),
+        "{stderr:?}"
+    );
+
+    let mut on_argv = bare.spawn(&[
+        "worker",
+        "--exec",
+        "true",
+        "--poll",
+        "1s",
+        "--token",
+        token.trim(),
+    ]);
+    on_argv
+        .wait_for_stderr("--token puts the secret in the process list", TASK_TIMEOUT)
+        .await;
+    on_argv.interrupt().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_with_its_claim_open_leaves_the_next_task_to_another_worker() {
+    // The default 30 s lease: a stranded task would wait for it to expire.
+    let (home, _server, cli) = start(&[]).await;
+    let gate = home.data_dir().join("gate");
+    let held = format!(
+        "read -r task\nwhile [ ! -e {} ]; do sleep 0.05; done",
+        gate.display()
+    );
+    // Two slots: one runs the held task, the other has a claim open on the server.
+    let mut stopping = cli.spawn(&[
+        "worker",
+        "--exec",
+        &held,
+        "--concurrency",
+        "2",
+        "--drain",
+        "60s",
+        "--poll",
+        "20s",
+    ]);
+    let first = submit(&cli, &["held open"]).await;
+    wait_for_event(&cli, &first, kind::TASK_STARTED).await;
+    stopping.interrupt().await;
+    stopping
+        .wait_for_stderr("waiting for running tasks", TASK_TIMEOUT)
+        .await;
+
+    // The stopping worker claims nothing more; the next task goes to a worker that runs.
+    let next = submit(&cli, &["for another worker"]).await;
+    let _other = cli.spawn(&["worker", "--exec", "true", "--poll", "1s"]);
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if task(&cli, &next).await.state == TaskState::Completed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let log = events(&cli, &next, false).await;
+    assert!(
+        done.is_ok(),
+        "the task waited for the stopped worker's lease:\n{log:#?}"
+    );
+    assert_eq!(task(&cli, &next).await.attempt, 1, "{log:#?}");
+
+    std::fs::write(&gate, "").unwrap();
+    let (status, _, stderr) = stopping.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "{stderr:?}");
 }

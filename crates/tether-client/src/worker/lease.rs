@@ -70,6 +70,11 @@ pub(crate) async fn keep(
                     .min(heartbeat_interval(expires_at, Utc::now()));
                 tracing::warn!(%error, %task, ?wait, "heartbeat failed; retrying");
             }
+            Err(error) if error.is_cancelled() => {
+                tracing::info!(%task, "the task was cancelled; stopping it");
+                stop.raise(Stop::Cancelled);
+                return;
+            }
             Err(error) => {
                 // Fenced, expired while the server was away, or refused (a revoked token):
                 // either way the lease cannot be trusted any more.

@@ -15,8 +15,8 @@ pub(crate) fn worker_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }
 
-/// Makes `call` until it succeeds. A fenced answer raises [`Stop::Fenced`] and ends the
-/// work; an answer that retrying cannot change is returned; a stop raised meanwhile ends the
+/// Makes `call` until it succeeds. A cancel raises [`Stop::Cancelled`] and a fenced answer
+/// [`Stop::Fenced`], and either ends the work (a cancel is routine: no warning); an answer that retrying cannot change is returned; a stop raised meanwhile ends the
 /// retrying without another call.
 pub(crate) async fn retry<T, F, Fut>(
     what: &str,
@@ -36,6 +36,11 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
+        if error.is_cancelled() {
+            tracing::info!("{what}: the task was cancelled; stopping its work");
+            stop.raise(Stop::Cancelled);
+            return Err(TaskError::Stopped(stop.get().unwrap_or(Stop::Cancelled)));
+        }
         if error.is_fenced() {
             tracing::warn!(%error, "{what}: fenced; stopping the task's work");
             stop.raise(Stop::Fenced);
@@ -91,6 +96,15 @@ mod tests {
         assert!(matches!(result, Err(TaskError::Stopped(Stop::Fenced))));
         assert_eq!(stop.get(), Some(Stop::Fenced));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_stops_the_work_as_a_cancel_not_as_a_lost_lease() {
+        let stop = StopSignal::new();
+        let result: Result<(), _> =
+            retry("test", &stop, || async { Err(api(409, "TASK_CANCELLED")) }).await;
+        assert!(matches!(result, Err(TaskError::Stopped(Stop::Cancelled))));
+        assert_eq!(stop.get(), Some(Stop::Cancelled));
     }
 
     #[tokio::test(start_paused = true)]

@@ -81,7 +81,13 @@ fn body(event: &Event) -> String {
             text(data, &["reason", "message"]),
         ),
         kind::TASK_FINALIZING => "… task finalizing".to_string(),
-        kind::TASK_COMPLETED => join("✔ task completed", text(data, &["message", "summary"])),
+        kind::TASK_COMPLETED => join(
+            "✔ task completed",
+            text(data, &["message", "summary"]).or_else(|| {
+                let result = data.get("result").filter(|r| !r.is_null())?;
+                Some(format!("result {}", result_text(result)))
+            }),
+        ),
         kind::TASK_FAILED => join("✘ task failed", failure(data)),
         kind::TASK_TIMED_OUT => join("✘ task timed out", failure(data)),
         kind::TASK_CANCELLED => join("✘ task cancelled", cancelled(data)),
@@ -233,6 +239,14 @@ fn text(data: &Value, keys: &[&str]) -> Option<String> {
 
 fn number(data: &Value, keys: &[&str]) -> Option<u64> {
     keys.iter().find_map(|key| data.get(key)?.as_u64())
+}
+
+/// A task's result on one line: a string as it is, anything else as compact JSON.
+pub fn result_text(result: &Value) -> String {
+    match result {
+        Value::String(s) => preview(s),
+        other => preview(&other.to_string()),
+    }
 }
 
 /// Data of an event type this CLI does not know, as compact JSON.

@@ -116,6 +116,9 @@ fn describe(task: &Task) -> String {
         };
         field("failure", failure);
     }
+    if let Some(result) = &status.result {
+        field("result", super::render::result_text(result));
+    }
     for (name, value) in [
         ("started", &status.started_at),
         ("finished", &status.finished_at),

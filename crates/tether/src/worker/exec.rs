@@ -1,7 +1,8 @@
 //! `tether worker --exec CMD`: each claimed task runs CMD through `sh -c`.
 //!
 //! The task arrives as one JSON line on stdin and in `TETHER_TASK_*` variables; stdout lines
-//! become events ([`super::lines`]), stderr lines `log` events; nudges go to stdin as JSON
+//! become events ([`super::lines`]), stderr lines `log` events, each tagged with the step the
+//! command is in (an implicit one outside declared steps, so a retry supersedes them all); nudges go to stdin as JSON
 //! lines; a cancel sends SIGTERM and, after the grace period, SIGKILL; the exit status
 //! finishes the task. The command runs in its own process group so that signals reach
 //! everything it started, not only the shell.
@@ -64,7 +65,7 @@ impl Runner for ExecRunner {
                     None => stdout = None,
                 },
                 line = next_line(&mut stderr) => match line {
-                    Some(line) => run.emit(lines::log_event(&line, true, steps.current())),
+                    Some(line) => steps.log(&run, &line, true).await,
                     None => stderr = None,
                 },
                 Some(nudge) = recv(&mut nudges) => {
@@ -101,7 +102,7 @@ impl Runner for ExecRunner {
         if let Some(reason) = stopping.or(run.stopped()) {
             return Err(TaskError::Stopped(reason));
         }
-        Ok(outcome(status))
+        Ok(outcome(status, steps.result))
     }
 }
 
@@ -132,30 +133,72 @@ impl ExecRunner {
     }
 }
 
-/// The steps the command declared, as this attempt sees them.
+/// The step that holds whatever a command prints outside a step it declared (all of its
+/// output when it declares none). It is begun on first use and never completed, so a retried
+/// task begins it again and the dead attempt's output is superseded like any step's.
+pub const IMPLICIT_STEP: &str = "run";
+
+/// The steps the command declared, as this attempt sees them, and the result it gave.
 #[derive(Default)]
 struct Steps {
-    /// The step begun last and not yet completed: log lines are tagged with it.
+    /// The step begun last and not yet completed: what the command prints is tagged with it.
     current: Option<String>,
     /// Steps an earlier attempt completed: the command was told to skip them, and whatever
     /// it prints for them anyway is dropped, so the timeline shows each step once.
     skipped: HashSet<String>,
+    /// Whether this attempt began [`IMPLICIT_STEP`]: `None` until output first needs it.
+    implicit: Option<bool>,
+    /// The last `{"type":"result"}` line's data.
+    result: Option<Value>,
 }
 
 impl Steps {
-    fn current(&self) -> Option<&str> {
-        self.current.as_deref()
+    /// The step output printed now belongs to: the declared step the command is in, else the
+    /// implicit one.
+    async fn step_for_output(&mut self, run: &TaskRun) -> Option<String> {
+        if let Some(step) = &self.current {
+            return Some(step.clone());
+        }
+        if self.implicit.is_none() {
+            let begun = match run.begin(IMPLICIT_STEP).await {
+                Ok(StepStart::Run { .. }) => true,
+                // Only a command that declared and completed a step named like the implicit
+                // one gets here; its output then goes untagged rather than dropped.
+                Ok(StepStart::Skip { .. }) => false,
+                Err(error) => {
+                    if run.stopped().is_none() {
+                        tracing::warn!(task = %run.task().id, %error, "cannot begin the implicit step");
+                    }
+                    false
+                }
+            };
+            self.implicit = Some(begun);
+        }
+        (self.implicit == Some(true)).then(|| IMPLICIT_STEP.to_string())
+    }
+
+    /// A plain line of output, from stdout or stderr, as a `log` event of the current step.
+    async fn log(&mut self, run: &TaskRun, line: &str, stderr: bool) {
+        let step = self.step_for_output(run).await;
+        run.emit(lines::log_event(line, stderr, step.as_deref()));
     }
 
     async fn handle(&mut self, run: &TaskRun, stdin: &mut Option<ChildStdin>, line: Line) {
         let task = &run.task().id;
         match line {
-            Line::Log(text) => run.emit(lines::log_event(&text, false, self.current())),
-            Line::Event(event) => {
-                let step = event.get("step").and_then(Value::as_str);
-                if !step.is_some_and(|s| self.skipped.contains(s)) {
-                    run.emit(event);
+            Line::Log(text) => self.log(run, &text, false).await,
+            Line::Result(data) => self.result = Some(data),
+            Line::Event(mut event) => {
+                let named = event.get("step").and_then(Value::as_str);
+                if named.is_some_and(|s| self.skipped.contains(s)) {
+                    return;
                 }
+                if named.is_none() {
+                    if let Some(step) = self.step_for_output(run).await {
+                        event["step"] = Value::from(step);
+                    }
+                }
+                run.emit(event);
             }
             Line::StepStarted(step) => match run.begin(&step).await {
                 Ok(StepStart::Run { .. }) => self.current = Some(step),
@@ -193,14 +236,15 @@ impl Steps {
     }
 }
 
-/// Exit 0 completes the task; anything else fails it with a code scripts can match.
-pub fn outcome(status: Option<ExitStatus>) -> Outcome {
+/// Exit 0 completes the task with the command's result; anything else fails it with a code
+/// scripts can match (a result printed before a failure is not kept).
+pub fn outcome(status: Option<ExitStatus>, result: Option<Value>) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     let Some(status) = status else {
         return failed("EXEC_LOST", "the command's exit status is unknown".into());
     };
     match (status.code(), status.signal()) {
-        (Some(0), _) => Outcome::Completed(None),
+        (Some(0), _) => Outcome::Completed(result),
         (Some(code), _) => failed(
             &format!("EXIT_{code}"),
             format!("the command exited with status {code}"),
@@ -287,19 +331,23 @@ mod tests {
     #[test]
     fn exit_statuses_become_outcomes() {
         assert_eq!(
-            outcome(Some(ExitStatus::from_raw(0))),
+            outcome(Some(ExitStatus::from_raw(0)), None),
             Outcome::Completed(None)
         );
+        assert_eq!(
+            outcome(Some(ExitStatus::from_raw(0)), Some(json!({"pr": 7}))),
+            Outcome::Completed(Some(json!({"pr": 7})))
+        );
         // Raw wait statuses: exit code in the high byte, signal number in the low bits.
-        match outcome(Some(ExitStatus::from_raw(3 << 8))) {
+        match outcome(Some(ExitStatus::from_raw(3 << 8)), Some(json!(1))) {
             Outcome::Failed(f) => assert_eq!(f.code, "EXIT_3"),
             other => panic!("{other:?}"),
         }
-        match outcome(Some(ExitStatus::from_raw(libc::SIGTERM))) {
+        match outcome(Some(ExitStatus::from_raw(libc::SIGTERM)), None) {
             Outcome::Failed(f) => assert_eq!(f.code, format!("SIGNAL_{}", libc::SIGTERM)),
             other => panic!("{other:?}"),
         }
-        match outcome(None) {
+        match outcome(None, None) {
             Outcome::Failed(f) => assert_eq!(f.code, "EXEC_LOST"),
             other => panic!("{other:?}"),
         }

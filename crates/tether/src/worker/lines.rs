@@ -4,6 +4,10 @@ use serde_json::{json, Map, Value};
 use tether_client::worker::check_step_name;
 use tether_types::event::{kind, MAX_EVENT_BYTES};
 
+/// The `type` of the line that sets the task's result. Not an event type: the value travels
+/// in `task_completed`'s `result`, so it is not stored twice.
+pub const RESULT: &str = "result";
+
 /// Longest log line kept; the rest is cut (a command that prints a megabyte without a
 /// newline should not make one giant event).
 pub const MAX_LOG_CHARS: usize = 4096;
@@ -15,6 +19,9 @@ pub enum Line {
     StepStarted(String),
     /// `{"type":"step_completed","step":S,"data":...}`: complete S with `data` as checkpoint.
     StepCompleted { step: String, checkpoint: Value },
+    /// `{"type":"result","data":...}`: the task's result if the command exits 0 (the last
+    /// such line wins, so a command can refine its answer as it goes).
+    Result(Value),
     /// Any other JSON object with a string `type`: an event `{type, step?, data?}`.
     Event(Value),
     /// Anything else: kept as a `log` event.
@@ -50,6 +57,9 @@ pub fn parse(line: &str) -> Line {
     }
     if line.len() > MAX_EVENT_BYTES {
         return Line::Log(line.to_string());
+    }
+    if kind == RESULT {
+        return Line::Result(data);
     }
     let mut event = Map::new();
     event.insert("type".into(), Value::from(kind));
@@ -137,6 +147,15 @@ mod tests {
     }
 
     #[test]
+    fn a_result_line_carries_the_task_result() {
+        assert_eq!(
+            parse(r#"{"type":"result","data":{"pr":"https://x/1","files":2}}"#),
+            Line::Result(json!({"pr":"https://x/1","files":2}))
+        );
+        assert_eq!(parse(r#"{"type":"result"}"#), Line::Result(Value::Null));
+    }
+
+    #[test]
     fn anything_else_is_a_log_line() {
         for line in [
             "cargo test",
@@ -182,7 +201,7 @@ mod tests {
                 Line::StepStarted(step) | Line::StepCompleted { step, .. } => {
                     prop_assert!(check_step_name(&step).is_ok());
                 }
-                Line::Log(_) => {}
+                Line::Result(_) | Line::Log(_) => {}
             }
         }
     }

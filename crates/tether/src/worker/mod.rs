@@ -6,6 +6,8 @@ pub mod exec;
 pub mod lines;
 pub mod script;
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,10 @@ pub struct WorkerArgs {
     /// Demo fault: fail the task with DEMO_FAILURE in STEP.
     #[arg(long, conflicts_with = "exec", value_name = "STEP", value_parser = demo::parse_fail_at)]
     pub fail_at: Option<String>,
+    /// Read the token from this file (its first line) rather than from `--token`, which
+    /// every local user can read in the process list. `TETHER_TOKEN` is as safe.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -88,8 +94,36 @@ impl WorkerArgs {
     }
 }
 
+/// Whether a token was given as `--token` on the command line, where `ps` shows it to every
+/// local user (a worker runs for days, so the window is wide).
+fn token_in_argv(args: impl IntoIterator<Item = OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
+/// The first line of a token file, without its line ending.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("the token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
 /// Runs the worker until Ctrl-C or SIGTERM.
-pub async fn run(args: WorkerArgs) -> anyhow::Result<Exit> {
+pub async fn run(mut args: WorkerArgs) -> anyhow::Result<Exit> {
+    if token_in_argv(std::env::args_os()) {
+        tracing::warn!(
+            "--token puts the secret in the process list, readable by every local user; \
+             use TETHER_TOKEN or --token-file PATH instead"
+        );
+    }
+    if let Some(path) = &args.token_file {
+        args.connect.token = Some(read_token_file(path)?);
+    }
     let client = args.connect.client()?;
     let config = args.config();
     eprintln!(
@@ -137,6 +171,34 @@ mod tests {
         let demo = parse(&["--demo", "--speed", "100", "--crash-at", "clone:1"]).unwrap();
         assert_eq!(demo.speed, 100.0);
         assert_eq!(demo.crash_at.unwrap().attempt, Some(1));
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_noticed_and_a_token_file_is_read() {
+        let argv = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(token_in_argv(argv(&[
+            "tether", "worker", "--token", "tk_x"
+        ])));
+        assert!(token_in_argv(argv(&["tether", "worker", "--token=tk_x"])));
+        assert!(!token_in_argv(argv(&[
+            "tether",
+            "worker",
+            "--token-file",
+            "t"
+        ])));
+        assert!(!token_in_argv(argv(&[
+            "tether", "worker", "--exec", "x", "--", "--token"
+        ])));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "tk_secret\n").unwrap();
+        assert_eq!(read_token_file(&path).unwrap(), "tk_secret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_token_file(&path).is_err());
+        assert!(read_token_file(&dir.path().join("missing")).is_err());
+        let parsed = parse(&["--demo", "--token-file", "/run/secrets/t"]).unwrap();
+        assert_eq!(parsed.token_file, Some(PathBuf::from("/run/secrets/t")));
     }
 
     #[test]

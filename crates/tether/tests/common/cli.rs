@@ -183,9 +183,9 @@ impl Running {
         assert!(sent.success(), "kill -INT {pid} failed");
     }
 
-    /// Ends the process with SIGKILL, as a crash would, and waits for it.
-    pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill the tether process");
+    /// SIGKILLs the process, as a crash would end it, and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL the CLI");
     }
 
     /// Waits for the process to exit and for its output to be read to the end.

@@ -374,6 +374,15 @@ impl WorkStore for PgStore {
         ))
     }
 
+    async fn release(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, WorkError> {
+        transaction!(self, |t| work::release(&mut t, id, lease, now))
+    }
+
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String> {
         let candidates = {
             let client = self.client().await?;

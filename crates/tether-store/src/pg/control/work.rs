@@ -356,6 +356,20 @@ pub(super) async fn finish(
     })
 }
 
+pub(super) async fn release(
+    t: &mut Tx<'_>,
+    id: &TaskId,
+    lease: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, WorkError> {
+    let mut row = locked(t, id).await?;
+    let Some(change) = execution::release(&row, lease, now)? else {
+        return Ok(false);
+    };
+    apply(t, &mut row.task, &change, None, now).await?;
+    Ok(true)
+}
+
 /// Tasks whose lease looks expired at `now`, oldest expiry first; each is checked again
 /// under its row lock before anything changes.
 pub(super) async fn expired(

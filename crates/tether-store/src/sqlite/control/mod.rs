@@ -243,6 +243,17 @@ impl WorkStore for SqliteStore {
             .await
     }
 
+    async fn release(
+        &self,
+        id: &TaskId,
+        lease: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, WorkError> {
+        let (id, lease) = (id.clone(), lease.to_string());
+        self.on_writer(move |w| work::release(w, &id, &lease, now))
+            .await
+    }
+
     async fn finish(
         &self,
         id: &TaskId,

@@ -269,6 +269,20 @@ pub(super) fn finish(
     })
 }
 
+pub(super) fn release(
+    w: &mut Writer,
+    id: &TaskId,
+    lease: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, WorkError> {
+    let mut row = lease_row(w.conn(), id)?;
+    let Some(change) = execution::release(&row, lease, now)? else {
+        return Ok(false);
+    };
+    apply(w, &mut row.task, &change, None, now)?;
+    Ok(true)
+}
+
 pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Expired>, WorkError> {
     let ids: Vec<String> = w
         .conn()
