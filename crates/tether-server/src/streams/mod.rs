@@ -13,8 +13,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use tether_store::CreateError;
 use tether_types::task::TASK_STREAM_PREFIX;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{auth, tasks, AppState};
 
@@ -39,13 +41,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// Streams need a token when auth is on. Task streams are readable by whoever may see the
 /// task and writable by no one: their events go through the tasks API, which keeps the
-/// lifecycle rules (one terminal event, last).
+/// lifecycle rules (one terminal event, last). Returns the caller, whom the handler checks
+/// again against any other stream the request names (a fork's source).
 pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
     method: &Method,
-) -> Result<(), ApiError> {
+) -> Result<Caller, ApiError> {
     // A plain call at the top of each handler rather than a middleware layer: this is the
     // append path, and a layer costs a boxed clone of the route on every request.
     let caller = auth::authenticate(state, headers).await?;
@@ -58,6 +61,23 @@ pub(crate) async fn admit(
             ));
         }
         tasks::visible_task(state, &caller, task_id).await?;
+    }
+    Ok(caller)
+}
+
+/// Checks a fork's source against the caller by the rule of its target: a task's stream is
+/// readable by whoever may see the task. A source the caller may not read is answered
+/// exactly as a missing one (same status, code and message), so a fork is no existence
+/// oracle and no way around the task's visibility.
+pub(crate) async fn admit_source(
+    state: &AppState,
+    caller: &Caller,
+    source: &str,
+) -> Result<(), ApiError> {
+    if let Some(task_id) = source.strip_prefix(TASK_STREAM_PREFIX) {
+        if tasks::visible_task(state, caller, task_id).await.is_err() {
+            return Err(ApiError::from(CreateError::SourceNotFound));
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use tether_types::Offset;
 
 use super::headers::{self as h, text};
 use super::response::ResponseHeaders;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::AppState;
@@ -27,21 +28,26 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::PUT).await {
-        return e.for_request(&rid).into_response();
-    }
-    create(state, &path, &headers, body)
+    let caller = match super::admit(&state, &headers, &path, &Method::PUT).await {
+        Ok(caller) => caller,
+        Err(e) => return e.for_request(&rid).into_response(),
+    };
+    create(state, &caller, &path, &headers, body)
         .await
         .unwrap_or_else(|e| e.for_request(&rid).into_response())
 }
 
 async fn create(
     state: AppState,
+    caller: &Caller,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request = create_request(headers, body)?;
+    if let Some(fork) = &request.fork {
+        super::admit_source(&state, caller, &fork.source).await?;
+    }
     let created = state.store.create(path, request).await?;
     let info = created.info;
     let mut out = ResponseHeaders::new();
