@@ -1,5 +1,7 @@
-//! Who may use which stream: a task's stream follows its task's visibility, and a request
-//! that names another stream (a fork's source) is checked against the caller as well.
+//! Who may use which stream: a plain stream is seen by its owner and by admins, a task's
+//! stream follows its task's visibility, and a request that names another stream (a fork's
+//! source) is checked against the caller as well. What the caller may not see is answered
+//! exactly as what does not exist.
 //! Black-box against a real server with auth on, on both backends.
 
 // Each test binary uses only part of the shared helpers.
@@ -60,4 +62,170 @@ async fn a_fork_of_another_users_task_is_answered_as_a_fork_of_a_missing_one(bac
     s.stop().await;
 }
 
-on_both_backends!(a_fork_of_another_users_task_is_answered_as_a_fork_of_a_missing_one);
+/// Every stream route, as `token`, on `path`: (what was asked, the answer).
+async fn every_route(s: &Server, token: &str, path: &str) -> Vec<(String, Reply)> {
+    let json = ("content-type", "application/json");
+    let at = format!("/v1/stream/{path}");
+    let mut answers = Vec::new();
+    for (method, query, headers, body) in [
+        ("GET", "?offset=-1", vec![], ""),
+        ("GET", "?offset=-1&live=long-poll", vec![], ""),
+        ("GET", "?offset=-1&live=sse", vec![], ""),
+        ("HEAD", "", vec![], ""),
+        ("POST", "", vec![json], "[\"bob was here\"]"),
+        ("POST", "", vec![("stream-closed", "true")], ""),
+        ("DELETE", "", vec![], ""),
+    ] {
+        let r = s
+            .call(method, &format!("{at}{query}"), Some(token), &headers, body)
+            .await;
+        answers.push((format!("{method} {query} {headers:?}"), r));
+    }
+    answers.push((
+        "fork".to_string(),
+        fork(s, token, &format!("copy-of-{path}"), path).await,
+    ));
+    answers
+}
+
+async fn another_users_plain_stream_answers_every_route_as_a_missing_one(backend: Backend) {
+    let s = Server::start_on(backend).await;
+    let ann = s.user("ann", "user").await;
+    let bob = s.user("bob", "user").await;
+    let wally = s.user("wally", "worker").await;
+    let json = [("content-type", "application/json")];
+    let made = s
+        .call(
+            "PUT",
+            "/v1/stream/ann-private",
+            Some(&ann),
+            &json,
+            "[\"secret\"]",
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+
+    // Users and workers other than the owner: exactly what a missing stream gets.
+    for token in [&bob, &wally] {
+        let hidden = every_route(&s, token, "ann-private").await;
+        let missing = every_route(&s, token, "nobody-here").await;
+        for ((what, h), (_, m)) in hidden.iter().zip(&missing) {
+            assert_eq!(h.status, StatusCode::NOT_FOUND, "{what}: {h:?}");
+            if !h.body.is_empty() || !m.body.is_empty() {
+                assert_eq!(answer(h), answer(m), "{what}");
+            }
+        }
+        // A create at the path says it is taken, and nothing about the stream there,
+        // whether or not the configuration matches.
+        for content_type in ["application/json", "text/plain"] {
+            let put = s
+                .call(
+                    "PUT",
+                    "/v1/stream/ann-private",
+                    Some(token),
+                    &[("content-type", content_type)],
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(
+                (put.status, put.code().as_str()),
+                (StatusCode::CONFLICT, "STREAM_CONFLICT"),
+                "{put:?}"
+            );
+            assert_eq!(put.header("stream-next-offset"), None, "{put:?}");
+            assert_eq!(answer(&put).2, "another stream holds this path");
+        }
+    }
+
+    // The owner and admins see it, untouched by what the others tried.
+    for (token, copy) in [(&ann, "ann-copy"), (&s.admin, "admin-copy")] {
+        let read = s.get("/v1/stream/ann-private?offset=-1", token).await;
+        assert_eq!(read.json(), serde_json::json!(["secret"]), "{read:?}");
+        let head = s
+            .call(
+                "HEAD",
+                "/v1/stream/ann-private",
+                Some(token),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(head.status, StatusCode::OK);
+        let again = s
+            .call(
+                "PUT",
+                "/v1/stream/ann-private",
+                Some(token),
+                &json,
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(
+            again.status,
+            StatusCode::OK,
+            "an identical create: {again:?}"
+        );
+        let forked = fork(&s, token, copy, "ann-private").await;
+        assert_eq!(forked.status, StatusCode::CREATED, "{forked:?}");
+    }
+    let append = s
+        .call(
+            "POST",
+            "/v1/stream/ann-private",
+            Some(&s.admin),
+            &json,
+            "[\"by admin\"]",
+        )
+        .await;
+    assert_eq!(append.status, StatusCode::NO_CONTENT, "{append:?}");
+    let append = s
+        .call(
+            "POST",
+            "/v1/stream/ann-private",
+            Some(&ann),
+            &json,
+            "[\"by ann\"]",
+        )
+        .await;
+    assert_eq!(append.status, StatusCode::NO_CONTENT, "{append:?}");
+    let read = s.get("/v1/stream/ann-private?offset=-1", &ann).await;
+    assert_eq!(
+        read.json(),
+        serde_json::json!(["secret", "by admin", "by ann"])
+    );
+    // Streams are deleted by their owner or an admin.
+    let gone = s
+        .call(
+            "DELETE",
+            "/v1/stream/ann-private",
+            Some(&ann),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{gone:?}");
+    s.call(
+        "PUT",
+        "/v1/stream/ann-other",
+        Some(&ann),
+        &json,
+        Bytes::new(),
+    )
+    .await;
+    let gone = s
+        .call(
+            "DELETE",
+            "/v1/stream/ann-other",
+            Some(&s.admin),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{gone:?}");
+    s.stop().await;
+}
+
+on_both_backends!(
+    a_fork_of_another_users_task_is_answered_as_a_fork_of_a_missing_one,
+    another_users_plain_stream_answers_every_route_as_a_missing_one,
+);

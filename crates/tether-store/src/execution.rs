@@ -19,7 +19,9 @@ use tether_types::{Event, Offset, TaskState};
 
 use crate::body::{PreparedAppend, StoredBody};
 use crate::control::*;
-use crate::model::{Append, AppendError, AppendStatus, Appended, CreateStream, ProducerStamp};
+use crate::model::{
+    Access, Append, AppendError, AppendStatus, Appended, CreateStream, ProducerStamp,
+};
 
 /// Task streams hold JSON messages.
 pub(crate) const JSON: &str = "application/json";
@@ -83,6 +85,7 @@ pub(crate) fn prepared(
             close,
             producer,
             stream_seq: None,
+            access: Access::All,
         },
         body: Ok(Some(body)),
     }
@@ -108,6 +111,7 @@ pub(crate) fn task_stream(created: &Event) -> Result<CreateStream, CreateTaskErr
         closed: false,
         fork: None,
         body: Bytes::from(first),
+        ..CreateStream::default()
     })
 }
 

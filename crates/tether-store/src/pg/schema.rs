@@ -111,6 +111,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX nudges_by_task ON nudges (task_id, created_ms);
     "#,
+    // 2: a plain stream's owner, the user who created it: others do not see it. NULL for
+    // streams created before owners existed and for task streams (which follow their task's
+    // visibility): such a stream is seen by admins only.
+    r#"
+    ALTER TABLE streams ADD COLUMN owner_id BIGINT;
+    "#,
 ];
 
 /// Applies the migrations the database has not seen yet, all in one transaction taken under

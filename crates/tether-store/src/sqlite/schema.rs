@@ -129,6 +129,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX nudges_by_task ON nudges (task_id, created_ms);
     "#,
+    // 4: a plain stream's owner, the user who created it: others do not see it. NULL for
+    // streams created before owners existed and for task streams (which follow their task's
+    // visibility): such a stream is seen by admins only.
+    r#"
+    ALTER TABLE streams ADD COLUMN owner_id INTEGER;
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.
