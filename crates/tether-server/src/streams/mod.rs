@@ -90,7 +90,11 @@ pub(crate) async fn source_access(
     match source.strip_prefix(TASK_STREAM_PREFIX) {
         Some(task_id) => match tasks::visible_task(state, caller, task_id).await {
             Ok(_) => Ok(Access::All),
-            Err(_) => Err(ApiError::from(CreateError::SourceNotFound)),
+            // Hidden or missing alike; a storage failure stays one.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                Err(ApiError::from(CreateError::SourceNotFound))
+            }
+            Err(e) => Err(e),
         },
         None => Ok(caller.stream_access()),
     }
