@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use tether_store::{ControlStore, NewToken, Principal, TaskRecord, UserError, UserRecord};
+use tether_store::{Access, ControlStore, NewToken, Principal, TaskRecord, UserError, UserRecord};
 use tether_types::Role;
 
 use crate::config::AuthMode;
@@ -72,6 +72,16 @@ impl Caller {
         match self.0.role {
             Role::Admin | Role::Worker => true,
             Role::User => task.owner_id == self.0.user_id,
+        }
+    }
+
+    /// Which plain streams the caller sees: admins every stream, users and workers those
+    /// their user created. (Workers see every task, because they run them; plain streams
+    /// are not work, so a worker token is treated like its user's.)
+    pub fn stream_access(&self) -> Access {
+        match self.0.role {
+            Role::Admin => Access::All,
+            Role::User | Role::Worker => Access::Owner(self.0.user_id),
         }
     }
 

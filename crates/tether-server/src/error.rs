@@ -123,6 +123,7 @@ impl From<CreateError> for ApiError {
         let msg = e.to_string();
         match e {
             CreateError::ConfigMismatch
+            | CreateError::PathTaken
             | CreateError::PathBlocked
             | CreateError::SourceGone
             | CreateError::ForkContentTypeMismatch => {

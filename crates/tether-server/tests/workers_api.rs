@@ -490,6 +490,53 @@ async fn nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once
     s.stop().await;
 }
 
+async fn an_accepted_nudge_is_in_the_task_log_with_its_text_and_author(backend: Backend) {
+    let s = Server::start_on(backend).await;
+    let ann = s.user("ann", "user").await;
+    let worker = s.user("runner", "worker").await;
+    let id = s.submit(&ann, "d").await;
+    claim(&s, &worker).await.unwrap();
+    let path = format!("/v1/tasks/{id}/nudges");
+    let mut sent = Vec::new();
+    for (token, message) in [
+        (&ann, "  also bump the version  "),
+        (&s.admin, "and the docs"),
+    ] {
+        let nudge = s.post(&path, token, json!({ "message": message })).await;
+        assert_eq!(nudge.status, StatusCode::ACCEPTED, "{nudge:?}");
+        sent.push(nudge.json()["id"].clone());
+    }
+    // A refused nudge leaves no record.
+    let empty = s.post(&path, &ann, json!({"message": " "})).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+
+    let page = s.get(&format!("/v1/tasks/{id}/events"), &ann).await.json();
+    let records: Vec<&Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "nudge_sent")
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(
+        records,
+        [
+            &json!({"nudge_id": sent[0], "message": "also bump the version", "author": "ann"}),
+            &json!({"nudge_id": sent[1], "message": "and the docs", "author": "admin"}),
+        ]
+    );
+    // Only the server writes it: a producer cannot put words in a user's mouth.
+    let forged = s
+        .events(
+            &worker,
+            &id,
+            json!([{"type": "nudge_sent", "data": {"author": "ann"}}]),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{forged:?}");
+    s.stop().await;
+}
+
 async fn user_tokens_cannot_use_the_worker_api_and_bad_input_is_400(backend: Backend) {
     let s = Server::start_on(backend).await;
     let ann = s.user("ann", "user").await;
@@ -633,6 +680,7 @@ on_both_backends!(
     an_expired_lease_is_requeued_and_the_retry_rewinds_the_step_while_zombies_are_fenced,
     cancel_reaches_the_worker_at_its_next_heartbeat_and_fences_it,
     nudges_are_checked_limited_delivered_by_heartbeat_and_acknowledged_once,
+    an_accepted_nudge_is_in_the_task_log_with_its_text_and_author,
     user_tokens_cannot_use_the_worker_api_and_bad_input_is_400,
     an_admin_sets_a_users_limit_and_a_task_its_attempts,
     validate_says_whether_a_worker_is_connected_and_admission_would_wait,

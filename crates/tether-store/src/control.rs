@@ -276,6 +276,14 @@ pub enum WorkError {
     Storage(String),
 }
 
+/// A nudge to queue: its id, its text, and the name of the user who sent it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewNudge<'a> {
+    pub id: &'a str,
+    pub message: &'a str,
+    pub author: &'a str,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NudgeRecord {
     pub id: String,
@@ -399,11 +407,12 @@ pub trait WorkStore: Send + Sync + 'static {
     /// Requeues (or times out, when attempts are used up) every task whose lease expired.
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String>;
 
+    /// Queues a nudge for the worker and, in the same transaction, appends `nudge_sent`
+    /// with its text and author to the task's events.
     async fn create_nudge(
         &self,
         id: &TaskId,
-        nudge_id: &str,
-        message: &str,
+        nudge: NewNudge<'_>,
         now: DateTime<Utc>,
         per_minute: u32,
     ) -> Result<(), NudgeError>;

@@ -19,7 +19,9 @@ use tether_types::{Event, Offset, TaskState};
 
 use crate::body::{PreparedAppend, StoredBody};
 use crate::control::*;
-use crate::model::{Append, AppendError, AppendStatus, Appended, CreateStream, ProducerStamp};
+use crate::model::{
+    Access, Append, AppendError, AppendStatus, Appended, CreateStream, ProducerStamp,
+};
 
 /// Task streams hold JSON messages.
 pub(crate) const JSON: &str = "application/json";
@@ -83,6 +85,7 @@ pub(crate) fn prepared(
             close,
             producer,
             stream_seq: None,
+            access: Access::All,
         },
         body: Ok(Some(body)),
     }
@@ -108,6 +111,7 @@ pub(crate) fn task_stream(created: &Event) -> Result<CreateStream, CreateTaskErr
         closed: false,
         fork: None,
         body: Bytes::from(first),
+        ..CreateStream::default()
     })
 }
 
@@ -424,6 +428,24 @@ pub(crate) fn admit_nudge(
         });
     }
     Ok(())
+}
+
+/// The audit record of an accepted nudge: who said what to the task.
+pub(crate) fn nudge_sent(nudge: &NewNudge<'_>, now: DateTime<Utc>) -> Event {
+    Event::new(
+        kind::NUDGE_SENT,
+        timestamp(now),
+        json!({ "nudge_id": nudge.id, "message": nudge.message, "author": nudge.author }),
+    )
+}
+
+/// The record of a nudge refused by the task's stream after the nudge was admitted: the
+/// stream and the task disagree, which no caller can fix, so the transaction is undone.
+pub(crate) fn nudge_not_recorded(e: WorkError) -> NudgeError {
+    match e {
+        WorkError::Storage(m) => NudgeError::Storage(m),
+        other => NudgeError::Storage(format!("the nudge could not be recorded: {other}")),
+    }
 }
 
 pub(crate) fn nudge_acknowledged(nudge_id: &str, now: DateTime<Utc>) -> Event {

@@ -42,16 +42,46 @@ pub trait StreamStore: Send + Sync + 'static {
         path: &str,
         from: ReadFrom,
         max_bytes: usize,
+    ) -> Result<ReadChunk, LookupError> {
+        self.read_as(Access::All, path, from, max_bytes).await
+    }
+
+    /// [`Self::read`] of a stream `access` sees; any other is not found, and not touched.
+    async fn read_as(
+        &self,
+        access: Access,
+        path: &str,
+        from: ReadFrom,
+        max_bytes: usize,
     ) -> Result<ReadChunk, LookupError>;
 
     /// Metadata without touching the sliding TTL.
-    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError>;
+    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
+        self.head_as(Access::All, path).await
+    }
+
+    /// [`Self::head`] of a stream `access` sees; any other is not found.
+    async fn head_as(&self, access: Access, path: &str) -> Result<StreamInfo, LookupError>;
 
     /// A watch on the stream's committed tail, for live readers. Counts as an access.
-    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError>;
+    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError> {
+        self.watch_as(Access::All, path).await
+    }
+
+    /// [`Self::watch`] of a stream `access` sees; any other is not found, and not touched.
+    async fn watch_as(
+        &self,
+        access: Access,
+        path: &str,
+    ) -> Result<(StreamInfo, TailWatch), LookupError>;
 
     /// Deletes a stream; soft-deletes it while forks still read from it.
-    async fn delete(&self, path: &str) -> Result<(), DeleteError>;
+    async fn delete(&self, path: &str) -> Result<(), DeleteError> {
+        self.delete_as(Access::All, path).await
+    }
+
+    /// [`Self::delete`] of a stream `access` sees; any other is not found, and kept.
+    async fn delete_as(&self, access: Access, path: &str) -> Result<(), DeleteError>;
 
     /// Finishes in-flight writes and stops the store's background threads.
     async fn shutdown(&self);

@@ -16,6 +16,29 @@ pub struct StreamConfig {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Which streams a request may see: a stream is visible to its owner and to requests that
+/// see everything (admins, and Tether's own calls). A stream without an owner (created
+/// before streams had owners, or by Tether itself, such as a task's stream) is visible only
+/// to those. Operations with an `Access` answer "not found" for a stream it does not see,
+/// before any other check and without any effect, so that a hidden stream and a missing
+/// one cannot be told apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    #[default]
+    All,
+    /// Only the streams this user owns.
+    Owner(i64),
+}
+
+impl Access {
+    pub fn sees(self, owner: Option<i64>) -> bool {
+        match self {
+            Access::All => true,
+            Access::Owner(user) => owner == Some(user),
+        }
+    }
+}
+
 /// Creating a stream as a fork of another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForkFrom {
@@ -27,7 +50,7 @@ pub struct ForkFrom {
     pub sub_offset: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CreateStream {
     /// `None` only for forks, which then inherit the source's content type.
     pub content_type: Option<String>,
@@ -37,6 +60,13 @@ pub struct CreateStream {
     pub fork: Option<ForkFrom>,
     /// Initial content; empty for none.
     pub body: Bytes,
+    /// Who owns the new stream (a user id); `None` for none.
+    pub owner: Option<i64>,
+    /// What the request may see of a stream already at the path: one it may not see holds
+    /// the path without being revealed ([`CreateError::PathTaken`]).
+    pub access: Access,
+    /// What the request may see of the fork source: a hidden source is not found.
+    pub source_access: Access,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +94,8 @@ pub struct Append {
     pub producer: Option<ProducerStamp>,
     /// `Stream-Seq`, compared byte-wise per stream.
     pub stream_seq: Option<String>,
+    /// A stream this access does not see is not found.
+    pub access: Access,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +178,9 @@ pub enum LookupError {
 pub enum CreateError {
     #[error("a stream with a different configuration exists at this path")]
     ConfigMismatch,
+    /// The path is held by a stream the request may not see; nothing else about it is said.
+    #[error("another stream holds this path")]
+    PathTaken,
     #[error("the path belongs to a deleted stream that forks still read from")]
     PathBlocked,
     #[error("fork source not found")]

@@ -30,6 +30,8 @@ mod expiry;
 mod forks;
 #[path = "conformance/live.rs"]
 mod live;
+#[path = "conformance/owners.rs"]
+mod owners;
 #[path = "conformance/producers.rs"]
 mod producers;
 
@@ -41,6 +43,7 @@ use durability::*;
 use expiry::*;
 use forks::*;
 use live::*;
+use owners::*;
 use producers::*;
 
 /// Instantiates every case for one backend. `$harness` builds a fresh, empty harness, or
@@ -134,6 +137,9 @@ macro_rules! conformance_suite {
             idle_stream_expires_after_its_ttl,
             reads_extend_a_sliding_ttl,
             fork_outlives_its_expired_source,
+            // owners
+            a_stream_is_seen_only_by_its_owner_and_by_everyone_access,
+            a_stream_without_an_owner_is_seen_by_everyone_access_only,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {

@@ -384,6 +384,7 @@ async fn listening(nodes: &[Arc<PgStore>]) {
             closed: false,
             fork: None,
             body: bytes::Bytes::new(),
+            ..CreateStream::default()
         };
         other.create(&path, create).await.unwrap();
         let (_, mut watch) = node.watch(&path).await.unwrap();

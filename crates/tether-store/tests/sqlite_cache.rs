@@ -23,6 +23,7 @@ async fn a_hundred_live_readers_follow_a_stream_without_touching_the_database() 
         closed: false,
         fork: None,
         body: Bytes::new(),
+        ..CreateStream::default()
     };
     store.create("hot", create).await.unwrap();
 

@@ -42,6 +42,7 @@ fn create(content_type: &str) -> CreateStream {
         closed: false,
         fork: None,
         body: Bytes::new(),
+        ..CreateStream::default()
     }
 }
 

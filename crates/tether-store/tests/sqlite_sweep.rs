@@ -41,6 +41,7 @@ async fn idle_streams_are_forgotten_and_come_back_intact() {
         closed: false,
         fork: None,
         body: Bytes::new(),
+        ..CreateStream::default()
     };
     store.create("s", create).await.unwrap();
     let first = store.append("s", append(r#"[1,2]"#, 0, "a")).await.unwrap();

@@ -356,7 +356,7 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop<B: Back
     );
 
     store
-        .create_nudge(&id, "n1", "also update the changelog", at(9), 10)
+        .create_nudge(&id, nudge("n1", "also update the changelog"), at(9), 10)
         .await
         .unwrap();
     let beat = store.heartbeat(&id, "l1", at(10), TTL).await.unwrap();
@@ -395,9 +395,15 @@ async fn heartbeats_extend_the_lease_and_tell_a_cancelled_worker_to_stop<B: Back
         [
             kind::TASK_CREATED,
             kind::TASK_STARTED,
+            kind::NUDGE_SENT,
             kind::NUDGE_ACKNOWLEDGED,
             kind::TASK_CANCELLED
         ]
+    );
+    // Who said what is in the log, not only that something was acknowledged.
+    assert_eq!(
+        events[2].data,
+        serde_json::json!({"nudge_id": "n1", "message": "also update the changelog", "author": "ann"})
     );
 }
 
@@ -425,18 +431,27 @@ async fn attempts_run_out_into_timed_out_with_lease_expired<B: Backend>(backend:
     assert!(closed);
 }
 
+/// A nudge from ann.
+fn nudge<'a>(id: &'a str, message: &'a str) -> NewNudge<'a> {
+    NewNudge {
+        id,
+        message,
+        author: "ann",
+    }
+}
+
 async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let ann = store.create_user("ann", t0()).await.unwrap();
     let id = submit(&*store, &ann, 1).await;
     for i in 0..3 {
         store
-            .create_nudge(&id, &format!("n{i}"), "hi", at(i), 3)
+            .create_nudge(&id, nudge(&format!("n{i}"), "hi"), at(i), 3)
             .await
             .unwrap();
     }
     let too_many = store
-        .create_nudge(&id, "n3", "hi", at(10), 3)
+        .create_nudge(&id, nudge("n3", "hi"), at(10), 3)
         .await
         .unwrap_err();
     assert_eq!(
@@ -447,7 +462,7 @@ async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks<B: Backend>(ba
         }
     );
     store
-        .create_nudge(&id, "n4", "hi", at(61), 3)
+        .create_nudge(&id, nudge("n4", "hi"), at(61), 3)
         .await
         .unwrap();
     store
@@ -462,10 +477,18 @@ async fn nudges_are_limited_per_minute_and_refused_on_ended_tasks<B: Backend>(ba
         .await
         .unwrap();
     let ended = store
-        .create_nudge(&id, "n5", "hi", at(63), 3)
+        .create_nudge(&id, nudge("n5", "hi"), at(63), 3)
         .await
         .unwrap_err();
     assert_eq!(ended, NudgeError::Terminal(TaskState::Cancelled));
+    // Each accepted nudge is recorded once, with its acceptance; refused ones not at all.
+    let (events, _) = log(&*store, &id).await;
+    let sent: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.kind == kind::NUDGE_SENT)
+        .map(|e| &e.data["nudge_id"])
+        .collect();
+    assert_eq!(sent, ["n0", "n1", "n2", "n4"]);
 }
 
 async fn a_users_own_limit_overrides_the_default_and_max_attempts_comes_from_the_spec<

@@ -34,9 +34,12 @@ pub mod kind {
     pub const AGENT_ERROR: &str = "agent_error";
     pub const LOG: &str = "log";
     pub const NUDGE_ACKNOWLEDGED: &str = "nudge_acknowledged";
+    /// A nudge was accepted: `{nudge_id, message, author}`, the audit record of who said what.
+    pub const NUDGE_SENT: &str = "nudge_sent";
 
-    /// Written only by the server, as part of a state change.
-    pub const RESERVED: [&str; 9] = [
+    /// Written only by the server, as part of a state change (a nudge's record included: a
+    /// producer must not put words in a user's mouth).
+    pub const RESERVED: [&str; 10] = [
         TASK_CREATED,
         TASK_STARTED,
         TASK_FINALIZING,
@@ -46,6 +49,7 @@ pub mod kind {
         TASK_TIMED_OUT,
         TASK_CANCELLED,
         STREAM_REWIND,
+        NUDGE_SENT,
     ];
 
     pub const TERMINAL: [&str; 4] = [TASK_COMPLETED, TASK_FAILED, TASK_TIMED_OUT, TASK_CANCELLED];

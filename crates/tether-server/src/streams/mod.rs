@@ -13,8 +13,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use tether_store::{Access, CreateError};
 use tether_types::task::TASK_STREAM_PREFIX;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{auth, tasks, AppState};
 
@@ -37,15 +39,24 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     )
 }
 
-/// Streams need a token when auth is on. Task streams are readable by whoever may see the
-/// task and writable by no one: their events go through the tasks API, which keeps the
-/// lifecycle rules (one terminal event, last).
+/// Who a stream request acts for, once admitted.
+pub(crate) struct Admitted {
+    pub caller: Caller,
+    /// What the request may see of the stream it names: every stream the caller sees (see
+    /// [`Caller::stream_access`]), or all of a task's stream once the task is visible.
+    pub access: Access,
+}
+
+/// Streams need a token when auth is on. A plain stream is seen by its owner and by admins
+/// (the store answers "not found" to anyone else). Task streams are readable by whoever may
+/// see the task and writable by no one: their events go through the tasks API, which keeps
+/// the lifecycle rules (one terminal event, last).
 pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
     method: &Method,
-) -> Result<(), ApiError> {
+) -> Result<Admitted, ApiError> {
     // A plain call at the top of each handler rather than a middleware layer: this is the
     // append path, and a layer costs a boxed clone of the route on every request.
     let caller = auth::authenticate(state, headers).await?;
@@ -60,8 +71,35 @@ pub(crate) async fn admit(
             ));
         }
         tasks::visible_task(state, &caller, task_id).await?;
+        return Ok(Admitted {
+            caller,
+            access: Access::All,
+        });
     }
-    Ok(())
+    let access = caller.stream_access();
+    Ok(Admitted { caller, access })
+}
+
+/// What the caller may see of a fork's source, by the rule of the source itself: a task's
+/// stream is readable by whoever may see the task, a plain stream by its owner and admins.
+/// A source the caller may not read is answered exactly as a missing one (same status, code
+/// and message), so a fork is no existence oracle and no way around either rule.
+pub(crate) async fn source_access(
+    state: &AppState,
+    caller: &Caller,
+    source: &str,
+) -> Result<Access, ApiError> {
+    match source.strip_prefix(TASK_STREAM_PREFIX) {
+        Some(task_id) => match tasks::visible_task(state, caller, task_id).await {
+            Ok(_) => Ok(Access::All),
+            // Hidden or missing alike; a storage failure stays one.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                Err(ApiError::from(CreateError::SourceNotFound))
+            }
+            Err(e) => Err(e),
+        },
+        None => Ok(caller.stream_access()),
+    }
 }
 
 /// The stream path inside a `Stream-Forked-From` value, which names the source by its URL path.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use tether_store::tail::Wake;
-use tether_store::ReadChunk;
+use tether_store::{Access, ReadChunk};
 use tether_types::{Offset, ReadFrom};
 
 use super::headers::text;
@@ -77,14 +77,15 @@ pub async fn get(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::GET).await {
-        return e.for_request(&rid).into_response();
-    }
+    let access = match super::admit(&state, &headers, &path, &Method::GET).await {
+        Ok(admitted) => admitted.access,
+        Err(e) => return e.for_request(&rid).into_response(),
+    };
     let result = match parse_query(raw.as_deref()) {
         Ok(q) => match q.live {
-            Live::No => catch_up(&state, &path, &q, &headers).await,
-            Live::LongPoll => long_poll(&state, &path, &q).await,
-            Live::Sse => super::sse::serve(state, path, q, &headers).await,
+            Live::No => catch_up(&state, access, &path, &q, &headers).await,
+            Live::LongPoll => long_poll(&state, access, &path, &q).await,
+            Live::Sse => super::sse::serve(state, access, path, q, &headers).await,
         },
         Err(e) => Err(e),
     };
@@ -93,6 +94,7 @@ pub async fn get(
 
 async fn catch_up(
     state: &AppState,
+    access: Access,
     path: &str,
     q: &ReadQuery,
     headers: &HeaderMap,
@@ -100,7 +102,7 @@ async fn catch_up(
     let from = q.from.unwrap_or(ReadFrom::Start);
     let chunk = state
         .store
-        .read(path, from, state.config.max_read_bytes)
+        .read_as(access, path, from, state.config.max_read_bytes)
         .await?;
     if from == ReadFrom::Now {
         // The tail position itself: nothing to cache, nothing to validate.
@@ -125,11 +127,16 @@ async fn catch_up(
     Ok((StatusCode::OK, out.into_map(), body(&chunk)).into_response())
 }
 
-async fn long_poll(state: &AppState, path: &str, q: &ReadQuery) -> Result<Response, ApiError> {
+async fn long_poll(
+    state: &AppState,
+    access: Access,
+    path: &str,
+    q: &ReadQuery,
+) -> Result<Response, ApiError> {
     let Some(from) = q.from else {
         return Err(ApiError::bad_request("live=long-poll needs an offset"));
     };
-    let (info, mut watch) = state.store.watch(path).await?;
+    let (info, mut watch) = state.store.watch_as(access, path).await?;
     let _live = state.metrics.live_reader();
     let start = match from {
         ReadFrom::Start => 0,
@@ -171,7 +178,8 @@ async fn long_poll(state: &AppState, path: &str, q: &ReadQuery) -> Result<Respon
     }
     let chunk = state
         .store
-        .read(
+        .read_as(
+            access,
             path,
             ReadFrom::At(Offset(start)),
             state.config.max_read_bytes,
@@ -200,10 +208,11 @@ pub async fn head(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::HEAD).await {
-        return e.for_request(&rid).into_response();
-    }
-    match state.store.head(&path).await {
+    let access = match super::admit(&state, &headers, &path, &Method::HEAD).await {
+        Ok(admitted) => admitted.access,
+        Err(e) => return e.for_request(&rid).into_response(),
+    };
+    match state.store.head_as(access, &path).await {
         Ok(info) => {
             let mut out = ResponseHeaders::new();
             out.content_type(&info.config.content_type)

@@ -16,7 +16,7 @@ use base64::Engine;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use tether_store::{ReadChunk, StreamId, Tail, TailWatch};
+use tether_store::{Access, ReadChunk, StreamId, Tail, TailWatch};
 use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
 
@@ -31,6 +31,7 @@ use crate::AppState;
 
 pub async fn serve(
     state: AppState,
+    access: Access,
     path: String,
     q: ReadQuery,
     headers: &HeaderMap,
@@ -46,7 +47,9 @@ pub async fn serve(
             None => return Err(ApiError::bad_request("live=sse needs an offset")),
         },
     };
-    let (info, watch) = state.store.watch(&path).await?;
+    // Checked once: the pump reads on only while the path names this stream (by id), whose
+    // owner never changes.
+    let (info, watch) = state.store.watch_as(access, &path).await?;
     let start = match from {
         ReadFrom::Start => 0,
         ReadFrom::Now => info.next.0,

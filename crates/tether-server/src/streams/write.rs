@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use tether_store::{Append, AppendStatus, CreateStream, ForkFrom, ProducerStamp};
+use tether_store::{Access, Append, AppendStatus, CreateStream, ForkFrom, ProducerStamp};
 use tether_types::headers::{
     is_true, parse_expires_at, parse_producer_number, parse_strict_u64, parse_ttl,
 };
@@ -16,6 +16,7 @@ use tether_types::Offset;
 
 use super::headers::{self as h, text};
 use super::response::ResponseHeaders;
+use super::Admitted;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::AppState;
@@ -27,21 +28,29 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::PUT).await {
-        return e.for_request(&rid).into_response();
-    }
-    create(state, &path, &headers, body)
+    let admitted = match super::admit(&state, &headers, &path, &Method::PUT).await {
+        Ok(admitted) => admitted,
+        Err(e) => return e.for_request(&rid).into_response(),
+    };
+    create(state, &admitted, &path, &headers, body)
         .await
         .unwrap_or_else(|e| e.for_request(&rid).into_response())
 }
 
 async fn create(
     state: AppState,
+    admitted: &Admitted,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = create_request(headers, body)?;
+    let mut request = create_request(headers, body)?;
+    request.owner = Some(admitted.caller.0.user_id);
+    request.access = admitted.access;
+    if let Some(fork) = &request.fork {
+        request.source_access =
+            super::source_access(&state, &admitted.caller, &fork.source).await?;
+    }
     let created = state.store.create(path, request).await?;
     let info = created.info;
     let mut out = ResponseHeaders::new();
@@ -102,6 +111,7 @@ fn create_request(headers: &HeaderMap, body: Bytes) -> Result<CreateStream, ApiE
         closed: is_true(text(headers, &h::STREAM_CLOSED)?),
         fork,
         body,
+        ..CreateStream::default()
     })
 }
 
@@ -124,16 +134,18 @@ pub(super) async fn answer_post(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = super::admit(&state, headers, path, &Method::POST).await {
-        return e.for_request(rid).into_response();
-    }
-    append(state, path, headers, body)
+    let access = match super::admit(&state, headers, path, &Method::POST).await {
+        Ok(admitted) => admitted.access,
+        Err(e) => return e.for_request(rid).into_response(),
+    };
+    append(state, access, path, headers, body)
         .await
         .unwrap_or_else(|e| e.for_request(rid).into_response())
 }
 
 async fn append(
     state: AppState,
+    access: Access,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
@@ -153,6 +165,7 @@ async fn append(
         close,
         producer: producer_stamp(headers)?,
         stream_seq: text(headers, &h::STREAM_SEQ)?.map(str::to_string),
+        access,
     };
     let appended = state.store.append(path, request).await?;
     if appended.status == AppendStatus::Appended {
@@ -205,10 +218,11 @@ pub async fn delete(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = super::admit(&state, &headers, &path, &Method::DELETE).await {
-        return e.for_request(&rid).into_response();
-    }
-    match state.store.delete(&path).await {
+    let access = match super::admit(&state, &headers, &path, &Method::DELETE).await {
+        Ok(admitted) => admitted.access,
+        Err(e) => return e.for_request(&rid).into_response(),
+    };
+    match state.store.delete_as(access, &path).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => ApiError::from(e).for_request(&rid).into_response(),
     }

@@ -1,5 +1,6 @@
-//! `POST /v1/tasks/{id}/nudges`: a short message to a running agent, delivered with the
-//! worker's next heartbeat and acknowledged by a `nudge_acknowledged` event.
+//! `POST /v1/tasks/{id}/nudges`: a short message to a running agent, recorded with its author
+//! by a `nudge_sent` event, delivered with the worker's next heartbeat and acknowledged by a
+//! `nudge_acknowledged` event.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -22,8 +23,9 @@ use crate::AppState;
     tag = "tasks",
     operation_id = "nudge_task",
     summary = "Send a short message to a running task",
-    description = "The worker gets it with its next heartbeat; its acknowledgement appends \
-        `nudge_acknowledged` to the task's events.",
+    description = "Accepting it appends `nudge_sent` (its id, text and author) to the task's \
+        events. The worker gets it with its next heartbeat; its acknowledgement appends \
+        `nudge_acknowledged`.",
     request_body = tether_types::worker::NewNudge,
     params(("id" = tether_types::TaskId, Path, description = "The task's id")),
     responses(
@@ -66,8 +68,11 @@ pub async fn create(
         .work
         .create_nudge(
             &task.id,
-            &nudge_id,
-            message,
+            tether_store::NewNudge {
+                id: &nudge_id,
+                message,
+                author: &caller.0.user,
+            },
             Utc::now(),
             state.config.nudges_per_minute,
         )

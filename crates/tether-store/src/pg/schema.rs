@@ -115,6 +115,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tokens ADD COLUMN last_used_ms BIGINT;
     "#,
+    // 3: a plain stream's owner, the user who created it: others do not see it. NULL for
+    // streams created before owners existed and for task streams (which follow their task's
+    // visibility): such a stream is seen by admins only.
+    r#"
+    ALTER TABLE streams ADD COLUMN owner_id BIGINT;
+    "#,
 ];
 
 /// Applies the migrations the database has not seen yet, all in one transaction taken under

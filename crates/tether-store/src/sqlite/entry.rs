@@ -40,6 +40,9 @@ pub(crate) struct Entry {
     pub soft_deleted: AtomicBool,
     pub last_access_ms: AtomicI64,
     pub recent: Mutex<Recent>,
+    /// The user who owns the stream (see [`crate::Access`]); never changes, so checking it
+    /// costs appends and reads nothing but a comparison.
+    pub owner: Option<i64>,
 }
 
 impl Entry {
@@ -66,7 +69,13 @@ impl Entry {
             soft_deleted: AtomicBool::new(soft_deleted),
             last_access_ms: AtomicI64::new(last_access_ms),
             recent: Mutex::new(Recent::starting_at(tail.next)),
+            owner: None,
         }
+    }
+
+    pub fn owned_by(mut self, owner: Option<i64>) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn current_tail(&self) -> Tail {

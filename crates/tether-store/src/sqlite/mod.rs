@@ -161,8 +161,9 @@ impl SqliteStore {
         self.sender.send(cmd).is_ok()
     }
 
-    /// The entry at `path`, from memory or (first use) loaded by the writer.
-    async fn entry(&self, path: &str) -> Result<Arc<Entry>, LookupError> {
+    /// The entry at `path`, from memory or (first use) loaded by the writer, if `access`
+    /// sees it.
+    async fn entry(&self, access: Access, path: &str) -> Result<Arc<Entry>, LookupError> {
         let cached = self.catalog.lock().get(path).cloned();
         let entry = match cached {
             Some(e) => e,
@@ -182,6 +183,9 @@ impl SqliteStore {
                 }
             }
         };
+        if !access.sees(entry.owner) {
+            return Err(LookupError::NotFound);
+        }
         if entry.is_soft_deleted() {
             return Err(LookupError::Gone);
         }
@@ -267,7 +271,7 @@ impl StreamStore for SqliteStore {
             let adds = request.body.len() as u64;
             self.space.take(adds).map_err(AppendError::Storage)?;
         }
-        let entry = self.entry(path).await?;
+        let entry = self.entry(request.access, path).await?;
         entry.touch(now_ms());
         // Parsing happens here, on the caller's task, not on the writer thread.
         let body = stored_body(entry.json, &request.body, false)
@@ -284,13 +288,14 @@ impl StreamStore for SqliteStore {
             .unwrap_or_else(|_| shut_down().map_err(AppendError::Storage))
     }
 
-    async fn read(
+    async fn read_as(
         &self,
+        access: Access,
         path: &str,
         from: ReadFrom,
         max_bytes: usize,
     ) -> Result<ReadChunk, LookupError> {
-        let entry = self.entry(path).await?;
+        let entry = self.entry(access, path).await?;
         entry.touch(now_ms());
         let info = entry.info();
         let end = info.next.0;
@@ -299,21 +304,26 @@ impl StreamStore for SqliteStore {
         Ok(chunk::read_chunk(info, start, end, read))
     }
 
-    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
-        Ok(self.entry(path).await?.info())
+    async fn head_as(&self, access: Access, path: &str) -> Result<StreamInfo, LookupError> {
+        Ok(self.entry(access, path).await?.info())
     }
 
-    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError> {
-        let entry = self.entry(path).await?;
+    async fn watch_as(
+        &self,
+        access: Access,
+        path: &str,
+    ) -> Result<(StreamInfo, TailWatch), LookupError> {
+        let entry = self.entry(access, path).await?;
         entry.touch(now_ms());
         let watch = entry.watch();
         Ok((entry.info(), watch))
     }
 
-    async fn delete(&self, path: &str) -> Result<(), DeleteError> {
+    async fn delete_as(&self, access: Access, path: &str) -> Result<(), DeleteError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(Command::Delete {
             path: path.to_string(),
+            access,
             reply: tx,
         }) {
             return shut_down().map_err(DeleteError::Storage);

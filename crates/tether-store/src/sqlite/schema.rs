@@ -133,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
     "#,
+    // 5: a plain stream's owner, the user who created it: others do not see it. NULL for
+    // streams created before owners existed and for task streams (which follow their task's
+    // visibility): such a stream is seen by admins only.
+    r#"
+    ALTER TABLE streams ADD COLUMN owner_id INTEGER;
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.

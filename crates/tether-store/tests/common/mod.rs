@@ -146,6 +146,7 @@ pub fn stream(content_type: &str) -> CreateStream {
         closed: false,
         fork: None,
         body: Bytes::new(),
+        ..CreateStream::default()
     }
 }
 
@@ -170,6 +171,7 @@ pub fn fork_of(source: &str, offset: Option<u64>, sub_offset: u64) -> CreateStre
             sub_offset,
         }),
         body: Bytes::new(),
+        ..CreateStream::default()
     }
 }
 

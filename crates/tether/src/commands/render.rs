@@ -154,6 +154,13 @@ fn body(event: &Event) -> String {
                 text(data, &["message", "line", "text"]),
             )
         }
+        kind::NUDGE_SENT => join(
+            &format!(
+                "✉ nudge from {}",
+                text(data, &["author"]).unwrap_or_else(|| "?".into())
+            ),
+            text(data, &["message"]),
+        ),
         kind::NUDGE_ACKNOWLEDGED => join(
             "✉ nudge acknowledged",
             text(data, &["message", "text", "nudge"]),
@@ -459,6 +466,13 @@ mod tests {
             None,
             json!({"message": "try again"}),
             "10:00:00 ✉ nudge acknowledged: try again",
+        );
+        check(
+            "nudge_sent",
+            None,
+            None,
+            json!({"nudge_id": "ndg_1", "message": "try again", "author": "ann"}),
+            "10:00:00 ✉ nudge from ann: try again",
         );
     }
 

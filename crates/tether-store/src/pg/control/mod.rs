@@ -404,13 +404,12 @@ impl WorkStore for PgStore {
     async fn create_nudge(
         &self,
         id: &TaskId,
-        nudge_id: &str,
-        message: &str,
+        nudge: NewNudge<'_>,
         now: DateTime<Utc>,
         per_minute: u32,
     ) -> Result<(), NudgeError> {
         transaction!(self, |t| work::create_nudge(
-            &mut t, id, nudge_id, message, now, per_minute
+            &mut t, id, nudge, now, per_minute
         ))
     }
 

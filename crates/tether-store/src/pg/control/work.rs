@@ -412,8 +412,7 @@ pub(super) async fn expire(
 pub(super) async fn create_nudge(
     t: &mut Tx<'_>,
     id: &TaskId,
-    nudge_id: &str,
-    message: &str,
+    nudge: NewNudge<'_>,
     now: DateTime<Utc>,
     per_minute: u32,
 ) -> Result<(), NudgeError> {
@@ -431,9 +430,20 @@ pub(super) async fn create_nudge(
     let recent: i64 = col(&window, 0)?;
     let oldest: Option<i64> = col(&window, 1)?;
     execution::admit_nudge(&task, recent.max(0) as u64, oldest, now, per_minute)?;
+    // In this transaction: the record of who said what commits with the nudge, or neither.
+    let event =
+        encode(&execution::nudge_sent(&nudge, now)).map_err(execution::nudge_not_recorded)?;
+    append(t, id, &[event], false, None)
+        .await
+        .map_err(execution::nudge_not_recorded)?;
     t.execute(
         "INSERT INTO nudges (id, task_id, message, created_ms) VALUES ($1, $2, $3, $4)",
-        &[&nudge_id, &id.as_str(), &message, &now.timestamp_millis()],
+        &[
+            &nudge.id,
+            &id.as_str(),
+            &nudge.message,
+            &now.timestamp_millis(),
+        ],
     )
     .await?;
     Ok(())

@@ -172,6 +172,7 @@ async fn attempt_batch(
     for job in jobs {
         let answer = match rows.get(&job.path) {
             None => Err(AppendError::NotFound),
+            Some(row) if !job.request.access.sees(row.owner) => Err(AppendError::NotFound),
             Some(row) if row.soft_deleted => Err(AppendError::Gone),
             Some(row) if expired.contains(&row.id) => Err(AppendError::NotFound),
             Some(row) => {

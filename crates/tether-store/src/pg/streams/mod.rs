@@ -222,9 +222,15 @@ impl PgStore {
         &self.streams.shared.tails
     }
 
-    /// The live stream at `path` and a connection to keep reading with. Expired streams are
-    /// removed on the way (and not found). `access`: counts for the sliding TTL.
-    async fn live(&self, path: &str, access: bool) -> Result<(Object, StreamRow), LookupError> {
+    /// The live stream at `path`, if `access` sees it, and a connection to keep reading with.
+    /// Expired streams are removed on the way (and not found). `touch`: counts for the
+    /// sliding TTL.
+    async fn live(
+        &self,
+        access: Access,
+        path: &str,
+        touch: bool,
+    ) -> Result<(Object, StreamRow), LookupError> {
         let client = self.client().await.map_err(LookupError::Storage)?;
         let storage = |e: tokio_postgres::Error| LookupError::Storage(e.to_string());
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1");
@@ -237,6 +243,9 @@ impl PgStore {
             return Err(LookupError::NotFound);
         };
         let row = StreamRow::parse(&row).map_err(LookupError::Storage)?;
+        if !access.sees(row.owner) {
+            return Err(LookupError::NotFound);
+        }
         if row.soft_deleted {
             return Err(LookupError::Gone);
         }
@@ -245,13 +254,14 @@ impl PgStore {
             // Not while holding a connection: the removal needs one of its own.
             drop(client);
             // Not found either way: expired here, or removed by someone else meanwhile.
-            let _removed: Result<(), DeleteError> = retrying(|| self.remove_attempt(path, true))
-                .await
-                .map_err(LookupError::Storage)?;
+            let _removed: Result<(), DeleteError> =
+                retrying(|| self.remove_attempt(Access::All, path, true))
+                    .await
+                    .map_err(LookupError::Storage)?;
             return Err(LookupError::NotFound);
         }
         // Only streams with a sliding TTL pay for a write per access.
-        if access && row.config.ttl_secs.is_some() {
+        if touch && row.config.ttl_secs.is_some() {
             let statement = client
                 .prepare_cached(
                     "UPDATE streams SET last_access_ms = GREATEST(last_access_ms, $2)
@@ -339,6 +349,7 @@ impl PgStore {
     /// (an expiry found by a lookup, which another access may have prevented meanwhile).
     async fn remove_attempt(
         &self,
+        access: Access,
         path: &str,
         only_expired: bool,
     ) -> Result<Result<(), DeleteError>, Failure> {
@@ -349,7 +360,7 @@ impl PgStore {
             Ok(row) => row,
             Err(msg) => return Err((msg, writes.retryable())),
         };
-        let outcome = match row {
+        let outcome = match row.filter(|r| access.sees(r.owner)) {
             None => Err(DeleteError::NotFound),
             Some(row) if row.soft_deleted => Err(DeleteError::Gone),
             Some(row) => {
@@ -397,13 +408,14 @@ impl StreamStore for PgStore {
         self.streams.batcher.append(path, request).await
     }
 
-    async fn read(
+    async fn read_as(
         &self,
+        access: Access,
         path: &str,
         from: ReadFrom,
         max_bytes: usize,
     ) -> Result<ReadChunk, LookupError> {
-        let (client, row) = self.live(path, true).await?;
+        let (client, row) = self.live(access, path, true).await?;
         let end = row.tail;
         let start = chunk::read_start(from, end)?;
         let identity = self.identity(&client, &row).await?;
@@ -430,13 +442,17 @@ impl StreamStore for PgStore {
         Ok(chunk::read_chunk(row.info(), start, end, read))
     }
 
-    async fn head(&self, path: &str) -> Result<StreamInfo, LookupError> {
-        let (_, row) = self.live(path, false).await?;
+    async fn head_as(&self, access: Access, path: &str) -> Result<StreamInfo, LookupError> {
+        let (_, row) = self.live(access, path, false).await?;
         Ok(row.info())
     }
 
-    async fn watch(&self, path: &str) -> Result<(StreamInfo, TailWatch), LookupError> {
-        let (client, row) = self.live(path, true).await?;
+    async fn watch_as(
+        &self,
+        access: Access,
+        path: &str,
+    ) -> Result<(StreamInfo, TailWatch), LookupError> {
+        let (client, row) = self.live(access, path, true).await?;
         let known = crate::tail::Tail {
             next: row.tail,
             closed: row.closed,
@@ -466,8 +482,8 @@ impl StreamStore for PgStore {
         ))
     }
 
-    async fn delete(&self, path: &str) -> Result<(), DeleteError> {
-        retrying(|| self.remove_attempt(path, false))
+    async fn delete_as(&self, access: Access, path: &str) -> Result<(), DeleteError> {
+        retrying(|| self.remove_attempt(access, path, false))
             .await
             .unwrap_or_else(|msg| Err(DeleteError::Storage(msg)))
     }

@@ -12,7 +12,7 @@ use tether_types::Offset;
 pub(super) const COLUMNS: &str =
     "id, path, content_type, ttl_secs, expires_at_ms, last_access_ms, \
      start_pos, tail, closed, closed_by_producer, closed_by_epoch, closed_by_seq, last_stream_seq, \
-     fork_source_id, fork_source_path, fork_anchor, fork_sub, refcount, soft_deleted";
+     fork_source_id, fork_source_path, fork_anchor, fork_sub, refcount, soft_deleted, owner_id";
 
 /// One row of `streams`, checked: a negative position or a half-written closer in the
 /// database is a storage error, never a panic.
@@ -32,6 +32,8 @@ pub(super) struct StreamRow {
     pub fork: Option<(StreamId, ForkFrom)>,
     pub refcount: i64,
     pub soft_deleted: bool,
+    /// The user who owns the stream (see [`crate::Access`]).
+    pub owner: Option<i64>,
 }
 
 pub(super) fn position(value: i64, what: &str) -> Result<u64, String> {
@@ -111,6 +113,7 @@ impl StreamRow {
             fork,
             refcount: row.try_get(17).map_err(get)?,
             soft_deleted: row.try_get(18).map_err(get)?,
+            owner: row.try_get(19).map_err(get)?,
         })
     }
 

@@ -219,27 +219,35 @@ impl StreamWrites {
             .await
             .map_err(CreateError::Storage)?;
         if let Some(e) = &existing {
+            // A stream the request may not see holds the path, whatever its state.
+            let blocked = if request.access.sees(e.owner) {
+                CreateError::PathBlocked
+            } else {
+                CreateError::PathTaken
+            };
             if e.soft_deleted {
-                return Err(CreateError::PathBlocked);
+                return Err(blocked);
             }
             if e.expired(self.now_ms) {
                 self.remove(tx, e).await.map_err(CreateError::Storage)?;
                 if e.refcount > 0 {
                     // Soft-deleted: forks still read from it, so the path stays taken.
-                    return Err(CreateError::PathBlocked);
+                    return Err(blocked);
                 }
                 existing = None;
+            } else if !request.access.sees(e.owner) {
+                return Err(CreateError::PathTaken);
             }
         }
 
         // Resolve the fork source first: its content type is the default for the fork.
         let source = match &request.fork {
             Some(fork) => {
-                let Some(src) = self
+                let src = self
                     .lock_row(tx, &fork.source)
                     .await
-                    .map_err(CreateError::Storage)?
-                else {
+                    .map_err(CreateError::Storage)?;
+                let Some(src) = src.filter(|s| request.source_access.sees(s.owner)) else {
                     return Err(CreateError::SourceNotFound);
                 };
                 if src.soft_deleted {
@@ -318,8 +326,8 @@ impl StreamWrites {
             .query_opt(
                 "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
                     last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
-                    fork_anchor, fork_sub)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)
+                    fork_anchor, fork_sub, owner_id)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (path) DO NOTHING
                  RETURNING id",
                 &[
@@ -335,6 +343,7 @@ impl StreamWrites {
                     &fork_path,
                     &fork_anchor,
                     &fork_sub,
+                    &request.owner,
                 ],
             )
             .await;
@@ -825,6 +834,7 @@ mod tests {
             closed: false,
             fork: None,
             body: Bytes::from_static(b"[1]"),
+            ..CreateStream::default()
         };
         let mut client = store.client().await.expect("client");
 

@@ -275,14 +275,25 @@ impl WorkStore for SqliteStore {
     async fn create_nudge(
         &self,
         id: &TaskId,
-        nudge_id: &str,
-        message: &str,
+        nudge: NewNudge<'_>,
         now: DateTime<Utc>,
         per_minute: u32,
     ) -> Result<(), NudgeError> {
-        let (id, nudge_id, message) = (id.clone(), nudge_id.to_string(), message.to_string());
-        self.on_writer(move |w| work::create_nudge(w, &id, &nudge_id, &message, now, per_minute))
-            .await
+        let id = id.clone();
+        let (nudge_id, message, author) = (
+            nudge.id.to_string(),
+            nudge.message.to_string(),
+            nudge.author.to_string(),
+        );
+        self.on_writer(move |w| {
+            let nudge = NewNudge {
+                id: &nudge_id,
+                message: &message,
+                author: &author,
+            };
+            work::create_nudge(w, &id, nudge, now, per_minute)
+        })
+        .await
     }
 
     async fn ack_nudge(

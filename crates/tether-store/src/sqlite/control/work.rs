@@ -312,8 +312,7 @@ pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Ex
 pub(super) fn create_nudge(
     w: &mut Writer,
     id: &TaskId,
-    nudge_id: &str,
-    message: &str,
+    nudge: NewNudge<'_>,
     now: DateTime<Utc>,
     per_minute: u32,
 ) -> Result<(), NudgeError> {
@@ -334,11 +333,15 @@ pub(super) fn create_nudge(
         })
         .map_err(st)?;
     execution::admit_nudge(&task, recent.max(0) as u64, oldest, now, per_minute)?;
+    // Decided; from here on only storage failures, which undo the whole batch (G5).
+    let event = execution::nudge_sent(&nudge, now);
+    let recorded = encode(&event).and_then(|e| append(w, id, &[e], false, None));
+    recorded.map_err(execution::nudge_not_recorded)?;
     w.conn()
         .prepare_cached(
             "INSERT INTO nudges (id, task_id, message, created_ms) VALUES (?1, ?2, ?3, ?4)",
         )
-        .and_then(|mut s| s.execute(params![nudge_id, id.as_str(), message, ms(now)]))
+        .and_then(|mut s| s.execute(params![nudge.id, id.as_str(), nudge.message, ms(now)]))
         .map_err(st)?;
     Ok(())
 }

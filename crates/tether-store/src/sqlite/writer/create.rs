@@ -24,24 +24,33 @@ impl Writer {
     ) -> Result<Created, CreateError> {
         let mut existing = self.find(path).map_err(storage::<CreateError>)?;
         if let Some(e) = existing.clone() {
+            // A stream the request may not see holds the path, whatever its state.
+            let blocked = if request.access.sees(e.owner) {
+                CreateError::PathBlocked
+            } else {
+                CreateError::PathTaken
+            };
             if self.is_deleted(&e).map_err(storage::<CreateError>)? {
-                return Err(CreateError::PathBlocked);
+                return Err(blocked);
             }
             if e.expired(now_ms()) {
                 self.remove(&e).map_err(storage::<CreateError>)?;
                 if self.is_deleted(&e).map_err(storage::<CreateError>)?
                     && self.find(path).map_err(storage::<CreateError>)?.is_some()
                 {
-                    return Err(CreateError::PathBlocked);
+                    return Err(blocked);
                 }
                 existing = None;
+            } else if !request.access.sees(e.owner) {
+                return Err(CreateError::PathTaken);
             }
         }
 
         // Resolve the fork source first: its content type is the default for the fork.
         let source = match &request.fork {
             Some(fork) => {
-                let Some(src) = self.find(&fork.source).map_err(storage::<CreateError>)? else {
+                let src = self.find(&fork.source).map_err(storage::<CreateError>)?;
+                let Some(src) = src.filter(|s| request.source_access.sees(s.owner)) else {
                     return Err(CreateError::SourceNotFound);
                 };
                 if self.is_deleted(&src).map_err(storage::<CreateError>)? {
@@ -111,8 +120,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
                     last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
-                    fork_anchor, fork_sub)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    fork_anchor, fork_sub, owner_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -126,7 +135,8 @@ impl Writer {
                     fork_id,
                     fork_path,
                     fork_anchor,
-                    fork_sub
+                    fork_sub,
+                    request.owner
                 ])
             })
             .map_err(storage::<CreateError>)?;
@@ -139,20 +149,23 @@ impl Writer {
             src_state.refcount += 1;
             src_state.dirty = true;
         }
-        let entry = Arc::new(Entry::new(
-            id,
-            path.to_string(),
-            config,
-            start,
-            fork,
-            Tail {
-                next: start,
-                closed: false,
-                deleted: false,
-            },
-            false,
-            now,
-        ));
+        let entry = Arc::new(
+            Entry::new(
+                id,
+                path.to_string(),
+                config,
+                start,
+                fork,
+                Tail {
+                    next: start,
+                    closed: false,
+                    deleted: false,
+                },
+                false,
+                now,
+            )
+            .owned_by(request.owner),
+        );
         let tail = match &body {
             Some(body) => self
                 .insert_chunk(&entry, start, body)

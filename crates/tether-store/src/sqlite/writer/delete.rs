@@ -13,8 +13,9 @@ use crate::sqlite::segments;
 impl Writer {
     // ---- delete --------------------------------------------------------------------------
 
-    pub(super) fn delete_path(&mut self, path: &str) -> Result<(), DeleteError> {
-        let Some(entry) = self.find(path).map_err(storage::<DeleteError>)? else {
+    pub(super) fn delete_path(&mut self, path: &str, access: Access) -> Result<(), DeleteError> {
+        let entry = self.find(path).map_err(storage::<DeleteError>)?;
+        let Some(entry) = entry.filter(|e| access.sees(e.owner)) else {
             return Err(DeleteError::NotFound);
         };
         if self.is_deleted(&entry).map_err(storage::<DeleteError>)? {

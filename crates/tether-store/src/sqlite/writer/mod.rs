@@ -72,6 +72,7 @@ pub(crate) enum Command {
     },
     Delete {
         path: String,
+        access: Access,
         reply: oneshot::Sender<Result<(), DeleteError>>,
     },
     /// Remove a stream whose TTL or expiry time has passed.
@@ -470,8 +471,12 @@ impl Writer {
                 let result = self.append(&entry, append);
                 Reply::Append(reply, result)
             }
-            Command::Delete { path, reply } => {
-                let result = self.delete_path(&path);
+            Command::Delete {
+                path,
+                access,
+                reply,
+            } => {
+                let result = self.delete_path(&path, access);
                 Reply::Delete(reply, result)
             }
             Command::Expire { entry } => {

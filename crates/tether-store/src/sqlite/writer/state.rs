@@ -50,7 +50,8 @@ impl Writer {
             .conn
             .prepare_cached(
                 "SELECT id, content_type, ttl_secs, expires_at_ms, last_access_ms, start_pos, tail,
-                        closed, fork_source_id, fork_source_path, fork_anchor, fork_sub, soft_deleted
+                        closed, fork_source_id, fork_source_path, fork_anchor, fork_sub, soft_deleted,
+                        owner_id
                  FROM streams WHERE path = ?1",
             )?
             .query_row([path], |r| {
@@ -68,6 +69,7 @@ impl Writer {
                     r.get::<_, Option<i64>>(10)?,
                     r.get::<_, Option<i64>>(11)?,
                     r.get::<_, bool>(12)?,
+                    r.get::<_, Option<i64>>(13)?,
                 ))
             })
             .optional()?;
@@ -85,6 +87,7 @@ impl Writer {
             anchor,
             sub,
             soft_deleted,
+            owner,
         )) = row
         else {
             return Ok(None);
@@ -119,20 +122,23 @@ impl Writer {
         // A restart does not count against a sliding TTL: idleness is measured from the later
         // of the last persisted access and now.
         let last_access = last_access.max(now_ms());
-        Ok(Some(Arc::new(Entry::new(
-            id,
-            path.to_string(),
-            config,
-            start as u64,
-            fork,
-            Tail {
-                next: tail,
-                closed,
-                deleted: soft_deleted,
-            },
-            soft_deleted,
-            last_access,
-        ))))
+        Ok(Some(Arc::new(
+            Entry::new(
+                id,
+                path.to_string(),
+                config,
+                start as u64,
+                fork,
+                Tail {
+                    next: tail,
+                    closed,
+                    deleted: soft_deleted,
+                },
+                soft_deleted,
+                last_access,
+            )
+            .owned_by(owner),
+        )))
     }
 
     /// Whether the stream is (soft-)deleted as of this point in the batch.
