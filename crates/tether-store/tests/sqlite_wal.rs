@@ -15,11 +15,7 @@ async fn the_wal_is_truncated_under_its_bound_after_a_burst_and_a_checkpoint() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let create = CreateStream {
         content_type: Some("application/octet-stream".into()),
-        ttl_secs: None,
-        expires_at: None,
-        closed: false,
-        fork: None,
-        body: Bytes::new(),
+        ..CreateStream::default()
     };
     store.create("burst", create).await.unwrap();
 
