@@ -43,8 +43,8 @@ async fn the_wal_is_truncated_under_its_bound_after_a_burst_and_a_checkpoint() {
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
 
-    // The checkpointer runs every 250 ms: copies the WAL back, sees the store quiet, and
-    // truncates.
+    // The checkpointer runs every 250 ms: copies the WAL back, sees the store quiet for 5 s,
+    // and truncates.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = wal_bytes(dir.path());

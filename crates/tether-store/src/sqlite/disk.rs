@@ -62,6 +62,11 @@ impl Space {
         ))
     }
 
+    /// Whether the last look found too little room for writes that add data.
+    pub(crate) fn is_low(&self) -> bool {
+        self.low.load(Ordering::Relaxed)
+    }
+
     /// Records a measurement: `free` bytes on the disk, `wal` bytes of WAL to checkpoint.
     pub(crate) fn measured(&self, free: u64, wal: u64) {
         let room = i128::from(free) - i128::from(wal) - i128::from(HEADROOM_BYTES);

@@ -42,7 +42,7 @@ pub use writer::SweepPolicy;
 pub const DATABASE_FILE: &str = "tether.db";
 const LOCK_FILE: &str = "tether.lock";
 /// The WAL is truncated back to this size when SQLite restarts it after a checkpoint, and
-/// the checkpointer empties it when the store goes quiet: a burst that grew it leaves no
+/// the checkpointer empties it once the store has been quiet for a while: a burst that grew it leaves no
 /// high-water file behind to fill a nearly full disk. Above the writer's auto-checkpoint
 /// threshold (8000 pages), so steady writing reuses the file instead of regrowing it.
 pub const WAL_LIMIT_BYTES: u64 = 64 << 20;
