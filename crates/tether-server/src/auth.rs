@@ -222,11 +222,14 @@ async fn mint_first_admin_token(
     Ok(())
 }
 
-/// Writes a file only its owner can read, atomically: a reader sees the whole token or no
-/// file, never an empty or partial one.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Writes a file only its owner can read, atomically: written beside it, then renamed, so a
+/// reader sees the whole secret or no file, never an empty or partial one, and others never
+/// can read it, even briefly.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let partial = path.with_extension("token.partial");
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -154,32 +154,14 @@ pub fn record_local_server(
     );
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    tether_server::auth::write_private(&path, &text)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(path))
 }
 
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
-}
-
-/// Replaces `path` with a file only its owner can read: written beside it, then renamed, so a
-/// reader never sees half of it and the secret is never readable by others, even briefly.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let partial = path.with_extension("toml.partial");
-    let _ = std::fs::remove_file(&partial);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&partial)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
 }
 
 /// `$TETHER_CONFIG`, else `$XDG_CONFIG_HOME/tether/config.toml`, else
