@@ -85,6 +85,11 @@ pub(crate) struct ServeArgs {
     /// Connections served at once; live SSE subscribers do not count.
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// Bytes the embedded store keeps aside in `<data-dir>/tether.reserve` (at most an eighth
+    /// of the disk), given back at a start on a nearly full disk so the server can start and
+    /// checkpoint; 0 keeps none.
+    #[arg(long, env = "TETHER_DISK_RESERVE_BYTES", default_value_t = tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES)]
+    disk_reserve_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +175,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         header_read_timeout: args.header_read_timeout,
         body_read_timeout: args.body_read_timeout,
         max_connections: args.max_connections,
+        disk_reserve_bytes: args.disk_reserve_bytes,
         ..ServerConfig::default()
     }
 }
@@ -266,5 +272,26 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(args: &[&str]) -> ServerConfig {
+        let cli = Cli::try_parse_from([&["tether", "serve"], args].concat()).unwrap();
+        match cli.command {
+            Command::Serve(args) => server_config(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_disk_reserve_is_the_stores_default_unless_a_flag_sets_it() {
+        let default = serve_config(&[]).disk_reserve_bytes;
+        assert_eq!(default, tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES);
+        let none = serve_config(&["--disk-reserve-bytes", "0"]);
+        assert_eq!(none.disk_reserve_bytes, 0);
     }
 }
