@@ -466,7 +466,7 @@ mod tests {
                     let lock = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
                     t.execute(lock, &[&first]).await?;
                     // Both first attempts hold their first row before either takes its
-                    // second: a deadlock for certain. The retry runs alone.
+                    // second: a deadlock for certain.
                     if attempt < 2 {
                         barrier.wait().await;
                     }
@@ -479,10 +479,14 @@ mod tests {
         let (one, two) = (run(a, b), run(b, a));
         assert_eq!(one.await.unwrap(), Ok(()));
         assert_eq!(two.await.unwrap(), Ok(()));
-        assert_eq!(
-            attempts.load(Ordering::SeqCst),
-            3,
-            "one transaction ran twice"
+        // At least one retry. Usually exactly one, but PostgreSQL's row locks are not a fair
+        // queue: when the victim rolls back, its retry may take its first row again before
+        // the survivor, woken, takes it, and the two deadlock once more; the runner then
+        // retries again, which is right, so a fourth attempt is no failure.
+        let attempts = attempts.load(Ordering::SeqCst);
+        assert!(
+            attempts >= 3,
+            "both succeeded, so the aborted one must have been tried again: {attempts} attempts"
         );
     }
 }
