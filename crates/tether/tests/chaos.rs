@@ -1114,20 +1114,6 @@ async fn workers_ride_out_a_server_restart_and_streams_stay_gap_free() {
 // ---------------------------------------------------------------------------------------------
 // An exec worker killed for real: the rewind covers everything its command printed.
 
-/// The task's raw log, or its timeline, through the CLI a script would use.
-async fn cli_events(cli: &CliEnv, id: &str, timeline: bool) -> Vec<EventAt> {
-    let mut args = vec!["events", id];
-    if timeline {
-        args.push("--timeline");
-    }
-    let run = cli.run(&args).await;
-    run.expect_code(0);
-    run.stdout_lines()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 /// Attempt 1 prints agent events (JSON, no step named), a plain line and a stderr line, then
 /// waits for its worker to die; attempt 2 prints its own and ends.
 const AGENT_COMMAND: &str = r#"read -r task
@@ -1156,7 +1142,7 @@ async fn an_exec_workers_json_events_are_superseded_when_its_task_is_retried_aft
     // Kill the worker process for real once attempt 1's events are stored.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let raw = cli_events(&cli, &id, false).await;
+        let raw = cli.events(&id, false).await;
         if raw.iter().any(|e| e.event.kind == kind::AGENT_MILESTONE) {
             break;
         }
@@ -1173,8 +1159,8 @@ async fn an_exec_workers_json_events_are_superseded_when_its_task_is_retried_aft
     let watched = cli.run(&["watch", &id]).await;
     watched.expect_code(0);
 
-    let raw = cli_events(&cli, &id, false).await;
-    let timeline = cli_events(&cli, &id, true).await;
+    let raw = cli.events(&id, false).await;
+    let timeline = cli.events(&id, true).await;
     let show = || format!("raw log:\n{}", excerpt(&raw));
     let rewinds: Vec<_> = raw
         .iter()

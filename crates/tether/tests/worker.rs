@@ -37,20 +37,6 @@ async fn submit(cli: &CliEnv, args: &[&str]) -> String {
     id
 }
 
-/// The task's whole raw log, or its timeline view.
-async fn events(cli: &CliEnv, id: &str, timeline: bool) -> Vec<EventAt> {
-    let mut args = vec!["events", id];
-    if timeline {
-        args.push("--timeline");
-    }
-    let run = cli.run(&args).await;
-    run.expect_code(0);
-    run.stdout_lines()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 async fn task(cli: &CliEnv, id: &str) -> Task {
     let run = cli.run(&["status", id, "--output", "json"]).await;
     run.expect_code(0);
@@ -114,7 +100,7 @@ async fn a_demo_worker_runs_a_task_to_completion_and_run_exits_0() {
         .trim()
         .to_string();
 
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     assert_one_terminal_event_last(&log);
     assert_eq!(log.last().unwrap().event.kind, kind::TASK_COMPLETED);
     for step in ["hydrate", "clone", "agent", "test", "open_pr"] {
@@ -156,7 +142,7 @@ async fn a_worker_that_crashes_mid_step_has_its_task_retried_with_the_step_rewou
         "watch shows the rewind:\n{shown}"
     );
 
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     assert_one_terminal_event_last(&log);
     assert_eq!(of_kind(&log, kind::TASK_REQUEUED).len(), 1);
     let rewinds = of_kind(&log, kind::STREAM_REWIND);
@@ -172,7 +158,7 @@ async fn a_worker_that_crashes_mid_step_has_its_task_retried_with_the_step_rewou
     assert_eq!(task(&cli, &id).await.attempt, 2);
 
     // The timeline leaves the superseded attempt out: each step once.
-    let timeline = events(&cli, &id, true).await;
+    let timeline = cli.events(&id, true).await;
     for step in ["hydrate", "clone", "agent", "test", "open_pr"] {
         assert_eq!(
             in_step(&timeline, kind::STEP_STARTED, step).len(),
@@ -202,7 +188,7 @@ async fn a_demo_worker_fails_the_task_at_the_step_asked() {
     assert_eq!(task.state, TaskState::Failed);
     let failure = task.status.and_then(|s| s.failure).expect("a failure");
     assert_eq!(failure.code, "DEMO_FAILURE");
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     assert!(in_step(&log, kind::STEP_COMPLETED, "test").is_empty());
     assert_eq!(in_step(&log, kind::STEP_COMPLETED, "agent").len(), 1);
 }
@@ -234,7 +220,7 @@ async fn an_exec_worker_turns_output_into_events_and_its_exit_status_into_the_ou
     )
     .await;
     assert_eq!(watch(&cli, &ok).await.0, Some(0));
-    let log = events(&cli, &ok, false).await;
+    let log = cli.events(&ok, false).await;
     assert_one_terminal_event_last(&log);
 
     let seen = of_kind(&log, "task_seen");
@@ -322,7 +308,8 @@ async fn wait_for_file(path: &Path, within: Duration) -> String {
 async fn wait_for_event(cli: &CliEnv, id: &str, wanted: &str) {
     let found = tokio::time::timeout(TASK_TIMEOUT, async {
         loop {
-            if events(cli, id, false)
+            if cli
+                .events(id, false)
                 .await
                 .iter()
                 .any(|e| e.event.kind == wanted)
@@ -359,7 +346,7 @@ while true; do sleep 0.05; done"#,
 
     // The next heartbeat tells the worker, which sends SIGTERM to the command.
     assert_eq!(wait_for_file(&marker, TASK_TIMEOUT).await, "got SIGTERM\n");
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     assert_eq!(of_kind(&log, kind::TASK_CANCELLED).len(), 1);
     assert_one_terminal_event_last(&log);
 }
@@ -385,7 +372,7 @@ exit 9"#;
     let nudge_id = nudged.stdout.trim().to_string();
     assert_eq!(watch(&cli, &id).await.0, Some(0));
 
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     let seen = of_kind(&log, "nudge_seen");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].event.data["id"], nudge_id.as_str());
@@ -405,13 +392,8 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
         .expect("a data dir");
     // `up` reads TETHER_DATA_DIR like `serve`; its URL is known only from its ready line.
     let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
-    let mut up = launcher.spawn(&["up", "--listen", "127.0.0.1:0", "--speed", "100"]);
-    up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
+    let (up, url) = start_up_on(&launcher, "127.0.0.1:0").await;
     let lines = up.stdout_lines();
-    let url = lines[0]
-        .strip_prefix("tether listening on ")
-        .unwrap_or_else(|| panic!("not a ready line: {lines:?}"))
-        .to_string();
     assert!(
         lines.iter().any(|l| l.contains("tether run \"")),
         "up says how to submit and watch: {lines:?}"
@@ -431,8 +413,12 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
 /// Starts `tether up` on a free port with `launcher`'s home and data dir; returns it and its URL.
 /// A fixed port: a server on port 0 records nothing for the CLI.
 async fn start_up(launcher: &CliEnv) -> (Running, String) {
-    let listen = free_loopback_addr();
-    let mut up = launcher.spawn(&["up", "--listen", &listen, "--speed", "100"]);
+    start_up_on(launcher, &free_loopback_addr()).await
+}
+
+/// Starts `tether up` listening on `listen`; returns it and the URL from its ready line.
+async fn start_up_on(launcher: &CliEnv, listen: &str) -> (Running, String) {
+    let mut up = launcher.spawn(&["up", "--listen", listen, "--speed", "100"]);
     up.wait_for_stdout_lines(2, TASK_TIMEOUT).await;
     let lines = up.stdout_lines();
     let url = lines[0]
@@ -534,7 +520,7 @@ echo '{"type":"step_completed","step":"work"}'"#;
         "watch shows the result:\n{shown}"
     );
 
-    let log = events(&cli, &id, false).await;
+    let log = cli.events(&id, false).await;
     let completed = of_kind(&log, kind::TASK_COMPLETED);
     assert_eq!(completed[0].event.data["result"], wanted);
     assert!(
@@ -677,7 +663,7 @@ async fn a_worker_that_stops_with_its_claim_open_leaves_the_next_task_to_another
         }
     })
     .await;
-    let log = events(&cli, &next, false).await;
+    let log = cli.events(&next, false).await;
     assert!(
         done.is_ok(),
         "the task waited for the stopped worker's lease:\n{log:#?}"

@@ -92,6 +92,20 @@ impl CliEnv {
         self.run_command(self.command(args)).await
     }
 
+    /// The task's raw log, or its timeline view, through `tether events` as a script reads it.
+    pub async fn events(&self, id: &str, timeline: bool) -> Vec<tether_types::EventAt> {
+        let mut args = vec!["events", id];
+        if timeline {
+            args.push("--timeline");
+        }
+        let run = self.run(&args).await;
+        run.expect_code(0);
+        run.stdout_lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     /// Runs a command made with [`CliEnv::command`] and adjusted by the test.
     pub async fn run_command(&self, mut command: Command) -> Run {
         let args: Vec<String> = command
