@@ -1,12 +1,12 @@
 //! Command-line parsing; each subcommand hands over to a library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tether_server::{AuthMode, ServerConfig};
+
+use crate::serve_args::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,9 @@ enum LogFormat {
 enum Command {
     /// Run the server (Durable Streams protocol at /v1/stream/*).
     Serve(ServeArgs),
+    /// The server's configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run the server with a built-in demo worker: the quickest way to see Tether work.
     Up(UpArgs),
     /// Measure a Durable Streams server (Tether or any other) over HTTP.
@@ -40,56 +43,11 @@ enum Command {
     Client(crate::commands::ClientCommand),
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port (printed at start).
-    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:4437")]
-    listen: SocketAddr,
-    /// Where the embedded database (and the first admin's token file) lives; created if missing.
-    #[arg(long, env = "TETHER_DATA_DIR", default_value = "./tether-data")]
-    data_dir: PathBuf,
-    /// A PostgreSQL URL (postgres://user:password@host:port/db) to share with other nodes,
-    /// instead of the embedded database.
-    #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
-    database: Option<String>,
-    /// Connections to PostgreSQL each node keeps open at most.
-    #[arg(long, env = "TETHER_DATABASE_POOL", default_value_t = 16)]
-    database_pool: usize,
-    /// How long a long-poll read waits for data, e.g. 30s or 500ms.
-    #[arg(long, env = "TETHER_LONG_POLL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    long_poll_timeout: Duration,
-    /// Authentication: `token` (bearer tokens) or `off` (only on a loopback address).
-    #[arg(long, env = "TETHER_AUTH", default_value = "token")]
-    auth: AuthMode,
-    /// Largest accepted append body in bytes (larger gets 413).
-    #[arg(long, env = "TETHER_MAX_APPEND_BYTES", default_value_t = 16 << 20)]
-    max_append_bytes: usize,
-    /// Roughly the most bytes one read returns.
-    #[arg(long, env = "TETHER_MAX_READ_BYTES", default_value_t = 4 << 20)]
-    max_read_bytes: usize,
-    /// How long a worker's lease lasts without a heartbeat, e.g. 30s or 2s.
-    #[arg(long = "lease", env = "TETHER_LEASE", default_value = "30s", value_parser = parse_duration)]
-    lease_ttl: Duration,
-    /// How often the reconciler looks for expired leases.
-    #[arg(long, env = "TETHER_RECONCILE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    reconcile_interval: Duration,
-    /// Running tasks per user (admission), unless set per user.
-    #[arg(long, env = "TETHER_MAX_CONCURRENT", default_value_t = 10)]
-    max_concurrent: u64,
-    /// How long a request's head may take to arrive (and a keep-alive connection may idle).
-    #[arg(long, env = "TETHER_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    header_read_timeout: Duration,
-    /// How long a request's body may take to arrive once it has to wait for the network.
-    #[arg(long, env = "TETHER_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    body_read_timeout: Duration,
-    /// Connections served at once; live SSE subscribers do not count.
-    #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
-    /// Bytes the embedded store keeps aside in `<data-dir>/tether.reserve` (at most an eighth
-    /// of the disk), given back at a start on a nearly full disk so the server can start and
-    /// checkpoint; 0 keeps none.
-    #[arg(long, env = "TETHER_DISK_RESERVE_BYTES", default_value_t = tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES)]
-    disk_reserve_bytes: u64,
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration `tether serve` would run with, from the same file, variables
+    /// and flags, as a TOML file to start from (secrets masked).
+    Show(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,10 +63,6 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl Cli {
@@ -139,8 +93,12 @@ impl Cli {
         let result = runtime.block_on(async {
             match self.command {
                 Command::Serve(args) => serve(args).await,
+                Command::Config(ConfigCommand::Show(args)) => {
+                    print!("{}", args.load()?.to_toml());
+                    Ok(())
+                }
                 Command::Up(args) => {
-                    let config = server_config(args.serve);
+                    let config = args.serve.load()?;
                     raise_fd_limit(&config);
                     crate::up::run(config, args.speed, usize::from(args.concurrency)).await
                 }
@@ -158,31 +116,8 @@ impl Cli {
     }
 }
 
-fn server_config(args: ServeArgs) -> ServerConfig {
-    ServerConfig {
-        listen: args.listen,
-        data_dir: args.data_dir,
-        // An empty variable counts as unset, like the client's settings.
-        database: args.database.filter(|url| !url.is_empty()),
-        database_pool: args.database_pool,
-        long_poll_timeout: args.long_poll_timeout,
-        auth: args.auth,
-        max_append_bytes: args.max_append_bytes,
-        max_read_bytes: args.max_read_bytes,
-        lease_ttl: args.lease_ttl,
-        reconcile_interval: args.reconcile_interval,
-        max_concurrent: args.max_concurrent,
-        header_read_timeout: args.header_read_timeout,
-        body_read_timeout: args.body_read_timeout,
-        max_connections: args.max_connections,
-        disk_reserve_bytes: args.disk_reserve_bytes,
-        ..ServerConfig::default()
-    }
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = server_config(args);
-    config.validate().map_err(anyhow::Error::msg)?;
+    let config = args.load()?;
     raise_fd_limit(&config);
     let socket = bind(config.listen)?;
     let addr = socket.local_addr()?;
@@ -282,7 +217,7 @@ mod tests {
     fn serve_config(args: &[&str]) -> ServerConfig {
         let cli = Cli::try_parse_from([&["tether", "serve"], args].concat()).unwrap();
         match cli.command {
-            Command::Serve(args) => server_config(args),
+            Command::Serve(args) => args.load().unwrap(),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod serve_args;
 mod up;
 mod worker;
 

@@ -14,6 +14,7 @@ use chrono::Utc;
 use tether_client::worker::{run_worker, WorkerConfig};
 use tether_client::Client;
 use tether_server::auth::{self, ADMIN_USER};
+use tether_server::config::DEFAULT_DATA_DIR as CLI_DEFAULT_DATA_DIR;
 use tether_server::{AuthMode, ServerConfig};
 use tether_store::{ControlStore, NewToken, UserError};
 use tether_types::Role;
@@ -23,7 +24,6 @@ use crate::worker::demo::DemoRunner;
 
 /// The address the CLI uses when none is configured.
 const CLI_DEFAULT_URL: &str = "http://127.0.0.1:4437";
-const CLI_DEFAULT_DATA_DIR: &str = "./tether-data";
 /// The id (not the secret) of the demo worker's current token, in the data dir.
 const WORKER_TOKEN_ID_FILE: &str = "up-worker.token-id";
 
@@ -154,7 +154,7 @@ fn guide(url: &str, data_dir: &str, speed: f64) -> String {
         env.push(format!("TETHER_URL={url}"));
     }
     let dir = data_dir.trim_end_matches('/');
-    if dir != CLI_DEFAULT_DATA_DIR && dir != "tether-data" {
+    if dir != CLI_DEFAULT_DATA_DIR && Some(dir) != CLI_DEFAULT_DATA_DIR.strip_prefix("./") {
         env.push(format!("TETHER_DATA_DIR={data_dir}"));
     }
     let export = if env.is_empty() {

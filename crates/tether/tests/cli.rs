@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
@@ -327,6 +328,87 @@ async fn without_flags_the_config_file_names_the_server_and_the_token() {
     let run = cli.run_command(command).await;
     run.expect_code(0);
     assert_eq!(run.stdout.trim(), "admin (admin)");
+}
+
+#[tokio::test]
+async fn config_show_layers_file_then_environment_then_flags_and_reads_back_as_the_same() {
+    let cli = CliEnv::new("http://127.0.0.1:1", Path::new("./tether-data"));
+    let file = cli.home().join("tether.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:5000\"\nlong_poll_timeout = \"5s\"\nlease = \"10s\"\n\
+         max_concurrent = 3\nsse_takeover = false\n",
+    )
+    .unwrap();
+    let mut command = cli.command(&["config", "show", "--max-concurrent", "5"]);
+    command
+        .env("TETHER_SERVER_CONFIG", &file)
+        .env("TETHER_LEASE", "20s")
+        .env("TETHER_MAX_CONCURRENT", "4")
+        .env("TETHER_DATABASE_URL", "postgres://tether:s3cret@db/tether");
+    let run = cli.run_command(command).await;
+    run.expect_code(0);
+    assert!(!run.stdout.contains("s3cret"), "{}", run.stdout);
+    let shown: toml::Table = toml::from_str(&run.stdout).expect("config show prints TOML");
+    let value = |key: &str| shown.get(key).map(ToString::to_string);
+    assert_eq!(
+        value("listen").as_deref(),
+        Some("\"127.0.0.1:5000\""),
+        "file"
+    );
+    assert_eq!(value("sse_takeover").as_deref(), Some("false"), "file");
+    assert_eq!(
+        value("long_poll_timeout").as_deref(),
+        Some("\"5s\""),
+        "file"
+    );
+    assert_eq!(value("lease").as_deref(), Some("\"20s\""), "env over file");
+    assert_eq!(
+        value("max_concurrent").as_deref(),
+        Some("5"),
+        "flag over env"
+    );
+    assert_eq!(
+        value("max_read_bytes").as_deref(),
+        Some("\"4MiB\""),
+        "default"
+    );
+    assert_eq!(
+        value("database").as_deref(),
+        Some("\"postgres://tether:***@db/tether\""),
+        "masked"
+    );
+
+    // Saved as a file, the output is the whole configuration: nothing else is needed.
+    let saved = cli.home().join("saved.toml");
+    std::fs::write(&saved, &run.stdout).unwrap();
+    let again = cli
+        .run(&["config", "show", "--config", saved.to_str().unwrap()])
+        .await;
+    again.expect_code(0);
+    assert_eq!(again.stdout, run.stdout);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_config_file_with_an_unknown_key_or_a_bad_duration_naming_it() {
+    let cli = CliEnv::new("http://127.0.0.1:1", Path::new("./tether-data"));
+    let file = cli.home().join("tether.toml");
+    for (text, expected) in [
+        ("lisen = \"127.0.0.1:0\"\n", "unknown key `lisen`"),
+        (
+            "long_poll_timeout = \"soon\"\n",
+            "`long_poll_timeout`: expected a duration like \"30s\"",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let run = cli
+            .run(&["serve", "--config", file.to_str().unwrap()])
+            .await;
+        run.expect_code(1);
+        assert!(run.stderr.contains("tether.toml: "), "{}", run.stderr);
+        assert!(run.stderr.contains(expected), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
 }
 
 #[tokio::test]

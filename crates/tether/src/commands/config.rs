@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::exit::UsageError;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:4437";
-const DEFAULT_DATA_DIR: &str = "./tether-data";
+use tether_server::config::DEFAULT_DATA_DIR;
 const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Written by the local server, beside (never into) the user's own config file.
 const LOCAL_SERVER_FILE: &str = "local-server.toml";
