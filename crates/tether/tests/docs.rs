@@ -54,3 +54,51 @@ fn relative_links_in_the_readme_and_docs_stay_inside_the_repository_and_resolve(
         "links outside the repository or to nothing: {broken:#?}"
     );
 }
+
+/// The first four cells of each row of the settings table: key, flag, variable, default.
+fn settings_rows(markdown: &str) -> Vec<Vec<String>> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            line.trim_matches('|')
+                .split(" | ")
+                .take(4)
+                .map(|cell| cell.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_configuration_page_lists_every_setting_with_its_flag_variable_and_default() {
+    use tether_server::config::SETTINGS;
+    let page = repository().join("docs/configuration.md");
+    let text = std::fs::read_to_string(&page).expect("docs/configuration.md");
+    let expected: Vec<Vec<String>> = SETTINGS
+        .iter()
+        .map(|s| {
+            let default = match s.default_text().as_str() {
+                "none" => "none".to_string(),
+                text => format!("`{text}`"),
+            };
+            vec![
+                format!("`{}`", s.key),
+                format!("`--{} {}`", s.flag, s.value_name),
+                format!("`{}`", s.env),
+                default,
+            ]
+        })
+        .collect();
+    let wanted: Vec<String> = expected
+        .iter()
+        .map(|row| format!("| {} | ... |", row.join(" | ")))
+        .collect();
+    assert_eq!(
+        settings_rows(&text),
+        expected,
+        "{} must list tether_server::config::SETTINGS in order, as:\n{}",
+        page.display(),
+        wanted.join("\n")
+    );
+}
