@@ -32,9 +32,9 @@ const FALLBACK_TTL: chrono::Duration = chrono::Duration::seconds(30);
 /// A nudge counts against its task's limit for this long.
 const NUDGE_WINDOW_MS: i64 = 60_000;
 
-/// Event timestamps: RFC 3339, milliseconds, UTC.
+/// Event timestamps, in the format [`tether_types::event::format_timestamp`] defines.
 pub(crate) fn timestamp(now: DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    tether_types::event::format_timestamp(now)
 }
 
 /// A time stored as milliseconds since the epoch; an impossible one reads as the epoch.

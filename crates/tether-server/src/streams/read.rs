@@ -224,7 +224,7 @@ pub async fn head(
             if let Some(at) = info.config.expires_at {
                 out.set(
                     super::headers::STREAM_EXPIRES_AT,
-                    &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    &tether_types::event::format_timestamp(at),
                 );
             }
             out.set(CACHE_CONTROL, "no-store");

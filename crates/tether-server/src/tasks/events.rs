@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tether_store::{EventAppend, StreamStore};
-use tether_types::event::{kind, Appended, MAX_EVENT_BYTES};
+use tether_types::event::{format_timestamp, kind, Appended, MAX_EVENT_BYTES};
 use tether_types::{Event, EventPage, Offset, Role, TaskId};
 
 use super::handlers::parse_json;
-use super::{limit_param, live, log, stopped, timestamp, visible_task};
+use super::{limit_param, live, log, stopped, visible_task};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::streams::headers as h;
@@ -378,7 +378,7 @@ pub async fn append(
     let task = visible_task(&state, &caller, &id).await?;
     caller.require(&[Role::Admin, Role::Worker])?;
     let batch: RawBatch = parse_json(&body)?;
-    let events = accept_batch(&batch.events, &timestamp(Utc::now()))?
+    let events = accept_batch(&batch.events, &format_timestamp(Utc::now()))?
         .iter()
         .map(|e| serde_json::to_vec(e).map(Bytes::from))
         .collect::<Result<Vec<_>, _>>()

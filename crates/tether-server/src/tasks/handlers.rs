@@ -15,10 +15,11 @@ use tether_core::machine::created_event;
 use tether_core::TaskOp;
 use tether_store::{NewTask, TaskFilter};
 use tether_types::api::check_idempotency_key;
+use tether_types::event::format_timestamp;
 use tether_types::task::{FieldError, TaskList, Validation};
 use tether_types::{Role, TaskId, TaskSpec, TaskState};
 
-use super::{limit_param, task_json, timestamp, visible_task, with_status};
+use super::{limit_param, task_json, visible_task, with_status};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
@@ -102,7 +103,7 @@ pub async fn create(
     };
     let now = Utc::now();
     let id = TaskId::from_random(rand::random());
-    let created = created_event(&spec, &caller.0.user, timestamp(now));
+    let created = created_event(&spec, &caller.0.user, format_timestamp(now));
     let out = state
         .control
         .create_task(

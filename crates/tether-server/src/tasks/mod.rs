@@ -12,7 +12,6 @@ pub use handlers::{parse_json, text_field};
 
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
 use tether_store::TaskRecord;
 use tether_types::{Task, TaskId, TaskStatus};
 
@@ -38,10 +37,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks/{id}/status/rebuild", post(handlers::rebuild))
         .route("/v1/tasks/{id}/export", get(export::export))
         .route("/v1/tasks/{id}/nudges", post(nudges::create))
-}
-
-pub fn timestamp(now: DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The task as the API shows it.
