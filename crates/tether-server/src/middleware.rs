@@ -9,19 +9,11 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 
 use crate::error::ApiError;
+use crate::headers::PREFIX;
+pub use crate::request_id::{new_request_id, RequestId, CURRENT_REQUEST};
 use crate::AppState;
-
-/// A per-request id, echoed in `X-Request-Id` and in error bodies.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-tokio::task_local! {
-    /// The id of the request being handled, so every error body can carry it.
-    pub static CURRENT_REQUEST: String;
-}
 
 /// Headers a browser may read from our responses.
 const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
@@ -38,7 +30,7 @@ pub async fn common_headers(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let stream = req.uri().path().starts_with(crate::streams::PREFIX);
+    let stream = req.uri().path().starts_with(PREFIX);
     let method = req.method().clone();
     let id = new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -117,11 +109,6 @@ async fn as_api_error(response: Response, id: &str) -> Response {
         }
     }
     response
-}
-
-/// A fresh request id: 64 random bits in hex.
-pub fn new_request_id() -> String {
-    format!("{:016x}", rand::thread_rng().gen::<u64>())
 }
 
 /// Records a Durable Streams request's latency under the one stream route.

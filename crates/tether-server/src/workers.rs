@@ -21,10 +21,10 @@ use tether_types::{Role, TaskId};
 
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
+use crate::extract::{parse_json, text_field};
 use crate::handover::Unhanded;
-use crate::streams::write::producer_stamp;
-use crate::tasks::events::accept_batch;
-use crate::tasks::{parse_json, stopped, task_json, text_field};
+use crate::shared::{accept_batch, producer_stamp, task_json};
+use crate::shutdown::stopped;
 use crate::AppState;
 
 /// [`tether_types::worker::WorkerEvents`] as it arrives: events kept raw, to be checked by [`accept_batch`].

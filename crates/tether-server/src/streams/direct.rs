@@ -24,9 +24,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 use percent_encoding::percent_decode_str;
 
-use super::PREFIX;
 use crate::error::ApiError;
 use crate::guard;
+use crate::headers::PREFIX;
 use crate::middleware::{self, RequestId};
 use crate::timed_body::TimedBody;
 use crate::AppState;

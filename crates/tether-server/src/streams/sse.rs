@@ -21,12 +21,13 @@ use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
 
 use super::frames::{Frame, FrameSlot};
-use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
 use crate::connection::{takeover_body, RawResponse, SocketBody};
 use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
+use crate::extract::text;
+use crate::headers::{self as h, LAST_EVENT_ID};
 use crate::AppState;
 
 pub async fn serve(

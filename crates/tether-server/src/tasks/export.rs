@@ -12,9 +12,10 @@ use tether_types::Offset;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{log, visible_task, with_status};
+use super::{log, with_status};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::shared::visible_task;
 use crate::AppState;
 
 const BATCH: usize = 1000;

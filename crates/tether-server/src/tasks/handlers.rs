@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tether_core::machine::created_event;
@@ -19,30 +18,17 @@ use tether_types::event::format_timestamp;
 use tether_types::task::{FieldError, TaskList, Validation};
 use tether_types::{Role, TaskId, TaskSpec, TaskState};
 
-use super::{limit_param, task_json, visible_task, with_status};
+use super::with_status;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{limit_param, parse_json};
+use crate::shared::{task_json, visible_task};
 use crate::AppState;
 
 const DEFAULT_PAGE: usize = 20;
 /// A worker seen this recently counts as connected for `validate`.
 const WORKER_SEEN_WITHIN_MS: i64 = 60_000;
 const MAX_PAGE: usize = 100;
-
-/// A JSON body, or a 400 that says what is wrong with it.
-pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("the request needs a JSON body"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
-}
-
-/// `value` of `field` if it holds no NUL character ([`tether_types::text`]), else a 400
-/// naming the field: for names, ids and messages read from a request.
-pub fn text_field<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
-    tether_types::text::check_text(field, value).map_err(ApiError::bad_request)?;
-    Ok(value)
-}
 
 fn invalid(problems: &[FieldError]) -> ApiError {
     let listed: Vec<String> = problems

@@ -27,8 +27,9 @@ use tether_types::{Offset, TaskId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{log, stopped};
+use super::log;
 use crate::connection::{takeover_body, RawResponse, SocketBody};
+use crate::shutdown::stopped;
 use crate::streams::KEEPALIVE;
 use crate::AppState;
 
