@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// over (see `connection`) leaves the count: it was admitted with a token, costs a few
     /// hundred bytes, and ten thousand idle subscribers must fit beside the cap.
     pub max_connections: usize,
+    /// Whether a live SSE response takes its socket over from the HTTP server (fewer bytes
+    /// per idle subscriber); off, SSE bodies are served by hyper like any other response.
+    pub sse_takeover: bool,
     /// Disk space the embedded store keeps aside in the data dir (`tether.reserve`) and
     /// gives back at a start on a full disk, so the server can start and checkpoint (0: none).
     pub disk_reserve_bytes: u64,
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            sse_takeover: true,
             disk_reserve_bytes: tether_store::sqlite::disk::DEFAULT_RESERVE_BYTES,
         }
     }

@@ -27,9 +27,10 @@ use percent_encoding::percent_decode_str;
 use crate::error::ApiError;
 use crate::guard;
 use crate::headers::PREFIX;
-use crate::middleware::{self, RequestId};
+use crate::request_id::{new_request_id, RequestId};
 use crate::timed_body::TimedBody;
 use crate::AppState;
+use crate::{metrics, stamp};
 
 /// An answer being worked out.
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -47,7 +48,7 @@ pub fn answer(state: &AppState, path: String, req: Request<TimedBody>) -> Answer
     let state = state.clone();
     Box::pin(async move {
         let started = Instant::now();
-        let rid = RequestId(middleware::new_request_id());
+        let rid = RequestId(new_request_id());
         let (parts, body) = req.into_parts();
         let limit = state.config.max_append_bytes;
         let checked = guard::check(&state, &parts.method, &parts.uri, &parts.headers, true);
@@ -66,8 +67,8 @@ pub fn answer(state: &AppState, path: String, req: Request<TimedBody>) -> Answer
             },
             Err(e) => e.for_request(&rid).into_response(),
         };
-        middleware::observe_stream(&state, &Method::POST, &response, started);
-        middleware::stamp(response.headers_mut(), &rid.0, true);
+        metrics::observe_stream(&state, &Method::POST, &response, started);
+        stamp::stamp(response.headers_mut(), &rid.0, true);
         response
     })
 }

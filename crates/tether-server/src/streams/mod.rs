@@ -24,7 +24,6 @@ use crate::{auth, AppState};
 
 pub use frames::FrameShare;
 pub use park::Parking;
-pub(crate) use sse::KEEPALIVE;
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new().route(

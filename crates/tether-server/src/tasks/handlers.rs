@@ -321,7 +321,7 @@ pub async fn cancel(
     summary = "Recompute a task's status snapshot from its whole log (admin)",
     params(("id" = tether_types::TaskId, Path, description = "The task's id")),
     responses(
-        (status = 200, description = "The recomputed snapshot", body = crate::openapi::StatusRebuild),
+        (status = 200, description = "The recomputed snapshot", body = StatusRebuild),
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
@@ -340,4 +340,13 @@ pub async fn rebuild(
         .rebuild(state.store.as_ref(), &task.id, state.config.max_read_bytes)
         .await?;
     Ok(Json(json!({ "status": status, "unchanged": unchanged })).into_response())
+}
+
+/// `POST /v1/tasks/{id}/status/rebuild` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusRebuild {
+    /// The snapshot recomputed from the whole log.
+    pub status: tether_types::TaskStatus,
+    /// True when the recomputed snapshot equals the one the server held.
+    pub unchanged: bool,
 }
