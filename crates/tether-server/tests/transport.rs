@@ -645,3 +645,60 @@ async fn with_sse_takeover_off_hyper_serves_live_sse_and_resume_works() {
 async fn with_sse_takeover_on_live_sse_leaves_hyper_and_resume_works() {
     live_sse_delivers_and_resumes(true).await;
 }
+
+/// The connection cap counts what hyper serves: a live SSE response that took its socket over
+/// gives its place back, one that hyper serves (`sse_takeover` off) keeps it.
+#[tokio::test]
+async fn taken_over_sse_responses_leave_the_connection_cap_and_hyper_served_ones_hold_it() {
+    const CAP: usize = 2;
+    for takeover in [true, false] {
+        let s = start(|c| {
+            c.max_connections = CAP;
+            c.sse_takeover = takeover;
+        })
+        .await;
+        let text = [("content-type", "text/plain")];
+        let made = s
+            .call("PUT", "/v1/stream/capped", Some(&s.admin), &text, "")
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+        let path = "/v1/stream/capped?offset=-1&live=sse";
+        if takeover {
+            // Twice the cap, each answered while the others stay open.
+            let mut open = Vec::new();
+            for _ in 0..2 * CAP {
+                let (tcp, head, _) = open_sse(&s, path, None).await;
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                open.push(tcp);
+            }
+        } else {
+            // (The support client's pooled connection, if it kept one, holds a place too.)
+            let mut open = Vec::new();
+            let mut waiting = None;
+            for _ in 0..=CAP {
+                let mut tcp = TcpStream::connect(addr(&s)).await.unwrap();
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\r\n",
+                    s.admin
+                );
+                tcp.write_all(request.as_bytes()).await.unwrap();
+                let mut first = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut first));
+                match read.await {
+                    Ok(Ok(1)) => open.push(tcp),
+                    Ok(other) => panic!("{other:?}"),
+                    Err(_) => {
+                        waiting = Some(tcp);
+                        break;
+                    }
+                }
+            }
+            let mut waiting = waiting.expect("hyper's SSE responses left the cap");
+            // A place frees when an SSE response's client goes.
+            open.clear();
+            let mut seen = Vec::new();
+            read_until(&mut waiting, &mut seen, " 200 OK").await;
+        }
+        s.stop().await;
+    }
+}
