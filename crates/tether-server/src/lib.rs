@@ -3,6 +3,24 @@
 //! [`run`] serves the Durable Streams protocol at `/v1/stream/{path}` on a listener until the
 //! shutdown future resolves, then drains: it stops accepting, lets in-flight appends commit,
 //! ends live streams, and closes the store.
+//!
+//! Modules depend downwards only, in these layers (a module imports nothing from a layer
+//! above its own):
+//!
+//! 1. leaves: `config`, `headers` (protocol names), `request_id`, `shutdown`, `cursor`,
+//!    `query`, `timed_body`, `stamp` (response headers), `takeover` (bodies that may leave
+//!    hyper), `health`, `handover`, `metrics`;
+//! 2. `error` (errors become HTTP answers), `live` (the one live SSE body and socket loop),
+//!    `jobs`, `token_use`, and the transport, `connection`;
+//! 3. `extract` (request parts, each failure an `ApiError`), `auth`, `guard`;
+//! 4. `shared` (what several resources need of tasks and producers), `middleware`;
+//! 5. resources: `streams`, `tasks`, `workers`, `users`; none calls another's internals;
+//! 6. `openapi`, then `router` (routes, layers, and the direct append path it registers with
+//!    the transport); [`serve`] wires the router to the transport.
+//!
+//! [`AppState`], defined here, is the exception: every layer receives it, and it holds the
+//! state of a few modules above the leaves (`streams`' frame cache and parking lot, `tasks`'
+//! views).
 
 pub mod auth;
 pub mod config;

@@ -1,6 +1,6 @@
 //! Idle SSE subscribers, parked without a task of their own.
 //!
-//! A subscriber whose connection Tether took over from hyper (see `crate::connection`), that
+//! A subscriber whose connection Tether took over from hyper (see `crate::takeover`), that
 //! has caught up and heard nothing for `sse_park_after`, gives up its task: its pump (which
 //! holds its position) and its socket go into its stream's lot. One task per stream tends the
 //! lot. It wakes when the tail moves past the earliest parked position, when the earliest
