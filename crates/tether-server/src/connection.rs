@@ -16,6 +16,11 @@
 //! buffer is empty or the socket refuses more. So a connection whose writes never had to wait
 //! has nothing buffered at that point; one whose writes ever waited is served by hyper to the
 //! end. An HTTP/1.0 request is served by hyper too (no chunked encoding there).
+//!
+//! This is the transport: it knows HTTP/1.1, sockets and the [`Takeover`] extension, not the
+//! routes. Besides the router it is given a [`Direct`] path, which may answer some requests
+//! itself before the router sees them; which requests, and how, is the app's business
+//! (`crate::router` registers the stream append path).
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -30,7 +35,6 @@ use axum::extract::Request;
 use axum::http::{header, Response, Version};
 use axum::routing::future::RouteFuture;
 use axum::Router;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,55 +43,33 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service as _;
 
+use crate::shutdown::stopped;
+use crate::takeover::{RawResponse, SocketBody, Takeover};
 use crate::timed_body::TimedBody;
-use crate::{streams, AppState};
 
-/// A response body that can write itself to the socket once hyper lets go of it.
-pub trait SocketBody: Send + 'static {
-    /// Starts a task that writes the whole body to `out`; the connection ends with it. (A
-    /// task of its own, sized for the body alone: the connection's task ends here.)
-    fn spawn(self: Box<Self>, out: RawResponse);
+/// A path that answers some requests straight from the connection, before the router and
+/// instead of it (so none of the router's layers run for them).
+pub trait Direct: Clone + Send + Sync + 'static {
+    /// What [`Direct::takes`] learned of a request it takes, for [`Direct::answer`].
+    type Taken;
+
+    /// `Some` when this path answers `req`; `None` leaves it to the router.
+    fn takes(&self, req: &Request<TimedBody>) -> Option<Self::Taken>;
+
+    /// The answer to a request [`Direct::takes`] took.
+    fn answer(&self, taken: Self::Taken, req: Request<TimedBody>) -> DirectAnswer;
 }
 
-/// Where a response's [`SocketBody`] waits: taken either by the connection (to write it to the
-/// socket) or by the response's own body (when hyper writes it after all), whichever is first.
-pub trait TakeBody: Send + Sync {
-    fn take(&self) -> Option<Box<dyn SocketBody>>;
-}
+/// A [`Direct`] answer being worked out.
+pub type DirectAnswer = Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
-/// A response extension: this response's body may be written without hyper.
-#[derive(Clone)]
-pub struct Takeover(pub Arc<dyn TakeBody>);
-
-/// A response body that may leave hyper: the body for hyper to write, and the [`Takeover`]
-/// the response carries. Whichever asks first gets `body`: the connection, which spawns it on
-/// the socket ([`SocketBody::spawn`]), or hyper's body, which then asks `next` for each chunk
-/// (handing `body` over and getting it back) until `next` returns `None`.
-pub fn takeover_body<T, F, Fut>(body: T, mut next: F) -> (axum::body::Body, Takeover)
-where
-    T: SocketBody,
-    F: FnMut(T) -> Fut + Send + 'static,
-    Fut: Future<Output = Option<(Bytes, T)>> + Send + 'static,
-{
-    let slot = Arc::new(BodySlot(Mutex::new(Some(body))));
-    let chunks = futures::stream::unfold((slot.clone(), None), move |(slot, body)| {
-        let step = body.or_else(|| slot.0.lock().take()).map(&mut next);
-        async move {
-            let (bytes, body) = step?.await?;
-            Some((Ok::<_, Infallible>(bytes), (slot, Some(body))))
-        }
-    });
-    (axum::body::Body::from_stream(chunks), Takeover(slot))
-}
-
-/// Where a [`takeover_body`] waits until the connection or hyper takes it.
-struct BodySlot<T>(Mutex<Option<T>>);
-
-impl<T: SocketBody> TakeBody for BodySlot<T> {
-    fn take(&self) -> Option<Box<dyn SocketBody>> {
-        let body = self.0.lock().take()?;
-        Some(Box::new(body))
-    }
+/// What the transport needs of the server's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served by hyper at once.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 /// Accepts connections until `stop` turns true, then waits for every connection to end: hyper
@@ -97,19 +79,20 @@ impl<T: SocketBody> TakeBody for BodySlot<T> {
 /// stops accepting until one ends (a half-sent request ends at the header read timeout), and
 /// new clients wait in the kernel's listen backlog. A response that takes its socket over
 /// gives its place back (see [`crate::config::ServerConfig::max_connections`]).
-pub async fn accept_until(
+pub async fn accept_until<D: Direct>(
     listener: TcpListener,
     router: Router,
-    state: AppState,
+    direct: D,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     // Every connection task holds a receiver; the sender sees them all gone.
     let (open_tx, open_rx) = watch::channel(());
-    let cap = state.config.max_connections.min(Semaphore::MAX_PERMITS);
+    let cap = limits.max_connections.min(Semaphore::MAX_PERMITS);
     let places = Arc::new(Semaphore::new(cap));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     let mut full = Throttled::default();
     let mut failing = Throttled::default();
     loop {
@@ -118,7 +101,7 @@ pub async fn accept_until(
             Err(_) => {
                 if let Some(times) = full.due() {
                     tracing::warn!(
-                        limit = state.config.max_connections,
+                        limit = limits.max_connections,
                         times,
                         "connection limit reached: new connections wait until one closes"
                     );
@@ -144,7 +127,8 @@ pub async fn accept_until(
         };
         let service = Service {
             router: router.clone(),
-            state: state.clone(),
+            direct: direct.clone(),
+            body_read_timeout: limits.body_read_timeout,
             shared: Arc::default(),
         };
         let connection = Connection {
@@ -158,11 +142,6 @@ pub async fn accept_until(
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // A closed channel means the server is gone: stop too.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// How long accepting pauses after a failure such as running out of file descriptors: long
@@ -217,7 +196,7 @@ struct Connection {
 }
 
 /// One connection: hyper until it ends, or until a response takes the socket over.
-async fn serve(tcp: TcpStream, service: Service, connection: Connection) {
+async fn serve<D: Direct>(tcp: TcpStream, service: Service<D>, connection: Connection) {
     let Connection {
         http,
         mut stop,
@@ -255,11 +234,7 @@ async fn serve(tcp: TcpStream, service: Service, connection: Connection) {
     };
     let tcp = Pin::into_inner(http).into_parts().io.io.into_inner();
     drop(place);
-    body.spawn(RawResponse {
-        tcp,
-        head: Some(head),
-        _open: open,
-    });
+    body.spawn(RawResponse::new(tcp, head, open));
 }
 
 /// What the connection's service and socket tell its task.
@@ -334,25 +309,25 @@ impl hyper::rt::Write for Socket {
     }
 }
 
-/// The router, as hyper calls it on this connection, and beside it the append path
-/// ([`streams::direct`]).
-struct Service {
+/// The router, as hyper calls it on this connection, and beside it the direct path.
+struct Service<D> {
     router: Router,
-    state: AppState,
+    direct: D,
+    body_read_timeout: Duration,
     shared: Arc<Shared>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Service {
+impl<D: Direct> hyper::service::Service<Request<Incoming>> for Service<D> {
     type Response = axum::response::Response;
     type Error = Infallible;
     type Future = Respond;
 
     fn call(&self, req: Request<Incoming>) -> Respond {
         let chunked = req.version() == Version::HTTP_11;
-        let timeout = self.state.config.body_read_timeout;
+        let timeout = self.body_read_timeout;
         let req = req.map(|body| TimedBody::new(body, timeout));
-        let answer = match streams::direct::takes(&self.state, &req) {
-            Some(path) => Answer::Direct(streams::direct::answer(&self.state, path, req)),
+        let answer = match self.direct.takes(&req) {
+            Some(taken) => Answer::Direct(self.direct.answer(taken, req)),
             None => Answer::Route(self.router.clone().call(req)),
         };
         Respond {
@@ -382,7 +357,7 @@ impl Future for Respond {
             return Poll::Pending;
         }
         let route = match &mut self.answer {
-            // Appends never take the socket over.
+            // A direct answer never takes the socket over.
             Answer::Direct(direct) => return direct.as_mut().poll(cx).map(Ok),
             Answer::Route(route) => route,
         };
@@ -407,7 +382,7 @@ impl Future for Respond {
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Route(RouteFuture<Infallible>),
-    Direct(streams::direct::Answer),
+    Direct(DirectAnswer),
 }
 
 /// The response head as hyper would write it, for a chunked body and a connection that ends
@@ -441,127 +416,6 @@ fn encode_head<B>(response: &Response<B>) -> Vec<u8> {
     }
     out.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
     out
-}
-
-/// A response being written straight to the socket: the head (sent with the first chunk),
-/// then the body in chunks, then the end of the body and of the connection.
-///
-/// Its waits poll the socket's readiness directly rather than hold readiness futures: one
-/// task owns the socket, and each idle subscriber saves their size.
-pub struct RawResponse {
-    tcp: TcpStream,
-    /// Not sent yet.
-    head: Option<Vec<u8>>,
-    /// Keeps the server's drain waiting for this connection.
-    _open: watch::Receiver<()>,
-}
-
-impl RawResponse {
-    /// Sends one chunk of the body (an empty one sends nothing: it would end the body).
-    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return self.send_head().await;
-        }
-        let size = format!("{:x}\r\n", data.len());
-        match self.head.take() {
-            Some(mut head) => {
-                head.extend_from_slice(size.as_bytes());
-                head.extend_from_slice(data);
-                head.extend_from_slice(b"\r\n");
-                write_all(&self.tcp, &mut [IoSlice::new(&head)]).await
-            }
-            None => {
-                let mut parts = [
-                    IoSlice::new(size.as_bytes()),
-                    IoSlice::new(data),
-                    IoSlice::new(b"\r\n"),
-                ];
-                write_all(&self.tcp, &mut parts).await
-            }
-        }
-    }
-
-    async fn send_head(&mut self) -> io::Result<()> {
-        match self.head.take() {
-            Some(head) => write_all(&self.tcp, &mut [IoSlice::new(&head)]).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Ends the body and closes the connection.
-    pub async fn finish(mut self) {
-        let mut end = [IoSlice::new(b"0\r\n\r\n")];
-        if self.send_head().await.is_ok() && write_all(&self.tcp, &mut end).await.is_ok() {
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await;
-        }
-    }
-
-    /// Takes the socket off the reactor while its subscriber parks (see `streams::park`):
-    /// tokio keeps a cache-aligned readiness record of 256 bytes per registered socket, and
-    /// in it the waker, and so the memory, of the last task that polled the socket. A
-    /// parked subscriber needs neither; an error means the connection is gone.
-    pub fn park(self) -> io::Result<ParkedResponse> {
-        Ok(ParkedResponse {
-            tcp: self.tcp.into_std()?,
-            head: self.head,
-            _open: self._open,
-        })
-    }
-
-    /// Resolves when the client hangs up. What it sends meanwhile is read and dropped: the
-    /// response said `connection: close`, so no further request is served on it.
-    pub async fn hung_up(&self) {
-        poll_fn(|cx| loop {
-            if ready!(self.tcp.poll_read_ready(cx)).is_err() {
-                return Poll::Ready(());
-            }
-            let mut sink = [0u8; 256];
-            match self.tcp.try_read(&mut sink) {
-                Ok(0) => return Poll::Ready(()),
-                // Not ready after all: the next poll registers for readiness again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Ok(_) => {}
-                Err(_) => return Poll::Ready(()),
-            }
-        })
-        .await
-    }
-}
-
-/// A [`RawResponse`] whose socket is off the reactor: nothing is written to it or read from
-/// it until [`ParkedResponse::resume`].
-pub struct ParkedResponse {
-    tcp: std::net::TcpStream,
-    head: Option<Vec<u8>>,
-    _open: watch::Receiver<()>,
-}
-
-impl ParkedResponse {
-    /// Puts the socket back on the reactor, from within the runtime; an error means the
-    /// connection cannot be served any more.
-    pub fn resume(self) -> io::Result<RawResponse> {
-        Ok(RawResponse {
-            tcp: TcpStream::from_std(self.tcp)?,
-            head: self.head,
-            _open: self._open,
-        })
-    }
-}
-
-async fn write_all(tcp: &TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
-    poll_fn(|cx| {
-        while !parts.is_empty() {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write_vectored(parts) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => IoSlice::advance_slices(&mut parts, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use tether_store::{AppendError, CreateError, DeleteError, LookupError};
 
-use crate::middleware::RequestId;
-use crate::streams::headers as h;
+use crate::headers as h;
+use crate::request_id::{RequestId, CURRENT_REQUEST};
 
 /// An error response under construction.
 #[derive(Debug)]
@@ -81,11 +81,9 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let request_id = self.request_id.or_else(|| {
-            crate::middleware::CURRENT_REQUEST
-                .try_with(Clone::clone)
-                .ok()
-        });
+        let request_id = self
+            .request_id
+            .or_else(|| CURRENT_REQUEST.try_with(Clone::clone).ok());
         let body = json!({"error": {
             "code": self.code,
             "message": self.message,

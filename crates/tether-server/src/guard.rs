@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use crate::config::AuthMode;
 use crate::error::ApiError;
-use crate::streams::headers as h;
+use crate::headers as h;
 use crate::AppState;
 
 /// Longest request target answered with the JSON 414 (hyper refuses past 64 KiB by itself,

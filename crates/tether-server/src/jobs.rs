@@ -9,7 +9,7 @@ use rand::Rng;
 use tether_store::Leadership;
 use tokio::task::JoinHandle;
 
-use crate::tasks::stopped;
+use crate::shutdown::stopped;
 use crate::AppState;
 
 const RECONCILER: &str = "reconciler";

@@ -3,20 +3,48 @@
 //! [`run`] serves the Durable Streams protocol at `/v1/stream/{path}` on a listener until the
 //! shutdown future resolves, then drains: it stops accepting, lets in-flight appends commit,
 //! ends live streams, and closes the store.
+//!
+//! Modules depend downwards only, in these layers (a module imports nothing from a layer
+//! above its own):
+//!
+//! 1. leaves: `config`, `headers` (protocol names), `request_id`, `shutdown`, `cursor`,
+//!    `query`, `timed_body`, `stamp` (response headers), `takeover` (bodies that may leave
+//!    hyper), `health`, `handover`, `metrics`;
+//! 2. `error` (errors become HTTP answers), `live` (the one live SSE body and socket loop),
+//!    `jobs`, `token_use`, and the transport, `connection`;
+//! 3. `extract` (request parts, each failure an `ApiError`), `auth`, `guard`;
+//! 4. `shared` (what several resources need of tasks and producers), `middleware`;
+//! 5. resources: `streams`, `tasks`, `workers`, `users`; none calls another's internals;
+//! 6. `openapi`, then `router` (routes, layers, and the direct append path it registers with
+//!    the transport); [`serve`] wires the router to the transport.
+//!
+//! [`AppState`], defined here, is the exception: every layer receives it, and it holds the
+//! state of a few modules above the leaves (`streams`' frame cache and parking lot, `tasks`'
+//! views).
 
 pub mod auth;
 pub mod config;
 mod connection;
 mod cursor;
 mod error;
+mod extract;
 mod guard;
 mod handover;
+mod headers;
+mod health;
 mod jobs;
+mod live;
 mod metrics;
 mod middleware;
 mod openapi;
 mod query;
+mod request_id;
+mod router;
+mod shared;
+mod shutdown;
+mod stamp;
 mod streams;
+mod takeover;
 pub(crate) mod tasks;
 mod timed_body;
 mod token_use;
@@ -27,11 +55,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{AuthMode, ServerConfig};
+pub use router::router;
 use tether_store::{
     ControlStore, Coordinator, PgOptions, PgStore, Principal, SqliteStore, StreamStore, WorkStore,
 };
@@ -107,43 +135,6 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
-}
-
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    let limit = axum::extract::DefaultBodyLimit::max(state.config.max_append_bytes);
-    // Timed by route pattern. The stream routes, the append path, are left out of this layer
-    // and timed by the outer middleware instead: a layer costs a boxed clone per request.
-    let api = tasks::routes()
-        .layer(limit)
-        .merge(users::routes())
-        .merge(workers::routes())
-        .merge(openapi::routes())
-        .route("/healthz", axum::routing::get(healthz))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ));
-    streams::routes(&state)
-        .merge(api)
-        .route("/metrics", axum::routing::get(metrics::scrape))
-        .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            middleware::common_headers,
-        ))
-}
-
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "operations",
-    operation_id = "healthz",
-    summary = "Liveness",
-    responses((status = 200, description = "The server is up", body = openapi::Health))
-)]
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// How long shutdown waits for live connections before giving up on them.
@@ -222,9 +213,17 @@ pub async fn serve(
     let reconciler = jobs::spawn_reconciler(state.clone());
     let token_use = token_use::spawn_flusher(state.clone());
     let app = router(state.clone());
+    let direct = router::DirectAppend(state.clone());
+    let limits = connection::Limits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+        body_read_timeout: state.config.body_read_timeout,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
-    let server = tokio::spawn(connection::accept_until(listener, app, state, stop_rx));
+    let server = tokio::spawn(connection::accept_until(
+        listener, app, direct, limits, stop_rx,
+    ));
     shutdown.await;
     tracing::info!("shutting down: no new connections, ending live reads");
     let _ = stop_tx.send(true);

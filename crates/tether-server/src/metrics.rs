@@ -309,6 +309,18 @@ fn disk_gauges(out: &mut String, config: &crate::ServerConfig) {
     }
 }
 
+/// Records a Durable Streams request's latency under the one stream route.
+pub fn observe_stream(
+    state: &AppState,
+    method: &axum::http::Method,
+    response: &axum::response::Response,
+    started: std::time::Instant,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    state.metrics.observe(method, STREAM_ROUTE, status, seconds);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,30 +3,15 @@
 //! CORS (protocol 12.7). Errors that no handler produced get the API's JSON shape here too.
 
 use axum::extract::{Request, State};
-use axum::http::header::{
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
-};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 
 use crate::error::ApiError;
-use crate::AppState;
-
-/// A per-request id, echoed in `X-Request-Id` and in error bodies.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-tokio::task_local! {
-    /// The id of the request being handled, so every error body can carry it.
-    pub static CURRENT_REQUEST: String;
-}
-
-/// Headers a browser may read from our responses.
-const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
-    Stream-TTL, Stream-Expires-At, Stream-Sse-Data-Encoding, Producer-Epoch, Producer-Seq, \
-    Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, X-Request-Id";
+use crate::headers::PREFIX;
+use crate::request_id::{new_request_id, RequestId, CURRENT_REQUEST};
+use crate::{metrics, stamp, AppState};
 
 const ALLOWED_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Last-Event-ID, \
     Stream-TTL, Stream-Expires-At, Stream-Seq, Stream-Closed, Stream-Forked-From, \
@@ -38,7 +23,7 @@ pub async fn common_headers(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let stream = req.uri().path().starts_with(crate::streams::PREFIX);
+    let stream = req.uri().path().starts_with(PREFIX);
     let method = req.method().clone();
     let id = new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -53,12 +38,12 @@ pub async fn common_headers(
         Ok(()) => CURRENT_REQUEST.scope(id.clone(), next.run(req)).await,
     };
     if stream {
-        observe_stream(&state, &method, &response, started);
+        metrics::observe_stream(&state, &method, &response, started);
     }
     if response.status().as_u16() >= 400 && method != Method::HEAD && !is_json(&response) {
         response = as_api_error(response, &id).await;
     }
-    stamp(response.headers_mut(), &id, stream);
+    stamp::stamp(response.headers_mut(), &id, stream);
     if preflight {
         let headers = response.headers_mut();
         headers.insert(
@@ -117,49 +102,6 @@ async fn as_api_error(response: Response, id: &str) -> Response {
         }
     }
     response
-}
-
-/// A fresh request id: 64 random bits in hex.
-pub fn new_request_id() -> String {
-    format!("{:016x}", rand::thread_rng().gen::<u64>())
-}
-
-/// Records a Durable Streams request's latency under the one stream route.
-pub fn observe_stream(
-    state: &AppState,
-    method: &Method,
-    response: &Response,
-    started: std::time::Instant,
-) {
-    let seconds = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .observe(method, crate::metrics::STREAM_ROUTE, status, seconds);
-}
-
-/// The headers every response carries: its request id and the security headers; and on the
-/// stream routes (`cors`), the CORS headers that let a browser of any origin read them. The
-/// task and admin API gives no such permission.
-pub fn stamp(headers: &mut HeaderMap, id: &str, cors: bool) {
-    // Names parsed once, not on every response.
-    const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
-    const RESOURCE_POLICY: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
-    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    if let Ok(v) = HeaderValue::from_str(id) {
-        headers.insert(REQUEST_ID, v);
-    }
-    headers.insert(NOSNIFF, HeaderValue::from_static("nosniff"));
-    if !cors {
-        headers.insert(RESOURCE_POLICY, HeaderValue::from_static("same-origin"));
-        return;
-    }
-    headers.insert(RESOURCE_POLICY, HeaderValue::from_static("cross-origin"));
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSED),
-    );
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {

@@ -12,13 +12,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
-use tether_types::{EventAt, Task, TaskStatus};
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 
@@ -57,7 +55,7 @@ use crate::AppState;
         crate::workers::events,
         crate::workers::ack_nudge,
         crate::workers::finish,
-        crate::healthz,
+        crate::health::healthz,
         document,
     ),
     modifiers(&BearerAuth, &TaskWithSpec, &HeadersNotNull),
@@ -187,38 +185,6 @@ fn header_not_null(param: &mut Parameter) {
         }
         _ => {}
     }
-}
-
-/// `GET /healthz` answer.
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// `POST /v1/tasks/{id}/status/rebuild` answer.
-#[derive(Serialize, ToSchema)]
-pub struct StatusRebuild {
-    /// The snapshot recomputed from the whole log.
-    pub status: TaskStatus,
-    /// True when the recomputed snapshot equals the one the server held.
-    pub unchanged: bool,
-}
-
-/// The first line of an export.
-#[derive(Serialize, ToSchema)]
-pub struct ExportHead {
-    pub task: Task,
-}
-
-/// One line of `GET /v1/tasks/{id}/export`: an `ExportHead` first, then one `EventAt` per
-/// event. If reading fails midway, a last line `{"error":{"code","message"}}` says why.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // Describes the lines; the export handler writes them itself.
-pub enum ExportLine {
-    Head(Box<ExportHead>),
-    Event(EventAt),
 }
 
 /// Built once: the document only changes with the code.

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
-use crate::tasks::stopped;
+use crate::shutdown::stopped;
 use crate::AppState;
 
 /// How often noted times are stored.

@@ -15,7 +15,7 @@ use tether_types::Role;
 
 use crate::auth::{hash, mint, Bearer, Caller};
 use crate::error::ApiError;
-use crate::tasks::{parse_json, text_field};
+use crate::extract::{parse_json, text_field};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {

@@ -11,19 +11,20 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{json, Value};
 use tether_store::{Claim, Outcome};
+use tether_types::event::{format_timestamp, Appended};
 use tether_types::task::Failure;
 use tether_types::worker::{
     ClaimRequest, Claimed, Heartbeat, Lease, LeaseRef, Nudge, StepBegun, StepComplete,
     StepCompleted,
 };
-use tether_types::{event::Appended, Role, TaskId};
+use tether_types::{Role, TaskId};
 
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
+use crate::extract::{parse_json, text_field};
 use crate::handover::Unhanded;
-use crate::streams::write::producer_stamp;
-use crate::tasks::events::accept_batch;
-use crate::tasks::{parse_json, stopped, task_json, text_field, timestamp};
+use crate::shared::{accept_batch, producer_stamp, task_json};
+use crate::shutdown::stopped;
 use crate::AppState;
 
 /// [`tether_types::worker::WorkerEvents`] as it arrives: events kept raw, to be checked by [`accept_batch`].
@@ -387,7 +388,7 @@ async fn events(
     let id = task_id(&id)?;
     let batch: RawWorkerBatch = parse_json(&body)?;
     let now = Utc::now();
-    let events = accept_batch(&batch.events, &timestamp(now))?;
+    let events = accept_batch(&batch.events, &format_timestamp(now))?;
     let count = events.len();
     let producer = producer_stamp(&headers)?;
     let out = state

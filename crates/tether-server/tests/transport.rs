@@ -514,3 +514,191 @@ async fn a_body_that_stops_arriving_ends_its_request() {
     assert_eq!(read.body, Bytes::new(), "nothing was appended");
     server.stop().await;
 }
+
+/// Opens a live SSE response on a raw connection and returns it with the response head and
+/// what of the body came with it.
+async fn open_sse(
+    server: &Server,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> (TcpStream, String, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr(server)).await.unwrap();
+    let resume = last_event_id.map_or(String::new(), |id| format!("last-event-id: {id}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n{resume}\r\n",
+        server.admin
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut tcp, &mut seen, "\r\n\r\n").await;
+    let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+    let body = seen.split_off(end + 4);
+    (tcp, head, body)
+}
+
+/// Reads into `seen` until it holds `needle`, within [`PATIENCE`].
+async fn read_until(tcp: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
+    let read = async {
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    if tokio::time::timeout(PATIENCE, read).await.is_err() {
+        panic!("no {needle:?} in {}", String::from_utf8_lossy(seen));
+    }
+}
+
+/// Stream SSE and task SSE deliver live events and resume after `Last-Event-ID`, whether the
+/// response takes its socket over or hyper serves it; `sse_takeover` decides which (a
+/// taken-over response ends its connection, `connection: close`; hyper's keeps it).
+async fn live_sse_delivers_and_resumes(takeover: bool) {
+    let s = start(|c| c.sse_takeover = takeover).await;
+    let taken_over = |head: &str| head.contains("\r\nconnection: close");
+
+    // A Durable Streams stream.
+    let text = [("content-type", "text/plain")];
+    let made = s
+        .call("PUT", "/v1/stream/feed", Some(&s.admin), &text, "")
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+    let append =
+        |body: &'static str| s.call("POST", "/v1/stream/feed", Some(&s.admin), &text, body);
+    assert_eq!(append("first-message").await.status, StatusCode::NO_CONTENT);
+    let path = "/v1/stream/feed?offset=-1&live=sse";
+    let (mut tcp, head, mut seen) = open_sse(&s, path, None).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(taken_over(&head), takeover, "{head}");
+    read_until(&mut tcp, &mut seen, "first-message").await;
+    read_until(&mut tcp, &mut seen, "upToDate").await;
+    let after_first = {
+        let text = String::from_utf8_lossy(&seen);
+        let control = &text[text.find("event: control").unwrap()..];
+        let id = control.lines().find_map(|l| l.strip_prefix("id:")).unwrap();
+        id.trim().to_string()
+    };
+    // Live: the append arrives on the open response.
+    assert_eq!(
+        append("second-message").await.status,
+        StatusCode::NO_CONTENT
+    );
+    read_until(&mut tcp, &mut seen, "second-message").await;
+    // Resumed after the first: the second only.
+    let (mut resumed, _, mut again) =
+        open_sse(&s, "/v1/stream/feed?live=sse", Some(&after_first)).await;
+    read_until(&mut resumed, &mut again, "second-message").await;
+    assert!(
+        !String::from_utf8_lossy(&again).contains("first-message"),
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+
+    // A task's events.
+    let id = s.submit(&s.admin, "watched").await;
+    let first = s
+        .events(
+            &s.admin,
+            &id,
+            json!([{"type": "log", "data": {"n": "one"}}]),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let after_one = first.json()["next_after"].as_str().unwrap().to_string();
+    let path = format!("/v1/tasks/{id}/events?live=sse");
+    let (mut tcp, head, mut seen) = open_sse(&s, &path, None).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(taken_over(&head), takeover, "{head}");
+    read_until(&mut tcp, &mut seen, "\"one\"").await;
+    let second = s
+        .events(
+            &s.admin,
+            &id,
+            json!([{"type": "log", "data": {"n": "two"}}]),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    read_until(&mut tcp, &mut seen, "\"two\"").await;
+    let (mut resumed, _, mut again) = open_sse(&s, &path, Some(&after_one)).await;
+    read_until(&mut resumed, &mut again, "\"two\"").await;
+    assert!(
+        !String::from_utf8_lossy(&again).contains("\"one\""),
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+    drop((tcp, resumed));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_sse_takeover_off_hyper_serves_live_sse_and_resume_works() {
+    live_sse_delivers_and_resumes(false).await;
+}
+
+#[tokio::test]
+async fn with_sse_takeover_on_live_sse_leaves_hyper_and_resume_works() {
+    live_sse_delivers_and_resumes(true).await;
+}
+
+/// The connection cap counts what hyper serves: a live SSE response that took its socket over
+/// gives its place back, one that hyper serves (`sse_takeover` off) keeps it.
+#[tokio::test]
+async fn taken_over_sse_responses_leave_the_connection_cap_and_hyper_served_ones_hold_it() {
+    const CAP: usize = 2;
+    for takeover in [true, false] {
+        let s = start(|c| {
+            c.max_connections = CAP;
+            c.sse_takeover = takeover;
+        })
+        .await;
+        let text = [("content-type", "text/plain")];
+        let made = s
+            .call("PUT", "/v1/stream/capped", Some(&s.admin), &text, "")
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+        let path = "/v1/stream/capped?offset=-1&live=sse";
+        if takeover {
+            // Twice the cap, each answered while the others stay open.
+            let mut open = Vec::new();
+            for _ in 0..2 * CAP {
+                let (tcp, head, _) = open_sse(&s, path, None).await;
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                open.push(tcp);
+            }
+        } else {
+            // (The support client's pooled connection, if it kept one, holds a place too.)
+            let mut open = Vec::new();
+            let mut waiting = None;
+            for _ in 0..=CAP {
+                let mut tcp = TcpStream::connect(addr(&s)).await.unwrap();
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\r\n",
+                    s.admin
+                );
+                tcp.write_all(request.as_bytes()).await.unwrap();
+                let mut first = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut first));
+                match read.await {
+                    Ok(Ok(1)) => open.push(tcp),
+                    Ok(other) => panic!("{other:?}"),
+                    Err(_) => {
+                        waiting = Some(tcp);
+                        break;
+                    }
+                }
+            }
+            let mut waiting = waiting.expect("hyper's SSE responses left the cap");
+            // A place frees when an SSE response's client goes.
+            open.clear();
+            let mut seen = Vec::new();
+            read_until(&mut waiting, &mut seen, " 200 OK").await;
+        }
+        s.stop().await;
+    }
+}

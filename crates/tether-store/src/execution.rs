@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tether_core::lease::{self, Held};
+use tether_core::steps;
 use tether_core::{decide, TaskOp, Transition};
 use tether_types::event::kind;
 use tether_types::{Event, Offset, TaskState};
@@ -32,9 +33,9 @@ const FALLBACK_TTL: chrono::Duration = chrono::Duration::seconds(30);
 /// A nudge counts against its task's limit for this long.
 const NUDGE_WINDOW_MS: i64 = 60_000;
 
-/// Event timestamps: RFC 3339, milliseconds, UTC.
+/// Event timestamps, in the format [`tether_types::event::format_timestamp`] defines.
 pub(crate) fn timestamp(now: DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    tether_types::event::format_timestamp(now)
 }
 
 /// A time stored as milliseconds since the epoch; an impossible one reads as the epoch.
@@ -233,6 +234,18 @@ pub(crate) struct StepRow {
     pub first_event_pos: Option<u64>,
 }
 
+impl StepRow {
+    /// What the step rules of [`tether_core::steps`] need of the row.
+    fn attempts(&self) -> steps::StepAttempts<'_> {
+        steps::StepAttempts {
+            epoch: self.epoch,
+            lease_id: &self.lease_id,
+            completed_epoch: self.completed_epoch,
+            first_event_pos: self.first_event_pos,
+        }
+    }
+}
+
 /// What beginning a step does.
 pub(crate) enum Begin {
     /// Answer this and write nothing: the step is done (skip it with its checkpoint), or the
@@ -244,31 +257,20 @@ pub(crate) enum Begin {
 }
 
 pub(crate) fn begin(row: Option<&StepRow>, step: &str, lease: &str, now: DateTime<Utc>) -> Begin {
-    if let Some(row) = row {
-        if let Some(epoch) = row.completed_epoch {
-            return Begin::Answer(StepStart {
-                epoch,
-                checkpoint: Some(checkpoint(row.checkpoint.as_deref())),
-            });
-        }
-        if row.lease_id == lease {
-            return Begin::Answer(StepStart {
-                epoch: row.epoch,
-                checkpoint: None,
-            });
-        }
+    match steps::begin(row.map(StepRow::attempts), lease) {
+        steps::Begin::Completed { epoch } => Begin::Answer(StepStart {
+            epoch,
+            checkpoint: row.map(|r| checkpoint(r.checkpoint.as_deref())),
+        }),
+        steps::Begin::Again { epoch } => Begin::Answer(StepStart {
+            epoch,
+            checkpoint: None,
+        }),
+        steps::Begin::New { epoch, rewind } => Begin::New {
+            epoch,
+            rewind: rewind.map(|r| r.event(step, timestamp(now))),
+        },
     }
-    let epoch = row.map_or(1, |r| r.epoch + 1);
-    let rewind = row.and_then(|r| r.first_event_pos).map(|first| {
-        let mut rewind = Event::new(
-            kind::STREAM_REWIND,
-            timestamp(now),
-            json!({ "new_epoch": epoch, "superseded_after": Offset(first.saturating_sub(1)) }),
-        );
-        rewind.step = Some(step.to_string());
-        rewind
-    });
-    Begin::New { epoch, rewind }
 }
 
 /// Completing attempt `epoch` of a step: `None` when it already is (a repeat writes nothing),
@@ -279,61 +281,19 @@ pub(crate) fn complete(
     epoch: u32,
     now: DateTime<Utc>,
 ) -> Result<Option<Event>, WorkError> {
-    if row.and_then(|r| r.completed_epoch) == Some(epoch) {
-        return Ok(None);
-    }
-    lease::check_attempt(step, row.map(|r| r.epoch), epoch)?;
-    let mut event = Event::new(kind::STEP_COMPLETED, timestamp(now), Value::Null);
-    event.step = Some(step.to_string());
-    event.attempt = Some(epoch);
-    Ok(Some(event))
+    let attempts = row.map(StepRow::attempts);
+    Ok(steps::complete(attempts, step, epoch, timestamp(now))?)
 }
 
-/// The steps a batch of worker events names, each once, in first-seen order.
-pub(crate) fn steps_of(events: &[Event]) -> Vec<String> {
-    let mut steps: Vec<String> = Vec::new();
-    for step in events.iter().filter_map(|e| e.step.as_ref()) {
-        if !steps.contains(step) {
-            steps.push(step.clone());
-        }
-    }
-    steps
-}
+pub(crate) use steps::{first_step_events, steps_of};
 
-/// Stamps each step event of a batch with its step's current attempt when it carries none,
-/// and refuses the whole batch when any event is for another attempt (G6): every check comes
-/// before any write. `epochs` maps each step of [`steps_of`] to its current attempt.
+/// Stamps a batch's step events with their attempts, refusing it whole when one is stale
+/// ([`steps::stamp`]).
 pub(crate) fn stamp(
     events: &mut [Event],
     epochs: &HashMap<String, Option<u32>>,
 ) -> Result<(), WorkError> {
-    for event in events.iter_mut() {
-        if let Some(step) = &event.step {
-            let current = epochs.get(step).copied().flatten();
-            let given = event.attempt.or(current).unwrap_or(1);
-            lease::check_attempt(step, current, given)?;
-            event.attempt = Some(given);
-        }
-    }
-    Ok(())
-}
-
-/// Where each step of a stored batch first appears: only a step's first event in a batch can
-/// be its first event ever, which a later attempt's rewind points before. `next` is the
-/// offset after the batch.
-pub(crate) fn first_step_events(events: &[Event], next: Offset) -> Vec<(String, u64)> {
-    let first = next.0 - events.len() as u64;
-    let mut seen = Vec::new();
-    let mut out: Vec<(String, u64)> = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        if let Some(step) = &event.step {
-            if !seen.contains(&step) {
-                seen.push(step);
-                out.push((step.clone(), first + i as u64 + 1));
-            }
-        }
-    }
-    out
+    Ok(steps::stamp(events, epochs)?)
 }
 
 // ---- finishing and expiry ------------------------------------------------------------------
@@ -459,39 +419,6 @@ pub(crate) fn nudge_acknowledged(nudge_id: &str, now: DateTime<Utc>) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(step: Option<&str>, attempt: Option<u32>) -> Event {
-        let mut e = Event::new("log", String::new(), Value::Null);
-        e.step = step.map(str::to_string);
-        e.attempt = attempt;
-        e
-    }
-
-    #[test]
-    fn first_step_events_name_each_steps_first_position_in_the_batch() {
-        let batch = [
-            ev(None, None),
-            ev(Some("clone"), None),
-            ev(Some("agent"), None),
-            ev(Some("clone"), None),
-        ];
-        // The batch took positions 11..=14.
-        assert_eq!(
-            first_step_events(&batch, Offset(14)),
-            [("clone".to_string(), 12), ("agent".to_string(), 13)]
-        );
-        assert_eq!(steps_of(&batch), ["clone", "agent"]);
-    }
-
-    #[test]
-    fn one_stale_event_refuses_the_batch_and_unstamped_ones_take_the_current_attempt() {
-        let epochs = HashMap::from([("clone".to_string(), Some(2))]);
-        let mut ok = [ev(Some("clone"), None), ev(None, None)];
-        stamp(&mut ok, &epochs).unwrap();
-        assert_eq!((ok[0].attempt, ok[1].attempt), (Some(2), None));
-        let mut stale = [ev(Some("clone"), None), ev(Some("clone"), Some(1))];
-        assert!(stamp(&mut stale, &epochs).is_err());
-    }
 
     #[test]
     fn the_nudge_limit_says_when_the_oldest_nudge_leaves_the_window() {

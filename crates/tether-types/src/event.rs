@@ -11,6 +11,13 @@ use crate::Offset;
 /// Largest accepted single event, serialized, in bytes.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
+/// The one timestamp format of Tether's wire: RFC 3339 in UTC with milliseconds
+/// (`2026-11-21T10:00:00.123Z`), as every event's `ts` is stored and every time the API
+/// shows beside events (such as `Stream-Expires-At`) is written.
+pub fn format_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Event types the server itself writes; producers may not send them, because each stands
 /// for a state change that happens once, in the transaction that makes it (G5).
 pub mod kind {
@@ -178,6 +185,12 @@ mod tests {
             let back: EventAt = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back, at);
         }
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let at = chrono::DateTime::from_timestamp_millis(1_795_255_200_123).unwrap();
+        assert_eq!(format_timestamp(at), "2026-11-21T10:00:00.123Z");
     }
 
     #[test]

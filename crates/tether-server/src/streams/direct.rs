@@ -4,8 +4,9 @@
 //! cloned per request, a boxed future per layer, the middleware's task-local and extensions,
 //! and a copy of the request's headers for the handler. Under callgrind (100 streams, 16
 //! connections) a server spent 59,000 instructions and 57 allocator calls per append that
-//! way, and 48,000 and 22 this way. Here the connection hands an append to [`answer`], which
-//! runs the handler's own code ([`super::write::answer_post`]) on the request as hyper parsed
+//! way, and 48,000 and 22 this way. Here the transport hands an append to [`answer`] (the
+//! router registers this module with it as `crate::router::DirectAppend`), which runs the
+//! handler's own code ([`super::write::answer_post`]) on the request as hyper parsed
 //! it and stamps the response as the middleware would.
 //!
 //! A request is taken only when the answer is certain to be the router's: the path decodes to
@@ -24,12 +25,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 use percent_encoding::percent_decode_str;
 
-use super::PREFIX;
 use crate::error::ApiError;
 use crate::guard;
-use crate::middleware::{self, RequestId};
+use crate::headers::PREFIX;
+use crate::request_id::{new_request_id, RequestId};
 use crate::timed_body::TimedBody;
 use crate::AppState;
+use crate::{metrics, stamp};
 
 /// An answer being worked out.
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -47,7 +49,7 @@ pub fn answer(state: &AppState, path: String, req: Request<TimedBody>) -> Answer
     let state = state.clone();
     Box::pin(async move {
         let started = Instant::now();
-        let rid = RequestId(middleware::new_request_id());
+        let rid = RequestId(new_request_id());
         let (parts, body) = req.into_parts();
         let limit = state.config.max_append_bytes;
         let checked = guard::check(&state, &parts.method, &parts.uri, &parts.headers, true);
@@ -66,8 +68,8 @@ pub fn answer(state: &AppState, path: String, req: Request<TimedBody>) -> Answer
             },
             Err(e) => e.for_request(&rid).into_response(),
         };
-        middleware::observe_stream(&state, &Method::POST, &response, started);
-        middleware::stamp(response.headers_mut(), &rid.0, true);
+        metrics::observe_stream(&state, &Method::POST, &response, started);
+        stamp::stamp(response.headers_mut(), &rid.0, true);
         response
     })
 }

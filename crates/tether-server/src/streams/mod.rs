@@ -2,7 +2,6 @@
 
 pub(crate) mod direct;
 mod frames;
-pub mod headers;
 mod park;
 mod read;
 mod response;
@@ -18,14 +17,13 @@ use tether_types::task::TASK_STREAM_PREFIX;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::{auth, tasks, AppState};
+use crate::extract::text_field;
+use crate::headers::PREFIX;
+use crate::shared::visible_task;
+use crate::{auth, AppState};
 
 pub use frames::FrameShare;
 pub use park::Parking;
-pub(crate) use sse::KEEPALIVE;
-
-/// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
-pub const PREFIX: &str = "/v1/stream/";
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new().route(
@@ -61,7 +59,7 @@ pub(crate) async fn admit(
     // append path, and a layer costs a boxed clone of the route on every request.
     let caller = auth::authenticate(state, headers).await?;
     // One memchr over the path: a NUL (`%00`) cannot be stored as a path by PostgreSQL.
-    crate::tasks::text_field("the stream path", path)?;
+    text_field("the stream path", path)?;
     if let Some(task_id) = path.strip_prefix(TASK_STREAM_PREFIX) {
         if !matches!(*method, Method::GET | Method::HEAD) {
             return Err(ApiError::new(
@@ -70,7 +68,7 @@ pub(crate) async fn admit(
                 "task streams are written by Tether itself; producers use POST /v1/tasks/{id}/events",
             ));
         }
-        tasks::visible_task(state, &caller, task_id).await?;
+        visible_task(state, &caller, task_id).await?;
         return Ok(Admitted {
             caller,
             access: Access::All,
@@ -90,7 +88,7 @@ pub(crate) async fn source_access(
     source: &str,
 ) -> Result<Access, ApiError> {
     match source.strip_prefix(TASK_STREAM_PREFIX) {
-        Some(task_id) => match tasks::visible_task(state, caller, task_id).await {
+        Some(task_id) => match visible_task(state, caller, task_id).await {
             Ok(_) => Ok(Access::All),
             // Hidden or missing alike; a storage failure stays one.
             Err(e) if e.status == StatusCode::NOT_FOUND => {

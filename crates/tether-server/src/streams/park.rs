@@ -1,6 +1,6 @@
 //! Idle SSE subscribers, parked without a task of their own.
 //!
-//! A subscriber whose connection Tether took over from hyper (see `crate::connection`), that
+//! A subscriber whose connection Tether took over from hyper (see `crate::takeover`), that
 //! has caught up and heard nothing for `sse_park_after`, gives up its task: its pump (which
 //! holds its position) and its socket go into its stream's lot. One task per stream tends the
 //! lot. It wakes when the tail moves past the earliest parked position, when the earliest
@@ -21,8 +21,9 @@ use tokio::time::Instant;
 
 use tether_store::{StreamId, TailWatch};
 
-use super::sse::{self, Pump};
-use crate::connection::ParkedResponse;
+use super::sse::Pump;
+use crate::live::{self, KEEPALIVE};
+use crate::takeover::ParkedResponse;
 
 /// Every stream's lot of parked subscribers.
 #[derive(Default)]
@@ -158,7 +159,7 @@ async fn tend(
             let keepalive = parked.keepalive_at <= now;
             // An error: the socket could not go back on the reactor, and the subscriber ends.
             if let Ok(out) = parked.out.resume() {
-                sse::drive(parked.pump, out, keepalive);
+                live::drive(parked.pump, out, keepalive.then_some(KEEPALIVE));
             }
         }
     }

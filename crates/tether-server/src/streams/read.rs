@@ -12,11 +12,12 @@ use tether_store::tail::Wake;
 use tether_store::{Access, ReadChunk};
 use tether_types::{Offset, ReadFrom};
 
-use super::headers::text;
 use super::response::ResponseHeaders;
 use crate::cursor::next_cursor;
 use crate::error::ApiError;
-use crate::middleware::RequestId;
+use crate::extract::text;
+use crate::headers as h;
+use crate::request_id::RequestId;
 use crate::{query, AppState};
 
 /// Cacheable: a chunk that does not reach the tail never changes.
@@ -167,10 +168,7 @@ async fn long_poll(
                     .closed(t.closed);
                 out.set(CACHE_CONTROL, "no-store");
                 if !t.closed {
-                    out.set(
-                        super::headers::STREAM_CURSOR,
-                        &next_cursor(q.cursor.as_deref()),
-                    );
+                    out.set(h::STREAM_CURSOR, &next_cursor(q.cursor.as_deref()));
                 }
                 return Ok((StatusCode::NO_CONTENT, out.into_map()).into_response());
             }
@@ -187,10 +185,7 @@ async fn long_poll(
         .await?;
     let mut out = chunk_headers(&chunk);
     if !chunk.at_closed_end() {
-        out.set(
-            super::headers::STREAM_CURSOR,
-            &next_cursor(q.cursor.as_deref()),
-        );
+        out.set(h::STREAM_CURSOR, &next_cursor(q.cursor.as_deref()));
     }
     if chunk.is_empty() {
         // Woken by the close: EOF.
@@ -219,12 +214,12 @@ pub async fn head(
                 .next_offset(info.next)
                 .closed(info.closed);
             if let Some(ttl) = info.config.ttl_secs {
-                out.set(super::headers::STREAM_TTL, &ttl.to_string());
+                out.set(h::STREAM_TTL, &ttl.to_string());
             }
             if let Some(at) = info.config.expires_at {
                 out.set(
-                    super::headers::STREAM_EXPIRES_AT,
-                    &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    h::STREAM_EXPIRES_AT,
+                    &tether_types::event::format_timestamp(at),
                 );
             }
             out.set(CACHE_CONTROL, "no-store");

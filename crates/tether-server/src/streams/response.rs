@@ -3,7 +3,7 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::headers as h;
+use crate::headers as h;
 use tether_types::Offset;
 
 pub struct ResponseHeaders(HeaderMap);

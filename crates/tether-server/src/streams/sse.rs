@@ -5,6 +5,7 @@
 //! reads later from the log (or the store's recent-records cache); nothing is skipped or sent
 //! twice, and `id:` on every data event lets a client resume with `Last-Event-ID`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,14 @@ use tether_types::headers::is_sse_text;
 use tether_types::{Offset, ReadFrom};
 
 use super::frames::{Frame, FrameSlot};
-use super::headers::{self as h, text, LAST_EVENT_ID};
 use super::read::ReadQuery;
 use super::response::ResponseHeaders;
-use crate::connection::{takeover_body, RawResponse, SocketBody};
 use crate::cursor::{cursor_after, cursor_since};
 use crate::error::ApiError;
+use crate::extract::text;
+use crate::headers::{self as h, LAST_EVENT_ID};
+use crate::live::{self, Next, KEEPALIVE};
+use crate::takeover::RawResponse;
 use crate::AppState;
 
 pub async fn serve(
@@ -61,6 +64,7 @@ pub async fn serve(
         ));
     }
     let base64 = !is_sse_text(&info.config.content_type);
+    let takeover = state.config.sse_takeover;
     let pump = Pump {
         _live: state.metrics.live_reader(),
         shutdown: state.shutdown.clone(),
@@ -78,17 +82,8 @@ pub async fn serve(
         done: false,
         parks: false,
     };
-    // The pump is driven either by hyper, polling this body, or (when the connection can take
-    // the socket over, see `crate::connection`) by a loop writing straight to the socket, so
-    // that an idle subscriber costs no HTTP connection. Either way there is no task or channel
-    // between the log and the socket, and a client that goes away simply drops the pump.
-    let (body, takeover) = takeover_body(pump, |mut pump: Pump| async move {
-        match pump.next_event().await {
-            Event::Send(bytes) => Some((bytes, pump)),
-            // Only a pump on its own socket parks; hyper's never does.
-            Event::End | Event::Park(_) => None,
-        }
-    });
+    // Driven by hyper or on its own socket: see `crate::live`.
+    let (body, takeover) = live::body(pump, takeover);
 
     let mut out = ResponseHeaders::new();
     out.content_type("text/event-stream");
@@ -97,54 +92,31 @@ pub async fn serve(
         out.set(h::STREAM_SSE_DATA_ENCODING, "base64");
     }
     let mut response = (StatusCode::OK, out.into_map(), body).into_response();
-    response.extensions_mut().insert(takeover);
+    if let Some(takeover) = takeover {
+        response.extensions_mut().insert(takeover);
+    }
     Ok(response)
 }
 
-impl SocketBody for Pump {
-    fn spawn(self: Box<Self>, out: RawResponse) {
-        let mut pump = *self;
-        pump.parks = true;
-        drive(pump, out, false);
+impl live::Pump for Pump {
+    // The first frame is always at hand (it is sent even without data): the head goes with it.
+    const HEAD_FIRST: bool = false;
+
+    fn next(&mut self) -> impl Future<Output = Next> + Send {
+        self.next_event()
     }
-}
 
-/// An SSE comment that keeps an idle response from looking dead to proxies and clients.
-pub(crate) const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+    fn on_socket(&mut self) {
+        self.parks = true;
+    }
 
-/// Runs `pump` on its own socket in a task of its own until the response ends or the
-/// subscriber parks (see [`super::park`]); `keepalive` sends one first.
-pub(super) fn drive(mut pump: Pump, mut out: RawResponse, keepalive: bool) {
-    // An `async move` block rather than an `async fn`: the future keeps one copy of what it
-    // captured, where a function's future would also keep its arguments' originals.
-    tokio::spawn(async move {
-        if keepalive && out.send(KEEPALIVE).await.is_err() {
-            return;
+    fn park(self, out: RawResponse, keepalive_at: Instant) {
+        // An error: the connection is gone, and the subscriber with it.
+        if let Ok(out) = out.park() {
+            let parking = self.state.parking.clone();
+            parking.park(self, out, keepalive_at);
         }
-        loop {
-            let event = tokio::select! {
-                event = pump.next_event() => event,
-                () = out.hung_up() => return,
-            };
-            match event {
-                Event::Send(bytes) => {
-                    if out.send(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                Event::Park(keepalive_at) => {
-                    // An error: the connection is gone, and the subscriber with it.
-                    if let Ok(out) = out.park() {
-                        let parking = pump.state.parking.clone();
-                        parking.park(pump, out, keepalive_at);
-                    }
-                    return;
-                }
-                Event::End => break,
-            }
-        }
-        out.finish().await;
-    });
+    }
 }
 
 pub(super) struct Pump {
@@ -169,15 +141,6 @@ pub(super) struct Pump {
     done: bool,
     /// Driven on its own socket, so it may park when idle.
     parks: bool,
-}
-
-/// What the pump has for its client next.
-enum Event {
-    Send(Bytes),
-    /// The response is over.
-    End,
-    /// Idle: park until the tail moves or a keep-alive is due at the given time.
-    Park(Instant),
 }
 
 /// Why the pump stopped; every reason just ends the response.
@@ -219,14 +182,14 @@ impl Pump {
     }
 
     /// The next bytes for the client, the end of the response, or time to park.
-    async fn next_event(&mut self) -> Event {
+    async fn next_event(&mut self) -> Next {
         while !self.done {
             if self.waiting {
                 match self.wait().await {
                     Ok(Waited::Moved) => self.waiting = false,
-                    Ok(Waited::KeepAlive) => return Event::Send(Bytes::from_static(KEEPALIVE)),
-                    Ok(Waited::Idle(keepalive_at)) => return Event::Park(keepalive_at),
-                    Err(Stop::Finished) => return Event::End,
+                    Ok(Waited::KeepAlive) => return Next::Send(Bytes::from_static(KEEPALIVE)),
+                    Ok(Waited::Idle(keepalive_at)) => return Next::Park(keepalive_at),
+                    Err(Stop::Finished) => return Next::End,
                 }
             }
             let frame = match self.next_frame(self.first).await {
@@ -236,17 +199,17 @@ impl Pump {
                     self.waiting = true;
                     continue;
                 }
-                Err(Stop::Finished) => return Event::End,
+                Err(Stop::Finished) => return Next::End,
             };
             self.first = false;
             self.pos = frame.next;
             self.done = frame.closed_end;
             self.waiting = frame.up_to_date;
             if !frame.bytes.is_empty() {
-                return Event::Send(frame.bytes);
+                return Next::Send(frame.bytes);
             }
         }
-        Event::End
+        Next::End
     }
 
     /// The frame for what follows `pos`: shared if another reader just rendered it, else

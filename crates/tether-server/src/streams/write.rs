@@ -8,17 +8,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use tether_store::{Access, Append, AppendStatus, CreateStream, ForkFrom, ProducerStamp};
-use tether_types::headers::{
-    is_true, parse_expires_at, parse_producer_number, parse_strict_u64, parse_ttl,
-};
+use tether_store::{Access, Append, AppendStatus, CreateStream, ForkFrom};
+use tether_types::headers::{is_true, parse_expires_at, parse_strict_u64, parse_ttl};
 use tether_types::Offset;
 
-use super::headers::{self as h, text};
 use super::response::ResponseHeaders;
 use super::Admitted;
 use crate::error::ApiError;
-use crate::middleware::RequestId;
+use crate::extract::text;
+use crate::headers as h;
+use crate::request_id::RequestId;
+use crate::shared::producer_stamp;
 use crate::AppState;
 
 pub async fn put(
@@ -186,30 +186,6 @@ async fn append(
         | (AppendStatus::AlreadyClosed, _) => StatusCode::NO_CONTENT,
     };
     Ok((status, out.into_map()).into_response())
-}
-
-/// The three producer headers, all or none.
-pub(crate) fn producer_stamp(headers: &HeaderMap) -> Result<Option<ProducerStamp>, ApiError> {
-    let id = text(headers, &h::PRODUCER_ID)?;
-    let epoch = text(headers, &h::PRODUCER_EPOCH)?;
-    let seq = text(headers, &h::PRODUCER_SEQ)?;
-    match (id, epoch, seq) {
-        (None, None, None) => Ok(None),
-        (Some(id), Some(epoch), Some(seq)) => {
-            if id.trim().is_empty() {
-                return Err(ApiError::bad_request("Producer-Id must not be empty"));
-            }
-            let bad = |e: tether_types::headers::HeaderError| ApiError::bad_request(e.to_string());
-            Ok(Some(ProducerStamp {
-                id: id.to_string(),
-                epoch: parse_producer_number("Producer-Epoch", epoch).map_err(bad)?,
-                seq: parse_producer_number("Producer-Seq", seq).map_err(bad)?,
-            }))
-        }
-        _ => Err(ApiError::bad_request(
-            "Producer-Id, Producer-Epoch and Producer-Seq go together",
-        )),
-    }
 }
 
 pub async fn delete(

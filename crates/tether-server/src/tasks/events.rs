@@ -3,31 +3,28 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use tether_store::{EventAppend, StreamStore};
-use tether_types::event::{kind, Appended, MAX_EVENT_BYTES};
-use tether_types::{Event, EventPage, Offset, Role, TaskId};
+use tether_types::event::{format_timestamp, Appended};
+use tether_types::{EventPage, Offset, Role, TaskId};
 
-use super::handlers::parse_json;
-use super::{limit_param, live, log, stopped, timestamp, visible_task};
+use super::{live, log};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::streams::headers as h;
-use crate::streams::write::producer_stamp;
+use crate::extract::{limit_param, parse_json};
+use crate::headers as h;
+use crate::shared::{accept_batch, producer_stamp, visible_task};
+use crate::shutdown::stopped;
 use crate::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-/// Longest accepted event type.
-const MAX_TYPE_CHARS: usize = 128;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Live {
     Sse,
@@ -261,81 +258,12 @@ async fn long_poll(
     page(state, id, q).await
 }
 
-/// An event as a producer sends it: the envelope, nothing else.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Incoming {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    ts: Option<String>,
-    #[serde(default)]
-    step: Option<String>,
-    #[serde(default)]
-    attempt: Option<u32>,
-    #[serde(default)]
-    data: Value,
-}
-
 /// A batch of events as it arrives: each event kept as its raw JSON, so its size is its
 /// length as sent and it is parsed once, into the envelope.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBatch {
     events: Vec<Box<RawValue>>,
-}
-
-/// A batch's events checked and stamped, in order: each the envelope only, of a known size,
-/// not one of the server's own lifecycle types, with `ts` filled in. One bad event refuses
-/// the whole batch.
-pub fn accept_batch(events: &[Box<RawValue>], now: &str) -> Result<Vec<Event>, ApiError> {
-    if events.is_empty() {
-        return Err(ApiError::bad_request("events must not be empty"));
-    }
-    events
-        .iter()
-        .enumerate()
-        .map(|(index, raw)| accept_event(index, raw, now))
-        .collect()
-}
-
-fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiError> {
-    let size = raw.get().len();
-    if size > MAX_EVENT_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "EVENT_TOO_LARGE",
-            format!("event {index} is {size} bytes; at most {MAX_EVENT_BYTES} are allowed"),
-        ));
-    }
-    let bad = |msg: String| ApiError::bad_request(format!("event {index}: {msg}"));
-    let incoming: Incoming = serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
-    if incoming.kind.is_empty() || incoming.kind.chars().count() > MAX_TYPE_CHARS {
-        return Err(bad(format!(
-            "type must be 1 to {MAX_TYPE_CHARS} characters"
-        )));
-    }
-    tether_types::text::check_text("type", &incoming.kind).map_err(bad)?;
-    if let Some(step) = &incoming.step {
-        tether_types::text::check_text("step", step).map_err(bad)?;
-    }
-    if kind::RESERVED.contains(&incoming.kind.as_str()) {
-        return Err(bad(format!(
-            "{} is written by the server itself, as part of a state change",
-            incoming.kind
-        )));
-    }
-    if let Some(ts) = &incoming.ts {
-        chrono::DateTime::parse_from_rfc3339(ts)
-            .map_err(|e| bad(format!("ts {ts:?} is not an RFC 3339 time: {e}")))?;
-    }
-    Ok(Event {
-        kind: incoming.kind,
-        ts: incoming.ts.unwrap_or_else(|| now.to_string()),
-        step: incoming.step,
-        attempt: incoming.attempt,
-        data: incoming.data,
-    })
 }
 
 #[utoipa::path(
@@ -378,7 +306,7 @@ pub async fn append(
     let task = visible_task(&state, &caller, &id).await?;
     caller.require(&[Role::Admin, Role::Worker])?;
     let batch: RawBatch = parse_json(&body)?;
-    let events = accept_batch(&batch.events, &timestamp(Utc::now()))?
+    let events = accept_batch(&batch.events, &format_timestamp(Utc::now()))?
         .iter()
         .map(|e| serde_json::to_vec(e).map(Bytes::from))
         .collect::<Result<Vec<_>, _>>()

@@ -12,9 +12,10 @@ use tether_types::Offset;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{log, visible_task, with_status};
+use super::{log, with_status};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::shared::visible_task;
 use crate::AppState;
 
 const BATCH: usize = 1000;
@@ -28,7 +29,7 @@ const BATCH: usize = 1000;
     params(("id" = tether_types::TaskId, Path, description = "The task's id")),
     responses(
         (status = 200, description = "A first line `{\"task\":Task}`, then one `EventAt` per line",
-            body = crate::openapi::ExportLine, content_type = "application/x-ndjson"),
+            body = ExportLine, content_type = "application/x-ndjson"),
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
     ),
@@ -90,4 +91,20 @@ pub async fn export(
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response())
+}
+
+/// The first line of an export.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ExportHead {
+    pub task: tether_types::Task,
+}
+
+/// One line of `GET /v1/tasks/{id}/export`: an `ExportHead` first, then one `EventAt` per
+/// event. If reading fails midway, a last line `{"error":{"code","message"}}` says why.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Describes the lines; the export handler writes them itself.
+pub enum ExportLine {
+    Head(Box<ExportHead>),
+    Event(tether_types::EventAt),
 }

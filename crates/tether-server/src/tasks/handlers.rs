@@ -8,40 +8,27 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tether_core::machine::created_event;
 use tether_core::TaskOp;
 use tether_store::{NewTask, TaskFilter};
 use tether_types::api::check_idempotency_key;
+use tether_types::event::format_timestamp;
 use tether_types::task::{FieldError, TaskList, Validation};
 use tether_types::{Role, TaskId, TaskSpec, TaskState};
 
-use super::{limit_param, task_json, timestamp, visible_task, with_status};
+use super::with_status;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{limit_param, parse_json};
+use crate::shared::{task_json, visible_task};
 use crate::AppState;
 
 const DEFAULT_PAGE: usize = 20;
 /// A worker seen this recently counts as connected for `validate`.
 const WORKER_SEEN_WITHIN_MS: i64 = 60_000;
 const MAX_PAGE: usize = 100;
-
-/// A JSON body, or a 400 that says what is wrong with it.
-pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("the request needs a JSON body"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
-}
-
-/// `value` of `field` if it holds no NUL character ([`tether_types::text`]), else a 400
-/// naming the field: for names, ids and messages read from a request.
-pub fn text_field<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
-    tether_types::text::check_text(field, value).map_err(ApiError::bad_request)?;
-    Ok(value)
-}
 
 fn invalid(problems: &[FieldError]) -> ApiError {
     let listed: Vec<String> = problems
@@ -102,7 +89,7 @@ pub async fn create(
     };
     let now = Utc::now();
     let id = TaskId::from_random(rand::random());
-    let created = created_event(&spec, &caller.0.user, timestamp(now));
+    let created = created_event(&spec, &caller.0.user, format_timestamp(now));
     let out = state
         .control
         .create_task(
@@ -334,7 +321,7 @@ pub async fn cancel(
     summary = "Recompute a task's status snapshot from its whole log (admin)",
     params(("id" = tether_types::TaskId, Path, description = "The task's id")),
     responses(
-        (status = 200, description = "The recomputed snapshot", body = crate::openapi::StatusRebuild),
+        (status = 200, description = "The recomputed snapshot", body = StatusRebuild),
         (status = 401, description = "`UNAUTHORIZED`", body = tether_types::ErrorBody),
         (status = 403, description = "`FORBIDDEN`: not an admin token", body = tether_types::ErrorBody),
         (status = 404, description = "`TASK_NOT_FOUND`", body = tether_types::ErrorBody),
@@ -353,4 +340,13 @@ pub async fn rebuild(
         .rebuild(state.store.as_ref(), &task.id, state.config.max_read_bytes)
         .await?;
     Ok(Json(json!({ "status": status, "unchanged": unchanged })).into_response())
+}
+
+/// `POST /v1/tasks/{id}/status/rebuild` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusRebuild {
+    /// The snapshot recomputed from the whole log.
+    pub status: tether_types::TaskStatus,
+    /// True when the recomputed snapshot equals the one the server held.
+    pub unchanged: bool,
 }

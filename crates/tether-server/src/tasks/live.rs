@@ -8,11 +8,9 @@
 //! it waits, works whichever node the revocation reached, and needs no token lookup per
 //! connection per keep-alive, which is what re-checking the token periodically would cost.
 //!
-//! Like a stream's SSE response (`crate::streams::sse`), the pump is driven either by hyper
-//! polling the body or, when the connection can hand the socket over (`crate::connection`),
-//! by a task of its own writing straight to the socket, so that a watcher waiting on a quiet
-//! task costs its pump and its socket, not a whole HTTP connection. There is no channel
-//! between the log and the socket either way.
+//! Like a stream's SSE response, the pump is driven by hyper or on a socket of its own (see
+//! `crate::live`), so that a watcher waiting on a quiet task costs its pump and its socket,
+//! not a whole HTTP connection. There is no channel between the log and the socket either way.
 
 use std::io::Write;
 
@@ -27,9 +25,9 @@ use tether_types::{Offset, TaskId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{log, stopped};
-use crate::connection::{takeover_body, RawResponse, SocketBody};
-use crate::streams::KEEPALIVE;
+use super::log;
+use crate::live::{self, Next, KEEPALIVE};
+use crate::shutdown::stopped;
 use crate::AppState;
 
 /// Events per read while catching up.
@@ -37,6 +35,7 @@ const BATCH: usize = 500;
 
 pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Response {
     let deadline = Instant::now() + state.config.sse_max_duration;
+    let takeover = state.config.sse_takeover;
     let pump = Pump {
         _live: state.metrics.live_reader(),
         shutdown: state.shutdown.clone(),
@@ -48,39 +47,27 @@ pub fn sse(state: AppState, id: TaskId, after: Offset, timeline: bool) -> Respon
         done: false,
         deadline,
     };
-    let (body, takeover) = takeover_body(pump, |mut pump: Pump| async move {
-        let bytes = pump.next().await?;
-        Some((bytes, pump))
-    });
+    let (body, takeover) = live::body(pump, takeover);
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-cache"),
     ];
     let mut response = (headers, body).into_response();
-    response.extensions_mut().insert(takeover);
+    if let Some(takeover) = takeover {
+        response.extensions_mut().insert(takeover);
+    }
     response
 }
 
-impl SocketBody for Pump {
-    fn spawn(self: Box<Self>, mut out: RawResponse) {
-        let mut pump = *self;
-        tokio::spawn(async move {
-            // The head goes out at once: a client waits for it before it waits for events.
-            if out.send(&[]).await.is_err() {
-                return;
-            }
-            loop {
-                let next = tokio::select! {
-                    next = pump.next() => next,
-                    () = out.hung_up() => return,
-                };
-                let Some(bytes) = next else { break };
-                if out.send(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            out.finish().await;
-        });
+impl live::Pump for Pump {
+    // A quiet task has nothing to send for a while: the head goes out at once.
+    const HEAD_FIRST: bool = true;
+
+    async fn next(&mut self) -> Next {
+        match self.frames_or_error().await {
+            Some(bytes) => Next::Send(bytes),
+            None => Next::End,
+        }
     }
 }
 
@@ -106,7 +93,7 @@ struct Pump {
 impl Pump {
     /// The next frames for the client, a keep-alive, or `None` once the response is over. A
     /// failed read ends the response with an `error` event.
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn frames_or_error(&mut self) -> Option<Bytes> {
         if self.done {
             return None;
         }

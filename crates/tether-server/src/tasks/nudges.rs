@@ -12,9 +12,10 @@ use tether_store::NudgeError;
 use tether_types::worker::{NewNudge, NudgeCreated, MAX_NUDGE_CHARS};
 use tether_types::Role;
 
-use super::{parse_json, text_field, visible_task};
 use crate::auth::Caller;
 use crate::error::{task_not_found, ApiError};
+use crate::extract::{parse_json, text_field};
+use crate::shared::visible_task;
 use crate::AppState;
 
 #[utoipa::path(

@@ -1,8 +1,10 @@
-//! Durable Streams header names and small helpers to read request headers.
+//! The Durable Streams protocol's names: the URL prefix of every stream and the header names.
+//! A leaf: it imports nothing from the rest of the server.
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::HeaderName;
 
-use crate::error::ApiError;
+/// The URL prefix of every stream; `Stream-Forked-From` values carry it too.
+pub const PREFIX: &str = "/v1/stream/";
 
 pub const STREAM_NEXT_OFFSET: HeaderName = HeaderName::from_static("stream-next-offset");
 pub const STREAM_UP_TO_DATE: HeaderName = HeaderName::from_static("stream-up-to-date");
@@ -23,14 +25,3 @@ pub const PRODUCER_EXPECTED_SEQ: HeaderName = HeaderName::from_static("producer-
 /// Standard in SSE, not in `http`'s list.
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 pub const PRODUCER_RECEIVED_SEQ: HeaderName = HeaderName::from_static("producer-received-seq");
-
-/// A header as text; a value that is not visible ASCII is a client error, not something to
-/// guess about.
-pub fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("header {} is not valid text", name.as_str()))
-        }),
-    }
-}
