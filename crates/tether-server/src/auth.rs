@@ -140,11 +140,7 @@ async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Cal
             Ok(Caller(principal))
         }
         Ok(None) => Err(unauthorized("the token is not valid (unknown or revoked)")),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "STORAGE_UNAVAILABLE",
-            e,
-        )),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -242,22 +238,6 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&partial, path)
-}
-
-impl From<UserError> for ApiError {
-    fn from(e: UserError) -> Self {
-        let msg = e.to_string();
-        match e {
-            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", msg),
-            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", msg),
-            UserError::TokenNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "TOKEN_NOT_FOUND", msg)
-            }
-            UserError::Storage(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE", m)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

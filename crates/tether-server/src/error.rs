@@ -9,7 +9,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use tether_store::{AppendError, CreateError, DeleteError, LookupError};
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use tether_store::{AppendError, CreateError, DeleteError, LookupError, StoreError};
 
 use crate::middleware::RequestId;
 use crate::streams::headers as h;
@@ -23,6 +26,8 @@ pub struct ApiError {
     /// Protocol headers the error carries (`Stream-Closed`, `Producer-Epoch`, ...).
     pub headers: Vec<(HeaderName, String)>,
     pub request_id: Option<String>,
+    /// What caused a server error, logged with its whole chain and never sent.
+    pub cause: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl ApiError {
@@ -33,15 +38,23 @@ impl ApiError {
             message: message.into(),
             headers: Vec::new(),
             request_id: None,
+            cause: None,
         }
     }
 
-    pub fn storage(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "STORAGE_UNAVAILABLE",
-            message,
-        )
+    /// A failure of the server itself (a value it could not encode, a task that ended
+    /// without an answer): 500, its cause logged.
+    pub fn internal(
+        message: impl Into<String>,
+        cause: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", message)
+            .caused_by(Arc::new(cause))
+    }
+
+    pub fn caused_by(mut self, cause: Arc<dyn StdError + Send + Sync>) -> Self {
+        self.cause = Some(cause);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -79,7 +92,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            match &self.cause {
+                Some(cause) => tracing::error!(
+                    code = self.code,
+                    message = %self.message,
+                    cause = %Chain(cause.as_ref()),
+                    "request failed"
+                ),
+                None => {
+                    tracing::error!(code = self.code, message = %self.message, "request failed")
+                }
+            }
         }
         let request_id = self.request_id.or_else(|| {
             crate::middleware::CURRENT_REQUEST
@@ -101,8 +124,45 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn storage(message: String) -> ApiError {
-    ApiError::storage(message)
+/// An error and its sources, `: `-separated: what a log line needs to say what happened.
+struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// A storage failure by what it means to the client: try again later (the database is
+/// unreachable or busy, the server is stopping, or a conflict outlasted the retries), a
+/// concurrent change it did not expect, or stored data that does not read back, which is the
+/// server's fault and no retry fixes. Every one is logged with its cause chain.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            StoreError::Unavailable { .. }
+            | StoreError::ShutDown
+            | StoreError::Conflict {
+                retryable: true, ..
+            } => (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE"),
+            StoreError::Conflict {
+                retryable: false, ..
+            } => (StatusCode::CONFLICT, "STORAGE_CONFLICT"),
+            StoreError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        };
+        ApiError::new(status, code, message).caused_by(Arc::new(e))
+    }
+}
+
+fn storage(e: StoreError) -> ApiError {
+    ApiError::from(e)
 }
 
 impl From<LookupError> for ApiError {
@@ -256,6 +316,39 @@ impl From<tether_store::WorkError> for ApiError {
             }
             WorkError::Stream(inner) => ApiError::from(inner),
             WorkError::Storage(m) => storage(m),
+        }
+    }
+}
+
+impl From<tether_store::UserError> for ApiError {
+    fn from(e: tether_store::UserError) -> Self {
+        use tether_store::UserError;
+        let msg = e.to_string();
+        match e {
+            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", msg),
+            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", msg),
+            UserError::TokenNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "TOKEN_NOT_FOUND", msg)
+            }
+            UserError::Storage(e) => ApiError::from(e),
+        }
+    }
+}
+
+impl From<tether_store::NudgeError> for ApiError {
+    fn from(e: tether_store::NudgeError) -> Self {
+        use tether_store::NudgeError;
+        let msg = e.to_string();
+        match e {
+            NudgeError::NotFound => task_not_found(),
+            NudgeError::Terminal(_) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+            }
+            NudgeError::TooMany {
+                retry_after_secs, ..
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_NUDGES", msg)
+                .with_header(axum::http::header::RETRY_AFTER, retry_after_secs),
+            NudgeError::Storage(e) => ApiError::from(e),
         }
     }
 }

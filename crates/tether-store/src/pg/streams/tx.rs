@@ -11,11 +11,11 @@
 //! (`query_typed`), which saves the round trip that preparing them would cost: the caller's
 //! transaction comes with no statement cache.
 
+use crate::StoreError;
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
@@ -26,6 +26,7 @@ use crate::body::{stored_body, PreparedAppend};
 use crate::chunk::Chunk;
 use crate::lifecycle::{self, Shape};
 use crate::model::*;
+use crate::pg::error::column;
 use crate::pg::PgStore;
 use crate::rules::{check_append, AppendCheck, Verdict};
 use crate::tail::Tail;
@@ -57,9 +58,6 @@ pub(crate) struct StreamWrites {
     deleted: Vec<StreamId>,
     /// Tails to announce, computed by `flush`.
     notices: Vec<(StreamId, Tail)>,
-    /// A database error so far was a deadlock or serialisation failure: the whole
-    /// transaction may be tried again.
-    retryable: bool,
     now_ms: i64,
 }
 
@@ -77,27 +75,12 @@ impl StreamWrites {
             written: Vec::new(),
             deleted: Vec::new(),
             notices: Vec::new(),
-            retryable: false,
             now_ms: Utc::now().timestamp_millis(),
         }
     }
 
-    /// Whether the transaction failed in a way worth retrying from the start (deadlock,
-    /// serialisation failure).
-    pub(crate) fn retryable(&self) -> bool {
-        self.retryable
-    }
-
     pub(super) fn now_ms(&self) -> i64 {
         self.now_ms
-    }
-
-    /// Records a database error, noting whether it is worth a retry.
-    pub(super) fn db(&mut self, e: tokio_postgres::Error) -> String {
-        if is_retryable(&e) {
-            self.retryable = true;
-        }
-        e.to_string()
     }
 
     /// Locks the live stream at `path` (SELECT ... FOR UPDATE) and loads what appends are
@@ -107,7 +90,7 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
-    ) -> Result<Option<StreamId>, String> {
+    ) -> Result<Option<StreamId>, StoreError> {
         match self.lock_row(tx, path).await? {
             Some(row) if !row.soft_deleted && !row.expired(self.now_ms) => {
                 self.adopt(&row);
@@ -122,12 +105,12 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
-    ) -> Result<Option<StreamRow>, String> {
+    ) -> Result<Option<StreamRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1 FOR UPDATE");
         match tx.query_typed_opt(&sql, &[(&path, Type::TEXT)]).await {
             Ok(Some(row)) => StreamRow::parse(&row).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(self.db(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -137,12 +120,12 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         paths: &[&str],
-    ) -> Result<HashMap<String, StreamRow>, String> {
+    ) -> Result<HashMap<String, StreamRow>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM streams WHERE path = ANY($1) ORDER BY id FOR UPDATE");
         let rows = match tx.query_typed(&sql, &[(&paths, Type::TEXT_ARRAY)]).await {
             Ok(rows) => rows,
-            Err(e) => return Err(self.db(e)),
+            Err(e) => return Err(e.into()),
         };
         let mut out = HashMap::with_capacity(rows.len());
         for row in &rows {
@@ -203,9 +186,9 @@ impl StreamWrites {
                 return Ok(created);
             }
         }
-        Err(CreateError::Storage(
-            "the stream at this path kept changing while being created".into(),
-        ))
+        Err(CreateError::Storage(StoreError::unavailable(
+            "the stream at this path kept changing while being created",
+        )))
     }
 
     async fn try_create(
@@ -214,10 +197,7 @@ impl StreamWrites {
         path: &str,
         request: &CreateStream,
     ) -> Result<Option<Created>, CreateError> {
-        let mut existing = self
-            .lock_row(tx, path)
-            .await
-            .map_err(CreateError::Storage)?;
+        let mut existing = self.lock_row(tx, path).await?;
         if let Some(e) = &existing {
             // A stream the request may not see holds the path, whatever its state.
             let blocked = if request.access.sees(e.owner) {
@@ -243,10 +223,7 @@ impl StreamWrites {
         // Resolve the fork source first: its content type is the default for the fork.
         let source = match &request.fork {
             Some(fork) => {
-                let src = self
-                    .lock_row(tx, &fork.source)
-                    .await
-                    .map_err(CreateError::Storage)?;
+                let src = self.lock_row(tx, &fork.source).await?;
                 let Some(src) = src.filter(|s| request.source_access.sees(s.owner)) else {
                     return Err(CreateError::SourceNotFound);
                 };
@@ -267,9 +244,7 @@ impl StreamWrites {
                 let (src_tail, _) = self.current(src);
                 let anchor = lifecycle::fork_anchor(spec, src_tail)?;
                 let boundary = if lifecycle::needs_boundary(spec) {
-                    self.boundary(tx, src, anchor, src_tail)
-                        .await
-                        .map_err(CreateError::Storage)?
+                    self.boundary(tx, src, anchor, src_tail).await?
                 } else {
                     None
                 };
@@ -348,9 +323,9 @@ impl StreamWrites {
             )
             .await;
         let id: StreamId = match inserted {
-            Ok(Some(row)) => row.try_get(0).map_err(|e| self.db(e))?,
+            Ok(Some(row)) => column(&row, 0)?,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(CreateError::Storage(self.db(e))),
+            Err(e) => return Err(StoreError::from(e).into()),
         };
         if let Some((source_id, _, _)) = &fork {
             tx.execute(
@@ -358,7 +333,7 @@ impl StreamWrites {
                 &[source_id],
             )
             .await
-            .map_err(|e| self.db(e))?;
+            .map_err(StoreError::from)?;
         }
         if let Some(body) = body {
             self.chunks.push((id, start, tail, body.data));
@@ -396,7 +371,7 @@ impl StreamWrites {
         source: &StreamRow,
         pos: u64,
         limit: u64,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut current = source.clone();
         let mut limit = limit;
         loop {
@@ -415,13 +390,12 @@ impl StreamWrites {
                          ORDER BY end_pos LIMIT 1",
                         &[&current.id, &stored(pos)?],
                     )
-                    .await
-                    .map_err(|e| self.db(e))?;
+                    .await?;
                 let Some(found) = found else {
                     return Ok(None);
                 };
-                let start = position(found.try_get(0).map_err(|e| self.db(e))?, "chunk")?;
-                let end = position(found.try_get(1).map_err(|e| self.db(e))?, "chunk")?;
+                let start = position(column(&found, 0)?, "chunk")?;
+                let end = position(column(&found, 1)?, "chunk")?;
                 return Ok((start == pos).then_some(end.min(limit)));
             }
             let Some((source_id, _)) = &current.fork else {
@@ -429,10 +403,7 @@ impl StreamWrites {
             };
             limit = limit.min(current.start);
             let sql = format!("SELECT {COLUMNS} FROM streams WHERE id = $1");
-            let row = tx
-                .query_opt(&sql, &[source_id])
-                .await
-                .map_err(|e| self.db(e))?;
+            let row = tx.query_opt(&sql, &[source_id]).await?;
             let Some(row) = row else {
                 return Ok(None);
             };
@@ -522,12 +493,12 @@ impl StreamWrites {
                 &[(&id, Type::INT8), (&producer, Type::TEXT)],
             )
             .await
-            .map_err(|e| AppendError::Storage(self.db(e)))?;
+            .map_err(StoreError::from)?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let epoch: i64 = row.try_get(0).map_err(|e| self.db(e))?;
-        let seq: i64 = row.try_get(1).map_err(|e| self.db(e))?;
+        let epoch: i64 = column(&row, 0)?;
+        let seq: i64 = column(&row, 1)?;
         Ok(Some((
             position(epoch, "producer epoch")?,
             position(seq, "producer sequence")?,
@@ -540,14 +511,13 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         row: &StreamRow,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         if row.refcount > 0 {
             tx.execute(
                 "UPDATE streams SET soft_deleted = true WHERE id = $1",
                 &[&row.id],
             )
-            .await
-            .map_err(|e| self.db(e))?;
+            .await?;
             self.streams.remove(&row.id);
             self.deleted.push(row.id);
             return Ok(());
@@ -563,7 +533,7 @@ impl StreamWrites {
                 "DELETE FROM producers WHERE stream_id = $1",
                 "DELETE FROM streams WHERE id = $1",
             ] {
-                tx.execute(sql, &[&id]).await.map_err(|e| self.db(e))?;
+                tx.execute(sql, &[&id]).await?;
             }
             self.streams.remove(&id);
             self.chunks.retain(|(stream, _, _, _)| *stream != id);
@@ -577,12 +547,11 @@ impl StreamWrites {
                      RETURNING refcount, soft_deleted, fork_source_id",
                     &[&source],
                 )
-                .await
-                .map_err(|e| self.db(e))?;
+                .await?;
             if let Some(r) = released {
-                let refcount: i64 = r.try_get(0).map_err(|e| self.db(e))?;
-                let soft_deleted: bool = r.try_get(1).map_err(|e| self.db(e))?;
-                let next: Option<i64> = r.try_get(2).map_err(|e| self.db(e))?;
+                let refcount: i64 = column(&r, 0)?;
+                let soft_deleted: bool = column(&r, 1)?;
+                let next: Option<i64> = column(&r, 2)?;
                 if refcount <= 0 && soft_deleted {
                     current = Some((source, next));
                 }
@@ -596,7 +565,7 @@ impl StreamWrites {
     ///
     /// The (at most three) statements are sent together, pipelined on the connection, so the
     /// flush costs one round trip rather than four.
-    pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+    pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let chunks = ChunkRows::of(&self.chunks)?;
         let producers = self.producer_rows()?;
         let streams = self.stream_rows()?;
@@ -667,16 +636,14 @@ impl StreamWrites {
         // In statement order: after the first failure, the others only report that the
         // transaction is aborted.
         for result in [chunks_written, producers_written, streams_written] {
-            if let Err(e) = result {
-                return Err(self.db(e));
-            }
+            result?;
         }
         self.written = std::mem::take(&mut self.chunks);
         Ok(())
     }
 
     /// The producer rows this transaction changed, as statement parameters.
-    fn producer_rows(&mut self) -> Result<ProducerRows, String> {
+    fn producer_rows(&mut self) -> Result<ProducerRows, StoreError> {
         let mut rows = ProducerRows::default();
         for (id, state) in &mut self.streams {
             for producer in state.changed_producers.drain() {
@@ -693,7 +660,7 @@ impl StreamWrites {
 
     /// The stream rows this transaction changed, as statement parameters; also what to
     /// announce of them (and of the streams it deleted).
-    fn stream_rows(&mut self) -> Result<StreamRows, String> {
+    fn stream_rows(&mut self) -> Result<StreamRows, StoreError> {
         let mut rows = StreamRows::default();
         self.notices.clear();
         for (id, state) in &mut self.streams {
@@ -757,7 +724,7 @@ struct ChunkRows {
 }
 
 impl ChunkRows {
-    fn of(chunks: &[(StreamId, u64, u64, Bytes)]) -> Result<Self, String> {
+    fn of(chunks: &[(StreamId, u64, u64, Bytes)]) -> Result<Self, StoreError> {
         let mut rows = ChunkRows::default();
         for (id, pos, end, data) in chunks {
             rows.ids.push(*id);
@@ -786,14 +753,6 @@ struct StreamRows {
     closer_epochs: Vec<Option<i64>>,
     closer_seqs: Vec<Option<i64>>,
     stream_seqs: Vec<Option<String>>,
-}
-
-/// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
-pub(super) fn is_retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
 }
 
 #[cfg(test)]

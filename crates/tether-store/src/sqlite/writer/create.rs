@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
+use crate::StoreError;
+
 use super::state::StreamState;
 use super::{now_ms, storage, stored_body, Effect, Writer};
 use crate::lifecycle::{self, Shape};
@@ -75,7 +77,7 @@ impl Writer {
             let state = self
                 .state(existing.id)
                 .map_err(storage::<CreateError>)?
-                .ok_or(CreateError::Storage("stream row vanished".into()))?;
+                .ok_or_else(|| StoreError::corrupt("stream row vanished"))?;
             let same = lifecycle::same_stream(
                 &Shape {
                     config: &existing.config,
