@@ -4,10 +4,11 @@
 //! `tether_<id>_<secret>`: the id names it (to revoke it) and is not secret.
 
 use std::path::Path;
+use tether_types::ErrorCode;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -60,8 +61,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
+                ErrorCode::Forbidden,
                 format!("a {} token may not do this", self.0.role),
             ))
         }
@@ -95,8 +95,7 @@ impl Caller {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
-        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, "Bearer")
 }
 
 impl FromRequestParts<AppState> for Caller {

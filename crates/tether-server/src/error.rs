@@ -13,6 +13,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use tether_store::{AppendError, CreateError, DeleteError, LookupError, StoreError};
+use tether_types::ErrorCode;
 
 use crate::middleware::RequestId;
 use crate::streams::headers as h;
@@ -21,7 +22,7 @@ use crate::streams::headers as h;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Protocol headers the error carries (`Stream-Closed`, `Producer-Epoch`, ...).
     pub headers: Vec<(HeaderName, String)>,
@@ -31,7 +32,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answered with its code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::with_status(status, code, message)
+    }
+
+    /// An error answered with a status its code does not choose (a framework's rejection).
+    fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -48,8 +57,7 @@ impl ApiError {
         message: impl Into<String>,
         cause: impl StdError + Send + Sync + 'static,
     ) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", message)
-            .caused_by(Arc::new(cause))
+        ApiError::new(ErrorCode::InternalError, message).caused_by(Arc::new(cause))
     }
 
     pub fn caused_by(mut self, cause: Arc<dyn StdError + Send + Sync>) -> Self {
@@ -58,7 +66,7 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+        ApiError::new(ErrorCode::ValidationError, message)
     }
 
     /// An error answered without a handler (no such route, a method the route lacks, a body
@@ -66,16 +74,16 @@ impl ApiError {
     /// named for the status.
     pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
         let code = match status {
-            StatusCode::NOT_FOUND => "NOT_FOUND",
-            StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
-            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
-            StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
-            s if s.is_server_error() => "INTERNAL_ERROR",
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            s if s.is_server_error() => ErrorCode::InternalError,
             // 400 and the rest of 4xx: axum's rejections of a path, query or body.
-            _ => "VALIDATION_ERROR",
+            _ => ErrorCode::ValidationError,
         };
-        ApiError::new(status, code, message)
+        ApiError::with_status(status, code, message)
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
@@ -94,13 +102,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             match &self.cause {
                 Some(cause) => tracing::error!(
-                    code = self.code,
+                    code = self.code.as_str(),
                     message = %self.message,
                     cause = %Chain(cause.as_ref()),
                     "request failed"
                 ),
                 None => {
-                    tracing::error!(code = self.code, message = %self.message, "request failed")
+                    tracing::error!(code = self.code.as_str(), message = %self.message, "request failed")
                 }
             }
         }
@@ -146,18 +154,18 @@ impl std::fmt::Display for Chain<'_> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
-        let (status, code) = match &e {
+        let code = match &e {
             StoreError::Unavailable { .. }
             | StoreError::ShutDown
             | StoreError::Conflict {
                 retryable: true, ..
-            } => (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE"),
+            } => ErrorCode::StorageUnavailable,
             StoreError::Conflict {
                 retryable: false, ..
-            } => (StatusCode::CONFLICT, "STORAGE_CONFLICT"),
-            StoreError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            } => ErrorCode::StorageConflict,
+            StoreError::Corrupt { .. } => ErrorCode::InternalError,
         };
-        ApiError::new(status, code, message).caused_by(Arc::new(e))
+        ApiError::new(code, message).caused_by(Arc::new(e))
     }
 }
 
@@ -168,10 +176,8 @@ fn storage(e: StoreError) -> ApiError {
 impl From<LookupError> for ApiError {
     fn from(e: LookupError) -> Self {
         match e {
-            LookupError::NotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", e.to_string())
-            }
-            LookupError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", e.to_string()),
+            LookupError::NotFound => ApiError::new(ErrorCode::StreamNotFound, e.to_string()),
+            LookupError::Gone => ApiError::new(ErrorCode::StreamGone, e.to_string()),
             LookupError::OffsetBeyondTail => ApiError::bad_request(e.to_string()),
             LookupError::Storage(m) => storage(m),
         }
@@ -186,12 +192,8 @@ impl From<CreateError> for ApiError {
             | CreateError::PathTaken
             | CreateError::PathBlocked
             | CreateError::SourceGone
-            | CreateError::ForkContentTypeMismatch => {
-                ApiError::new(StatusCode::CONFLICT, "STREAM_CONFLICT", msg)
-            }
-            CreateError::SourceNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg)
-            }
+            | CreateError::ForkContentTypeMismatch => ApiError::new(ErrorCode::StreamConflict, msg),
+            CreateError::SourceNotFound => ApiError::new(ErrorCode::StreamNotFound, msg),
             CreateError::ForkOffsetBeyondTail
             | CreateError::SubOffsetOutOfRange
             | CreateError::InvalidBody(_) => ApiError::bad_request(msg),
@@ -204,26 +206,22 @@ impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         let msg = e.to_string();
         match e {
-            AppendError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg),
-            AppendError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", msg),
-            AppendError::Closed { next } => {
-                ApiError::new(StatusCode::CONFLICT, "STREAM_CLOSED", msg)
-                    .with_header(h::STREAM_CLOSED, "true")
-                    .with_header(h::STREAM_NEXT_OFFSET, next)
-            }
-            AppendError::ContentTypeMismatch => {
-                ApiError::new(StatusCode::CONFLICT, "CONTENT_TYPE_MISMATCH", msg)
-            }
+            AppendError::NotFound => ApiError::new(ErrorCode::StreamNotFound, msg),
+            AppendError::Gone => ApiError::new(ErrorCode::StreamGone, msg),
+            AppendError::Closed { next } => ApiError::new(ErrorCode::StreamClosed, msg)
+                .with_header(h::STREAM_CLOSED, "true")
+                .with_header(h::STREAM_NEXT_OFFSET, next),
+            AppendError::ContentTypeMismatch => ApiError::new(ErrorCode::ContentTypeMismatch, msg),
             AppendError::EmptyBody
             | AppendError::InvalidBody(_)
             | AppendError::EpochNeedsSeqZero => ApiError::bad_request(msg),
-            AppendError::SeqConflict => ApiError::new(StatusCode::CONFLICT, "SEQ_CONFLICT", msg),
+            AppendError::SeqConflict => ApiError::new(ErrorCode::SeqConflict, msg),
             AppendError::StaleEpoch { current } => {
-                ApiError::new(StatusCode::FORBIDDEN, "STALE_PRODUCER_EPOCH", msg)
+                ApiError::new(ErrorCode::StaleProducerEpoch, msg)
                     .with_header(h::PRODUCER_EPOCH, current)
             }
             AppendError::SeqGap { expected, received } => {
-                ApiError::new(StatusCode::CONFLICT, "PRODUCER_SEQ_GAP", msg)
+                ApiError::new(ErrorCode::ProducerSeqGap, msg)
                     .with_header(h::PRODUCER_EXPECTED_SEQ, expected)
                     .with_header(h::PRODUCER_RECEIVED_SEQ, received)
             }
@@ -236,8 +234,8 @@ impl From<DeleteError> for ApiError {
     fn from(e: DeleteError) -> Self {
         let msg = e.to_string();
         match e {
-            DeleteError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "STREAM_NOT_FOUND", msg),
-            DeleteError::Gone => ApiError::new(StatusCode::GONE, "STREAM_GONE", msg),
+            DeleteError::NotFound => ApiError::new(ErrorCode::StreamNotFound, msg),
+            DeleteError::Gone => ApiError::new(ErrorCode::StreamGone, msg),
             DeleteError::Storage(m) => storage(m),
         }
     }
@@ -248,11 +246,7 @@ impl From<tether_store::CreateTaskError> for ApiError {
         use tether_store::CreateTaskError as E;
         let msg = e.to_string();
         match e {
-            E::KeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
-                msg,
-            ),
+            E::KeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused, msg),
             E::Storage(m) => storage(m),
         }
     }
@@ -265,12 +259,8 @@ impl From<tether_store::TransitionFailed> for ApiError {
         let msg = e.to_string();
         match e {
             E::NotFound => task_not_found(),
-            E::Refused(T::AlreadyTerminal(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
-            }
-            E::Refused(T::NotAllowed { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
-            }
+            E::Refused(T::AlreadyTerminal(_)) => ApiError::new(ErrorCode::TaskAlreadyTerminal, msg),
+            E::Refused(T::NotAllowed { .. }) => ApiError::new(ErrorCode::InvalidTransition, msg),
             E::Storage(m) => storage(m),
         }
     }
@@ -282,7 +272,7 @@ impl From<tether_store::AppendEventsError> for ApiError {
         let msg = e.to_string();
         match e {
             E::NotFound => task_not_found(),
-            E::Terminal(_) => ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg),
+            E::Terminal(_) => ApiError::new(ErrorCode::TaskAlreadyTerminal, msg),
             E::Stream(inner) => ApiError::from(inner),
             E::Storage(m) => storage(m),
         }
@@ -297,22 +287,18 @@ impl From<tether_store::WorkError> for ApiError {
         let msg = e.to_string();
         match e {
             WorkError::NotFound => task_not_found(),
-            WorkError::Fenced(Fenced::LeaseLost(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "LEASE_LOST", msg)
-            }
+            WorkError::Fenced(Fenced::LeaseLost(_)) => ApiError::new(ErrorCode::LeaseLost, msg),
             // Apart from LEASE_LOST so that the worker gives its command the grace period a
             // cancel promises, whichever of its calls hears of the cancel first.
-            WorkError::Fenced(Fenced::Cancelled) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_CANCELLED", msg)
-            }
+            WorkError::Fenced(Fenced::Cancelled) => ApiError::new(ErrorCode::TaskCancelled, msg),
             WorkError::Fenced(Fenced::StaleAttempt { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "STALE_ATTEMPT", msg)
+                ApiError::new(ErrorCode::StaleAttempt, msg)
             }
             WorkError::Refused(TransitionError::AlreadyTerminal(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
+                ApiError::new(ErrorCode::TaskAlreadyTerminal, msg)
             }
             WorkError::Refused(TransitionError::NotAllowed { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "INVALID_TRANSITION", msg)
+                ApiError::new(ErrorCode::InvalidTransition, msg)
             }
             WorkError::Stream(inner) => ApiError::from(inner),
             WorkError::Storage(m) => storage(m),
@@ -325,11 +311,9 @@ impl From<tether_store::UserError> for ApiError {
         use tether_store::UserError;
         let msg = e.to_string();
         match e {
-            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", msg),
-            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", msg),
-            UserError::TokenNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "TOKEN_NOT_FOUND", msg)
-            }
+            UserError::Exists => ApiError::new(ErrorCode::UserExists, msg),
+            UserError::NotFound => ApiError::new(ErrorCode::UserNotFound, msg),
+            UserError::TokenNotFound => ApiError::new(ErrorCode::TokenNotFound, msg),
             UserError::Storage(e) => ApiError::from(e),
         }
     }
@@ -341,12 +325,10 @@ impl From<tether_store::NudgeError> for ApiError {
         let msg = e.to_string();
         match e {
             NudgeError::NotFound => task_not_found(),
-            NudgeError::Terminal(_) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
-            }
+            NudgeError::Terminal(_) => ApiError::new(ErrorCode::TaskAlreadyTerminal, msg),
             NudgeError::TooMany {
                 retry_after_secs, ..
-            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_NUDGES", msg)
+            } => ApiError::new(ErrorCode::TooManyNudges, msg)
                 .with_header(axum::http::header::RETRY_AFTER, retry_after_secs),
             NudgeError::Storage(e) => ApiError::from(e),
         }
@@ -356,5 +338,5 @@ impl From<tether_store::NudgeError> for ApiError {
 /// The same answer for a task that does not exist and one the caller may not see: no
 /// existence oracle.
 pub fn task_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", "task not found")
+    ApiError::new(ErrorCode::TaskNotFound, "task not found")
 }

@@ -1,9 +1,10 @@
 //! `GET` and `POST /v1/tasks/{id}/events`: pages, long-poll, SSE, and producer batches.
 
 use std::collections::HashMap;
+use tether_types::ErrorCode;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -303,8 +304,7 @@ fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiErr
     let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "EVENT_TOO_LARGE",
+            ErrorCode::EventTooLarge,
             format!("event {index} is {size} bytes; at most {MAX_EVENT_BYTES} are allowed"),
         ));
     }
