@@ -10,6 +10,7 @@ mod body;
 mod chunk;
 pub mod control;
 pub mod coord;
+mod create;
 mod error;
 mod execution;
 mod lifecycle;

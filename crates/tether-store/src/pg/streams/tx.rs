@@ -22,9 +22,9 @@ use tokio_postgres::Transaction;
 use super::row::{position, stored, StreamRow, COLUMNS};
 use super::tails::gone;
 use super::Shared;
-use crate::body::{stored_body, PreparedAppend};
+use crate::body::PreparedAppend;
 use crate::chunk::Chunk;
-use crate::lifecycle::{self, Shape};
+use crate::create::{CreateTx, NewStream};
 use crate::model::*;
 use crate::pg::error::column;
 use crate::pg::PgStore;
@@ -172,195 +172,15 @@ impl StreamWrites {
             .map(|c| c.info.id)
     }
 
-    /// Creates a stream or fork, or confirms that an identical one exists (idempotent PUT).
+    /// Creates a stream or fork, or confirms that an identical one exists (idempotent PUT):
+    /// [`crate::create`] over this transaction's steps ([`PgCreate`]).
     pub(super) async fn create_stream(
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
         request: CreateStream,
     ) -> Result<Created, CreateError> {
-        // Two nodes creating the same path at once: the loser's insert finds the winner's
-        // committed row, and the next round compares against it.
-        for _ in 0..3 {
-            if let Some(created) = self.try_create(tx, path, &request).await? {
-                return Ok(created);
-            }
-        }
-        Err(CreateError::Storage(StoreError::unavailable(
-            "the stream at this path kept changing while being created",
-        )))
-    }
-
-    async fn try_create(
-        &mut self,
-        tx: &Transaction<'_>,
-        path: &str,
-        request: &CreateStream,
-    ) -> Result<Option<Created>, CreateError> {
-        let mut existing = self.lock_row(tx, path).await?;
-        if let Some(e) = &existing {
-            // A stream the request may not see holds the path, whatever its state.
-            let blocked = if request.access.sees(e.owner) {
-                CreateError::PathBlocked
-            } else {
-                CreateError::PathTaken
-            };
-            if e.soft_deleted {
-                return Err(blocked);
-            }
-            if e.expired(self.now_ms) {
-                self.remove(tx, e).await.map_err(CreateError::Storage)?;
-                if e.refcount > 0 {
-                    // Soft-deleted: forks still read from it, so the path stays taken.
-                    return Err(blocked);
-                }
-                existing = None;
-            } else if !request.access.sees(e.owner) {
-                return Err(CreateError::PathTaken);
-            }
-        }
-
-        // Resolve the fork source first: its content type is the default for the fork.
-        let source = match &request.fork {
-            Some(fork) => {
-                let src = self.lock_row(tx, &fork.source).await?;
-                let Some(src) = src.filter(|s| request.source_access.sees(s.owner)) else {
-                    return Err(CreateError::SourceNotFound);
-                };
-                if src.soft_deleted {
-                    return Err(CreateError::SourceGone);
-                }
-                if src.expired(self.now_ms) {
-                    self.remove(tx, &src).await.map_err(CreateError::Storage)?;
-                    return Err(CreateError::SourceNotFound);
-                }
-                Some(src)
-            }
-            None => None,
-        };
-        let config = lifecycle::stream_config(request, source.as_ref().map(|s| &s.config))?;
-        let fork = match (&request.fork, &source) {
-            (Some(spec), Some(src)) => {
-                let (src_tail, _) = self.current(src);
-                let anchor = lifecycle::fork_anchor(spec, src_tail)?;
-                let boundary = if lifecycle::needs_boundary(spec) {
-                    self.boundary(tx, src, anchor, src_tail).await?
-                } else {
-                    None
-                };
-                let (point, spec) = lifecycle::fork_point(spec, anchor, boundary)?;
-                Some((src.id, point, spec))
-            }
-            _ => None,
-        };
-
-        if let Some(existing) = existing {
-            let (tail, closed) = self.current(&existing);
-            let same = lifecycle::same_stream(
-                &Shape {
-                    config: &existing.config,
-                    closed,
-                    fork: existing.fork.as_ref().map(|(_, spec)| spec),
-                },
-                &Shape {
-                    config: &config,
-                    closed: request.closed,
-                    fork: fork.as_ref().map(|(_, _, spec)| spec),
-                },
-            );
-            if !same {
-                return Err(CreateError::ConfigMismatch);
-            }
-            return Ok(Some(Created {
-                created: false,
-                info: StreamInfo {
-                    next: Offset(tail),
-                    closed,
-                    ..existing.info()
-                },
-            }));
-        }
-
-        let json = tether_types::headers::is_json(&config.content_type);
-        let body = stored_body(json, &request.body, true)
-            .map_err(|e| CreateError::InvalidBody(e.to_string()))?;
-        let start = fork.as_ref().map_or(0, |(_, point, _)| *point);
-        let tail = start + body.as_ref().map_or(0, |b| b.units);
-        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
-            Some((id, _, spec)) => (
-                Some(*id),
-                Some(spec.source.clone()),
-                spec.offset.map(|o| stored(o.0)).transpose()?,
-                Some(stored(spec.sub_offset)?),
-            ),
-            None => (None, None, None, None),
-        };
-        let ttl = config.ttl_secs.map(stored).transpose()?;
-        let expires_ms = config.expires_at.map(|t| t.timestamp_millis());
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
-                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
-                    fork_anchor, fork_sub, owner_id)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (path) DO NOTHING
-                 RETURNING id",
-                &[
-                    &path,
-                    &config.content_type,
-                    &ttl,
-                    &expires_ms,
-                    &self.now_ms,
-                    &stored(start)?,
-                    &stored(tail)?,
-                    &request.closed,
-                    &fork_id,
-                    &fork_path,
-                    &fork_anchor,
-                    &fork_sub,
-                    &request.owner,
-                ],
-            )
-            .await;
-        let id: StreamId = match inserted {
-            Ok(Some(row)) => column(&row, 0)?,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(StoreError::from(e).into()),
-        };
-        if let Some((source_id, _, _)) = &fork {
-            tx.execute(
-                "UPDATE streams SET refcount = refcount + 1 WHERE id = $1",
-                &[source_id],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        }
-        if let Some(body) = body {
-            self.chunks.push((id, start, tail, body.data));
-        }
-        self.streams.insert(
-            id,
-            Locked {
-                content_type: config.content_type.clone(),
-                tail,
-                closed: request.closed,
-                closed_by: None,
-                last_stream_seq: None,
-                producers: HashMap::new(),
-                changed_producers: HashSet::new(),
-                dirty: false,
-            },
-        );
-        Ok(Some(Created {
-            created: true,
-            info: StreamInfo {
-                id,
-                config,
-                start: Offset::START,
-                next: Offset(tail),
-                closed: request.closed,
-            },
-        }))
+        crate::create::create(&mut PgCreate { writes: self, tx }, path, &request).await
     }
 
     /// The end of the append that starts at `pos` in `source`'s view (its own chunks or those
@@ -714,6 +534,147 @@ impl StreamWrites {
     }
 }
 
+/// The steps of a create in one PostgreSQL transaction: rows are locked as they are found
+/// (`SELECT ... FOR UPDATE`), and what the transaction changed so far is in `writes`.
+struct PgCreate<'w, 'c, 't> {
+    writes: &'w mut StreamWrites,
+    tx: &'c Transaction<'t>,
+}
+
+impl CreateTx for PgCreate<'_, '_, '_> {
+    type Stream = StreamRow;
+
+    async fn find(&mut self, path: &str) -> Result<Option<StreamRow>, StoreError> {
+        self.writes.lock_row(self.tx, path).await
+    }
+
+    fn owner(&self, stream: &StreamRow) -> Option<i64> {
+        stream.owner
+    }
+
+    fn shape<'s>(&self, stream: &'s StreamRow) -> (&'s StreamConfig, Option<&'s ForkFrom>) {
+        (&stream.config, stream.fork.as_ref().map(|(_, spec)| spec))
+    }
+
+    fn info(&self, stream: &StreamRow) -> StreamInfo {
+        stream.info()
+    }
+
+    fn expired(&self, stream: &StreamRow) -> bool {
+        stream.expired(self.writes.now_ms)
+    }
+
+    async fn is_deleted(&mut self, stream: &StreamRow) -> Result<bool, StoreError> {
+        Ok(stream.soft_deleted)
+    }
+
+    async fn remove_expired(&mut self, stream: &StreamRow) -> Result<bool, StoreError> {
+        self.writes.remove(self.tx, stream).await?;
+        Ok(stream.refcount > 0)
+    }
+
+    async fn current(&mut self, stream: &StreamRow) -> Result<Option<(u64, bool)>, StoreError> {
+        Ok(Some(self.writes.current(stream)))
+    }
+
+    async fn boundary(
+        &mut self,
+        stream: &StreamRow,
+        pos: u64,
+        limit: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.writes.boundary(self.tx, stream, pos, limit).await
+    }
+
+    async fn insert(
+        &mut self,
+        path: &str,
+        new: NewStream<StreamRow>,
+    ) -> Result<Option<StreamInfo>, StoreError> {
+        let NewStream {
+            config,
+            fork,
+            start,
+            body,
+            closed,
+            owner,
+        } = new;
+        let tail = start + body.as_ref().map_or(0, |b| b.units);
+        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
+            Some((source, _, spec)) => (
+                Some(source.id),
+                Some(spec.source.clone()),
+                spec.offset.map(|o| stored(o.0)).transpose()?,
+                Some(stored(spec.sub_offset)?),
+            ),
+            None => (None, None, None, None),
+        };
+        let ttl = config.ttl_secs.map(stored).transpose()?;
+        let expires_ms = config.expires_at.map(|t| t.timestamp_millis());
+        let inserted = self
+            .tx
+            .query_opt(
+                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
+                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
+                    fork_anchor, fork_sub, owner_id)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (path) DO NOTHING
+                 RETURNING id",
+                &[
+                    &path,
+                    &config.content_type,
+                    &ttl,
+                    &expires_ms,
+                    &self.writes.now_ms,
+                    &stored(start)?,
+                    &stored(tail)?,
+                    &closed,
+                    &fork_id,
+                    &fork_path,
+                    &fork_anchor,
+                    &fork_sub,
+                    &owner,
+                ],
+            )
+            .await?;
+        let Some(row) = inserted else {
+            return Ok(None);
+        };
+        let id: StreamId = column(&row, 0)?;
+        if let Some(source_id) = fork_id {
+            self.tx
+                .execute(
+                    "UPDATE streams SET refcount = refcount + 1 WHERE id = $1",
+                    &[&source_id],
+                )
+                .await?;
+        }
+        if let Some(body) = body {
+            self.writes.chunks.push((id, start, tail, body.data));
+        }
+        self.writes.streams.insert(
+            id,
+            Locked {
+                content_type: config.content_type.clone(),
+                tail,
+                closed,
+                closed_by: None,
+                last_stream_seq: None,
+                producers: HashMap::new(),
+                changed_producers: HashSet::new(),
+                dirty: false,
+            },
+        );
+        Ok(Some(StreamInfo {
+            id,
+            config,
+            start: Offset::START,
+            next: Offset(tail),
+            closed,
+        }))
+    }
+}
+
 /// New chunks as statement parameters (one array per column).
 #[derive(Default)]
 struct ChunkRows {
@@ -760,6 +721,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::body::stored_body;
     use crate::pg::scratch::ScratchDatabase;
     use crate::tail::Wake;
     use crate::{PgOptions, StreamStore};
