@@ -340,3 +340,56 @@ impl From<tether_store::NudgeError> for ApiError {
 pub fn task_not_found() -> ApiError {
     ApiError::new(ErrorCode::TaskNotFound, "task not found")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: StoreError) -> (StatusCode, ErrorCode) {
+        let api = ApiError::from(e);
+        assert!(
+            api.cause.is_some(),
+            "a storage failure keeps its cause for the log"
+        );
+        (api.status, api.code)
+    }
+
+    #[test]
+    fn storage_failures_answer_by_whether_a_retry_can_help() {
+        let io = || std::io::Error::other("disk on fire");
+        let unavailable = StoreError::unavailable_by("writing", io());
+        assert_eq!(
+            answer(unavailable),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable
+            )
+        );
+        assert_eq!(
+            answer(StoreError::ShutDown).1,
+            ErrorCode::StorageUnavailable
+        );
+        assert_eq!(
+            answer(StoreError::conflict_by("deadlock", true, io())),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable
+            )
+        );
+        assert_eq!(
+            answer(StoreError::conflict_by("unique", false, io())),
+            (StatusCode::CONFLICT, ErrorCode::StorageConflict)
+        );
+        assert_eq!(
+            answer(StoreError::corrupt_by("a task's spec", io())),
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
+        );
+    }
+
+    #[test]
+    fn the_log_line_of_a_failure_carries_every_cause() {
+        let e = StoreError::corrupt_by("task t1's spec", std::io::Error::other("EOF at 12"));
+        let text = Chain(&e).to_string();
+        assert_eq!(text, "corrupt stored data: task t1's spec: EOF at 12");
+    }
+}
