@@ -1,6 +1,6 @@
 //! What a call to the Tether API can fail with.
 
-use tether_types::ErrorBody;
+use tether_types::{ErrorBody, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -8,7 +8,7 @@ pub enum Error {
     #[error("{message} ({code}, HTTP {status}{})", request_suffix(request_id))]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         request_id: Option<String>,
     },
@@ -19,7 +19,7 @@ pub enum Error {
         request_suffix(request_id)
     )]
     Stream {
-        code: String,
+        code: ErrorCode,
         message: String,
         request_id: Option<String>,
     },
@@ -42,17 +42,21 @@ pub enum Error {
 
 /// Error codes that describe the request, not the server's health: asking again gives the
 /// same answer.
-const CALLER_CODES: [&str; 6] = [
-    "UNAUTHORIZED",
-    "FORBIDDEN",
-    "TASK_NOT_FOUND",
-    "VALIDATION_ERROR",
-    "USER_NOT_FOUND",
-    "TOKEN_NOT_FOUND",
+const CALLER_CODES: [ErrorCode; 6] = [
+    ErrorCode::Unauthorized,
+    ErrorCode::Forbidden,
+    ErrorCode::TaskNotFound,
+    ErrorCode::ValidationError,
+    ErrorCode::UserNotFound,
+    ErrorCode::TokenNotFound,
 ];
 
 /// Codes that tell a worker its claim on a task is over.
-const FENCED_CODES: [&str; 3] = ["LEASE_LOST", "STALE_ATTEMPT", "TASK_ALREADY_TERMINAL"];
+const FENCED_CODES: [ErrorCode; 3] = [
+    ErrorCode::LeaseLost,
+    ErrorCode::StaleAttempt,
+    ErrorCode::TaskAlreadyTerminal,
+];
 
 impl Error {
     /// Worth trying again later: the network failed or the server had a problem of its own.
@@ -60,7 +64,7 @@ impl Error {
         match self {
             Error::Network(_) | Error::Interrupted(_) => true,
             Error::Api { status, .. } => *status >= 500,
-            Error::Stream { code, .. } => !CALLER_CODES.contains(&code.as_str()),
+            Error::Stream { code, .. } => !CALLER_CODES.contains(code),
             Error::Decode(_) | Error::Usage(_) => false,
         }
     }
@@ -68,14 +72,21 @@ impl Error {
     /// The server refused a worker's write because its lease or step attempt was superseded,
     /// or the task ended: the work must stop at once, and retrying cannot help (G6).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, Error::Api { status: 409, code, .. } if FENCED_CODES.contains(&code.as_str()))
+        matches!(self, Error::Api { status: 409, code, .. } if FENCED_CODES.contains(code))
     }
 
     /// The server refused a worker's write because the task was cancelled while the worker's
     /// lease held it: the work must stop, but gracefully (the command gets its grace period),
     /// unlike a lost lease, after which another worker may own the task.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, Error::Api { status: 409, code, .. } if code == "TASK_CANCELLED")
+        matches!(
+            self,
+            Error::Api {
+                status: 409,
+                code: ErrorCode::TaskCancelled,
+                ..
+            }
+        )
     }
 
     /// The HTTP status of an API error.
@@ -89,7 +100,7 @@ impl Error {
     /// The stable error code, when the server sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Api { code, .. } | Error::Stream { code, .. } => Some(code),
+            Error::Api { code, .. } | Error::Stream { code, .. } => Some(code.as_str()),
             _ => None,
         }
     }
@@ -106,7 +117,7 @@ impl Error {
             },
             Err(_) => Error::Api {
                 status,
-                code: format!("HTTP_{status}"),
+                code: ErrorCode::Other(format!("HTTP_{status}")),
                 message: preview(body),
                 request_id,
             },

@@ -352,7 +352,7 @@ fn stream_error(data: &str) -> Error {
             request_id: error.request_id,
         },
         Err(_) => Error::Stream {
-            code: "UNKNOWN".into(),
+            code: tether_types::ErrorCode::Unknown,
             message: data.chars().take(200).collect(),
             request_id: None,
         },

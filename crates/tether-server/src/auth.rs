@@ -4,10 +4,11 @@
 //! `tether_<id>_<secret>`: the id names it (to revoke it) and is not secret.
 
 use std::path::Path;
+use tether_types::ErrorCode;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -60,8 +61,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
+                ErrorCode::Forbidden,
                 format!("a {} token may not do this", self.0.role),
             ))
         }
@@ -95,8 +95,7 @@ impl Caller {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
-        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, "Bearer")
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -140,11 +139,7 @@ async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Cal
             Ok(Caller(principal))
         }
         Ok(None) => Err(unauthorized("the token is not valid (unknown or revoked)")),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "STORAGE_UNAVAILABLE",
-            e,
-        )),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -242,22 +237,6 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&partial, path)
-}
-
-impl From<UserError> for ApiError {
-    fn from(e: UserError) -> Self {
-        let msg = e.to_string();
-        match e {
-            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", msg),
-            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", msg),
-            UserError::TokenNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "TOKEN_NOT_FOUND", msg)
-            }
-            UserError::Storage(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE", m)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

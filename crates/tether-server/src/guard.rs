@@ -5,7 +5,8 @@
 
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::header::{IF_NONE_MATCH, TRANSFER_ENCODING};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, Method, Uri};
+use tether_types::ErrorCode;
 
 use crate::config::AuthMode;
 use crate::error::ApiError;
@@ -55,8 +56,7 @@ pub fn check(
     let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target > MAX_URI_BYTES {
         return Err(ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "URI_TOO_LONG",
+            ErrorCode::UriTooLong,
             format!("the request target is longer than {MAX_URI_BYTES} bytes"),
         ));
     }
@@ -66,8 +66,7 @@ pub fn check(
         .sum();
     if head > MAX_HEADER_BYTES {
         return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "HEADERS_TOO_LARGE",
+            ErrorCode::HeadersTooLarge,
             format!("the request's headers hold more than {MAX_HEADER_BYTES} bytes"),
         ));
     }
@@ -78,8 +77,7 @@ pub fn check(
             .find(|n| headers.get_all(*n).iter().nth(1).is_some())
         {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "DUPLICATE_HEADER",
+                ErrorCode::DuplicateHeader,
                 format!("header {} may appear only once", name.as_str()),
             ));
         }
@@ -109,8 +107,7 @@ fn local_only(headers: &HeaderMap, check_origin: bool) -> Result<(), ApiError> {
             .is_some_and(|a| is_loopback_name(a.host()));
         if !local {
             return Err(ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "HOST_NOT_ALLOWED",
+                ErrorCode::HostNotAllowed,
                 "with --auth off the server answers only requests addressed to a loopback \
                  name (localhost, 127.0.0.1, [::1])",
             ));
@@ -124,8 +121,7 @@ fn local_only(headers: &HeaderMap, check_origin: bool) -> Result<(), ApiError> {
             .is_some_and(|o| o.host().is_some_and(is_loopback_name));
         if !local {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
+                ErrorCode::OriginNotAllowed,
                 "with --auth off the server refuses requests from web pages of other origins",
             ));
         }
@@ -163,8 +159,7 @@ fn json_only(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "UNSUPPORTED_MEDIA_TYPE",
+        ErrorCode::UnsupportedMediaType,
         "this route takes a JSON body: send `Content-Type: application/json`",
     ))
 }

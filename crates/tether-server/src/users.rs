@@ -202,11 +202,7 @@ async fn list_users(
     caller: Caller,
 ) -> Result<Json<UserList>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let users = state
-        .control
-        .list_users()
-        .await
-        .map_err(ApiError::storage)?;
+    let users = state.control.list_users().await?;
     let data = users
         .into_iter()
         .map(|u| User {
@@ -239,11 +235,7 @@ async fn list_tokens(
         Role::Admin => None,
         Role::User | Role::Worker => Some(caller.0.user_id),
     };
-    let tokens = state
-        .control
-        .list_tokens(owner)
-        .await
-        .map_err(ApiError::storage)?;
+    let tokens = state.control.list_tokens(owner).await?;
     let data = tokens
         .into_iter()
         .map(|t| {

@@ -145,7 +145,7 @@ async fn claim(
                 checkpoints: c.checkpoints.into_iter().collect(),
             };
             let json = serde_json::to_vec(&body)
-                .map_err(|e| ApiError::storage(format!("encoding a claim: {e}")))?;
+                .map_err(|e| ApiError::internal("a claim could not be encoded", e))?;
             return Ok(unhanded.respond(json));
         }
         let remote_ready = async {
@@ -191,7 +191,7 @@ async fn claim_once(
     });
     let claimed = rx
         .await
-        .map_err(|_| ApiError::storage("the claim ended without an answer"))?;
+        .map_err(|e| ApiError::internal("the claim ended without an answer", e))?;
     Ok(claimed?)
 }
 

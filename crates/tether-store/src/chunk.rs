@@ -113,7 +113,7 @@ where
     S: ViewLink,
     F: FnMut(S, u64, u64, usize) -> Fut,
     Fut: Future<Output = Result<Vec<Chunk>, E>>,
-    E: From<String>,
+    E: From<crate::StoreError>,
 {
     // Segments from the oldest ancestor to the stream itself: (stream, lo, hi).
     let mut segments = Vec::new();
@@ -147,8 +147,11 @@ where
                 if chunk.end <= pos || chunk.pos >= hi || chunk.pos > pos {
                     break;
                 }
-                let piece = slice_chunk(&chunk, pos, hi, json)
-                    .ok_or_else(|| E::from("a stored chunk does not match its bounds".into()))?;
+                let piece = slice_chunk(&chunk, pos, hi, json).ok_or_else(|| {
+                    E::from(crate::StoreError::corrupt(
+                        "a stored chunk does not match its bounds",
+                    ))
+                })?;
                 pos = chunk.end.min(hi);
                 size += piece.len();
                 out.push(piece);

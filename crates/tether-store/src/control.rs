@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tether_core::{TaskOp, TransitionError};
 use tether_types::{Event, Offset, Role, TaskId, TaskSpec, TaskState};
 
+use crate::error::{storage_failure, StorageFailure, StoreError};
 use crate::model::{AppendError, ProducerStamp};
 
 pub type UserId = i64;
@@ -69,8 +70,8 @@ pub struct CreatedTask {
 pub enum CreateTaskError {
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// The outcome of an accepted state change.
@@ -87,8 +88,8 @@ pub enum TransitionFailed {
     NotFound,
     #[error(transparent)]
     Refused(#[from] TransitionError),
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// Producer events for a task's stream.
@@ -115,8 +116,8 @@ pub enum AppendEventsError {
     /// The stream refused the batch (producer sequence rules).
     #[error(transparent)]
     Stream(AppendError),
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// Which tasks to list.
@@ -147,8 +148,8 @@ pub enum UserError {
     NotFound,
     #[error("no such token")]
     TokenNotFound,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// A live token as listed: never its secret or hash.
@@ -181,10 +182,10 @@ pub trait ControlStore: Send + Sync + 'static {
         created: Event,
     ) -> Result<CreatedTask, CreateTaskError>;
 
-    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, String>;
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError>;
 
     /// Newest first.
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, String>;
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
 
     /// Applies `op` with `tether_core::decide`, writing the row and appending the event in
     /// one transaction; a terminal event also closes the stream.
@@ -203,13 +204,13 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<EventsAppended, AppendEventsError>;
 
     /// How many tasks are in each state (for metrics).
-    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, String>;
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, StoreError>;
 
     async fn create_user(&self, name: &str, now: DateTime<Utc>) -> Result<UserRecord, UserError>;
 
-    async fn user_count(&self) -> Result<u64, String>;
+    async fn user_count(&self) -> Result<u64, StoreError>;
 
-    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String>;
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
 
     /// Sets (or, with `None`, clears) how many tasks the user may have running.
     async fn set_max_concurrent(&self, name: &str, limit: Option<u64>) -> Result<(), UserError>;
@@ -219,18 +220,18 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<(), UserError>;
 
     /// The principal of an unrevoked token with this hash.
-    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String>;
+    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, StoreError>;
 
     /// Every user, by name.
-    async fn list_users(&self) -> Result<Vec<UserRecord>, String>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
 
     /// Unrevoked tokens, oldest first: everyone's, or one user's.
-    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String>;
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError>;
 
     /// Stores when tokens were last used, in one write for the batch; a time older than the
     /// stored one changes nothing. The server calls this about once a minute with what it
     /// noted in memory, never per request.
-    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String>;
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError>;
 }
 
 // ---- execution ---------------------------------------------------------------------------
@@ -272,8 +273,8 @@ pub enum WorkError {
     /// The stream refused the batch (producer sequence rules).
     #[error(transparent)]
     Stream(AppendError),
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// A nudge to queue: its id, its text, and the name of the user who sent it.
@@ -337,8 +338,8 @@ pub enum NudgeError {
     Terminal(TaskState),
     #[error("too many nudges: at most {limit} a minute per task")]
     TooMany { limit: u32, retry_after_secs: u64 },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 /// Execution: claims, leases, steps, fenced writes, finishing, expiry, nudges.
@@ -405,7 +406,7 @@ pub trait WorkStore: Send + Sync + 'static {
     ) -> Result<bool, WorkError>;
 
     /// Requeues (or times out, when attempts are used up) every task whose lease expired.
-    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String>;
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, StoreError>;
 
     /// Queues a nudge for the worker and, in the same transaction, appends `nudge_sent`
     /// with its text and author to the task's events.
@@ -427,30 +428,12 @@ pub trait WorkStore: Send + Sync + 'static {
     ) -> Result<(), WorkError>;
 
     /// RUNNING or FINALIZING tasks per owner, or of one owner.
-    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String>;
+    async fn running_by_owner(
+        &self,
+        owner: Option<UserId>,
+    ) -> Result<Vec<(UserId, u64)>, StoreError>;
 }
 
-/// An operation's error that may be a storage failure, after which its transaction must not
-/// commit.
-pub(crate) trait StorageFailure: From<String> {
-    fn is_storage(&self) -> bool;
-}
-
-/// Every operation's error has a storage case, which backends fill from their own errors.
-macro_rules! storage_failure {
-    ($($ty:ident),*) => {$(
-        impl From<String> for $ty {
-            fn from(s: String) -> Self {
-                $ty::Storage(s)
-            }
-        }
-        impl StorageFailure for $ty {
-            fn is_storage(&self) -> bool {
-                matches!(self, $ty::Storage(_))
-            }
-        }
-    )*};
-}
 storage_failure!(
     CreateTaskError,
     TransitionFailed,
@@ -470,7 +453,7 @@ impl From<WorkError> for TransitionFailed {
             // A state change writes one event without a producer or a lease: a refusal from
             // the stream or a fence would mean the row and its stream disagree.
             other @ (WorkError::Fenced(_) | WorkError::Stream(_)) => {
-                TransitionFailed::Storage(other.to_string())
+                TransitionFailed::Storage(StoreError::corrupt(other.to_string()))
             }
         }
     }
@@ -483,7 +466,7 @@ impl From<WorkError> for AppendEventsError {
             WorkError::Stream(s) => AppendEventsError::Stream(s),
             WorkError::Storage(m) => AppendEventsError::Storage(m),
             other @ (WorkError::Fenced(_) | WorkError::Refused(_)) => {
-                AppendEventsError::Storage(other.to_string())
+                AppendEventsError::Storage(StoreError::corrupt(other.to_string()))
             }
         }
     }

@@ -8,6 +8,8 @@
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use crate::StoreError;
+
 /// Proof that this node runs a singleton job, for as long as it is held and not lost.
 pub trait Held: Send + Sync {
     /// The node can no longer be sure it is the only one (for example, its connection to the
@@ -21,7 +23,7 @@ pub type Leadership = Box<dyn Held>;
 #[async_trait]
 pub trait Coordinator: Send + Sync + 'static {
     /// Tries to become the one node that runs `job`: `Ok(None)` while another node leads it.
-    async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, String>;
+    async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, StoreError>;
 
     /// Notified when another node created work that a claim waiting here could take (a task
     /// submitted or requeued, a concurrency slot freed). `None`: there are no other nodes.

@@ -6,6 +6,7 @@
 //! backends cannot drift apart on what a lease check, a step retry, a repeated finish or a
 //! nudge limit means; only the SQL differs.
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub(crate) fn lease_expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 pub(crate) fn encode(event: &Event) -> Result<Bytes, WorkError> {
     serde_json::to_vec(event)
         .map(Bytes::from)
-        .map_err(|e| WorkError::Storage(e.to_string()))
+        .map_err(|e| WorkError::Storage(StoreError::corrupt_by("an event does not encode", e)))
 }
 
 // ---- appends to a task's stream ------------------------------------------------------------
@@ -104,7 +105,8 @@ pub(crate) fn appended(result: Result<Appended, AppendError>) -> Result<(Offset,
 
 /// The request that creates a new task's stream, with `created` as its first event.
 pub(crate) fn task_stream(created: &Event) -> Result<CreateStream, CreateTaskError> {
-    let first = serde_json::to_vec(created).map_err(|e| CreateTaskError::Storage(e.to_string()))?;
+    let first = serde_json::to_vec(created)
+        .map_err(|e| StoreError::corrupt_by("an event does not encode", e))?;
     Ok(CreateStream {
         content_type: Some(JSON.into()),
         ttl_secs: None,
@@ -404,7 +406,9 @@ pub(crate) fn nudge_sent(nudge: &NewNudge<'_>, now: DateTime<Utc>) -> Event {
 pub(crate) fn nudge_not_recorded(e: WorkError) -> NudgeError {
     match e {
         WorkError::Storage(m) => NudgeError::Storage(m),
-        other => NudgeError::Storage(format!("the nudge could not be recorded: {other}")),
+        other => NudgeError::Storage(StoreError::corrupt(format!(
+            "the nudge could not be recorded: {other}"
+        ))),
     }
 }
 

@@ -10,6 +10,8 @@ mod body;
 mod chunk;
 pub mod control;
 pub mod coord;
+mod create;
+mod error;
 mod execution;
 mod lifecycle;
 pub mod model;
@@ -22,6 +24,7 @@ use async_trait::async_trait;
 
 pub use control::*;
 pub use coord::{Coordinator, Held, Leadership};
+pub use error::{Cause, StoreError};
 pub use model::*;
 pub use pg::{PgOptions, PgStore, LISTENER_APPLICATION_NAME};
 pub use sqlite::{SqliteStore, SweepPolicy};

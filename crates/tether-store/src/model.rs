@@ -4,6 +4,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tether_types::Offset;
 
+use crate::error::{storage_failure, StorageFailure, StoreError};
+
 /// A stream's internal identity. A stream re-created at the same path gets a new id, so
 /// nothing cached for the old stream (ETags, live readers) can be confused with the new one.
 pub type StreamId = i64;
@@ -170,8 +172,8 @@ pub enum LookupError {
     Gone,
     #[error("offset is past the end of the stream")]
     OffsetBeyondTail,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -195,8 +197,8 @@ pub enum CreateError {
     SubOffsetOutOfRange,
     #[error("invalid initial body: {0}")]
     InvalidBody(String),
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -221,8 +223,8 @@ pub enum AppendError {
     EpochNeedsSeqZero,
     #[error("producer sequence gap")]
     SeqGap { expected: u64, received: u64 },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -231,8 +233,8 @@ pub enum DeleteError {
     NotFound,
     #[error("stream was deleted")]
     Gone,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(StoreError),
 }
 
 impl From<LookupError> for AppendError {
@@ -245,12 +247,6 @@ impl From<LookupError> for AppendError {
     }
 }
 
-impl From<String> for LookupError {
-    fn from(s: String) -> Self {
-        LookupError::Storage(s)
-    }
-}
-
 impl From<LookupError> for DeleteError {
     fn from(e: LookupError) -> Self {
         match e {
@@ -260,3 +256,5 @@ impl From<LookupError> for DeleteError {
         }
     }
 }
+
+storage_failure!(LookupError, CreateError, AppendError, DeleteError);

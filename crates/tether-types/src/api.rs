@@ -13,8 +13,10 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `TASK_NOT_FOUND`, `VALIDATION_ERROR`, ...
-    pub code: String,
+    /// Stable, machine-readable: `TASK_NOT_FOUND`, `VALIDATION_ERROR`, ... Clients keep a
+    /// code they do not know as it was sent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub code: crate::ErrorCode,
     pub message: String,
     pub request_id: Option<String>,
 }

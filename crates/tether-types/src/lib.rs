@@ -6,6 +6,7 @@
 //! hold that line.
 
 pub mod api;
+pub mod code;
 pub mod event;
 pub mod headers;
 pub mod json;
@@ -15,6 +16,7 @@ pub mod text;
 pub mod worker;
 
 pub use api::{ErrorBody, ErrorDetail, Role};
+pub use code::ErrorCode;
 pub use event::{Event, EventAt, EventPage};
 pub use offset::{Offset, OffsetError, ReadFrom};
 pub use task::{Task, TaskId, TaskSpec, TaskState, TaskStatus};

@@ -1,12 +1,11 @@
 //! A batch of events as a producer sends it (`POST /v1/tasks/{id}/events`, or a worker's
 //! event batch): each event checked and stamped before any is stored.
 
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tether_types::event::{kind, MAX_EVENT_BYTES};
-use tether_types::Event;
+use tether_types::{ErrorCode, Event};
 
 use crate::error::ApiError;
 
@@ -47,8 +46,7 @@ fn accept_event(index: usize, raw: &RawValue, now: &str) -> Result<Event, ApiErr
     let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "EVENT_TOO_LARGE",
+            ErrorCode::EventTooLarge,
             format!("event {index} is {size} bytes; at most {MAX_EVENT_BYTES} are allowed"),
         ));
     }

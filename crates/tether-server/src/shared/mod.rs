@@ -43,6 +43,6 @@ pub async fn visible_task(
     match state.control.task(&id).await {
         Ok(Some(task)) if caller.can_see(&task) => Ok(task),
         Ok(_) => Err(task_not_found()),
-        Err(e) => Err(ApiError::storage(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tether_store::{Access, CreateError};
 use tether_types::task::TASK_STREAM_PREFIX;
+use tether_types::ErrorCode;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -62,10 +63,7 @@ pub(crate) async fn admit(
     text_field("the stream path", path)?;
     if let Some(task_id) = path.strip_prefix(TASK_STREAM_PREFIX) {
         if !matches!(*method, Method::GET | Method::HEAD) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "READ_ONLY_STREAM",
-                "task streams are written by Tether itself; producers use POST /v1/tasks/{id}/events",
+            return Err(ApiError::new(ErrorCode::ReadOnlyStream, "task streams are written by Tether itself; producers use POST /v1/tasks/{id}/events",
             ));
         }
         visible_task(state, &caller, task_id).await?;

@@ -310,7 +310,7 @@ pub async fn append(
         .iter()
         .map(|e| serde_json::to_vec(e).map(Bytes::from))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::storage(e.to_string()))?;
+        .map_err(|e| ApiError::internal("an event could not be encoded", e))?;
     let producer = producer_stamp(&headers)?;
     let count = events.len();
     let out = state

@@ -44,7 +44,7 @@ pub async fn export(
     let id = task.id.clone();
     let task = with_status(&state, task).await?;
     let mut head = serde_json::to_vec(&json!({ "task": task }))
-        .map_err(|e| ApiError::storage(e.to_string()))?;
+        .map_err(|e| ApiError::internal("the task could not be encoded", e))?;
     head.push(b'\n');
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(8);
     tokio::spawn(async move {

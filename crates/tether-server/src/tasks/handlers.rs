@@ -167,15 +167,13 @@ pub async fn validate(
     let running = state
         .work
         .running_by_owner(Some(caller.0.user_id))
-        .await
-        .map_err(ApiError::storage)?
+        .await?
         .first()
         .map_or(0, |(_, n)| *n);
     let limit = state
         .control
         .user(&caller.0.user)
-        .await
-        .map_err(ApiError::storage)?
+        .await?
         .and_then(|u| u.max_concurrent)
         .unwrap_or(state.config.max_concurrent);
     if !tether_core::lease::admits(running, limit) {
@@ -268,8 +266,7 @@ pub async fn list(
             before_seq,
             limit,
         })
-        .await
-        .map_err(ApiError::storage)?;
+        .await?;
     let next_cursor = (tasks.len() == limit)
         .then(|| tasks.last().map(|t| t.seq.to_string()))
         .flatten();

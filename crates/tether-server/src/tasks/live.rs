@@ -106,7 +106,7 @@ impl Pump {
             Err(message) => {
                 self.done = true;
                 let error = json!({"error": {
-                    "code": "STREAM_FAILED",
+                    "code": tether_types::ErrorCode::StreamFailed,
                     "message": message,
                     "request_id": null,
                 }});

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tether_core::status::Applied;
 use tether_core::{project, Projector, Rewinds};
-use tether_store::{LookupError, StreamStore};
+use tether_store::{LookupError, StoreError, StreamStore};
 use tether_types::{Event, EventAt, Offset, ReadFrom, TaskId, TaskStatus};
 
 use crate::error::ApiError;
@@ -37,7 +37,10 @@ fn parse(records: &[Bytes], from: u64, out: &mut Vec<EventAt>) -> Result<(), Api
         body.extend_from_slice(record);
         body.push(b']');
         let events: Vec<Event> = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::storage(format!("a stored event of this task is not readable: {e}"))
+            ApiError::from(StoreError::corrupt_by(
+                "a stored event of this task is not readable",
+                e,
+            ))
         })?;
         for event in events {
             pos += 1;

@@ -3,17 +3,16 @@
 //! `nudge_acknowledged` event.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::Utc;
-use tether_store::NudgeError;
 use tether_types::worker::{NewNudge, NudgeCreated, MAX_NUDGE_CHARS};
 use tether_types::Role;
 
 use crate::auth::Caller;
-use crate::error::{task_not_found, ApiError};
+use crate::error::ApiError;
 use crate::extract::{parse_json, text_field};
 use crate::shared::visible_task;
 use crate::AppState;
@@ -79,21 +78,4 @@ pub async fn create(
         )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(NudgeCreated { id: nudge_id })).into_response())
-}
-
-impl From<NudgeError> for ApiError {
-    fn from(e: NudgeError) -> Self {
-        let msg = e.to_string();
-        match e {
-            NudgeError::NotFound => task_not_found(),
-            NudgeError::Terminal(_) => {
-                ApiError::new(StatusCode::CONFLICT, "TASK_ALREADY_TERMINAL", msg)
-            }
-            NudgeError::TooMany {
-                retry_after_secs, ..
-            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_NUDGES", msg)
-                .with_header(header::RETRY_AFTER, retry_after_secs),
-            NudgeError::Storage(m) => ApiError::storage(m),
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //! the pool, for as long as it leads; if the node dies or loses the database, the connection
 //! ends and PostgreSQL releases the lock, so another node's next attempt takes the job over.
 
+use crate::StoreError;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -38,10 +39,10 @@ impl Drop for AdvisoryLock {
 
 #[async_trait]
 impl Coordinator for PgStore {
-    async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, String> {
+    async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, StoreError> {
         let mut config = self.config().clone();
         config.application_name(format!("tether job {job}"));
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+        let (client, connection) = config.connect(NoTls).await?;
         let connection = tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -51,7 +52,7 @@ impl Coordinator for PgStore {
                 &[&JOB_LOCKS, &job],
             )
             .await
-            .map(|row| row.get(0));
+            .and_then(|row| row.try_get(0));
         match won {
             Ok(true) => Ok(Some(Box::new(AdvisoryLock { client, connection }))),
             Ok(false) => {
@@ -60,7 +61,7 @@ impl Coordinator for PgStore {
             }
             Err(e) => {
                 connection.abort();
-                Err(e.to_string())
+                Err(e.into())
             }
         }
     }

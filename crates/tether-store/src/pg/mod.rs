@@ -7,12 +7,14 @@
 
 mod control;
 mod coord;
+mod error;
 mod schema;
 pub mod scratch;
 mod streams;
 
 pub use streams::LISTENER_APPLICATION_NAME;
 
+use crate::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
@@ -48,7 +50,7 @@ pub enum PgOpenError {
 /// "db error", which hides "database \"x\" does not exist" or a failed password.
 fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => control::describe(e),
+        deadpool_postgres::PoolError::Backend(e) => error::describe(e),
         other => other.to_string(),
     }
 }
@@ -84,7 +86,7 @@ impl PgStore {
             .map_err(|e| PgOpenError::Connect(pool_error(&e)))?;
         let found = schema::migrate(&mut client)
             .await
-            .map_err(|e| PgOpenError::Migrate(control::describe(&e)))?;
+            .map_err(|e| PgOpenError::Migrate(error::describe(&e)))?;
         if found > schema::latest() {
             return Err(PgOpenError::TooNew {
                 found,
@@ -101,8 +103,8 @@ impl PgStore {
     }
 
     /// A connection from the pool.
-    pub(crate) async fn client(&self) -> Result<Object, String> {
-        self.pool.get().await.map_err(|e| pool_error(&e))
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
     }
 
     /// The connection settings, for connections outside the pool.

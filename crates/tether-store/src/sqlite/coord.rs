@@ -1,5 +1,6 @@
 //! One node per data dir: it leads every job.
 
+use crate::StoreError;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
@@ -8,7 +9,7 @@ use crate::coord::{Coordinator, Leadership, Sole};
 
 #[async_trait]
 impl Coordinator for SqliteStore {
-    async fn try_lead(&self, _job: &str) -> Result<Option<Leadership>, String> {
+    async fn try_lead(&self, _job: &str) -> Result<Option<Leadership>, StoreError> {
         // The data dir's lock file already keeps every other process out.
         Ok(Some(Box::new(Sole)))
     }

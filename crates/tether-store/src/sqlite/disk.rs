@@ -17,6 +17,7 @@
 //! fails all the same for want of room (another program filled the disk while the WAL was
 //! large), the checkpointer gives the reserve back at once.
 
+use crate::StoreError;
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -49,17 +50,17 @@ pub struct Space {
 impl Space {
     /// Takes room for a write adding about `bytes`; `Err` with a message for the client
     /// when there is not enough until the next look.
-    pub fn take(&self, bytes: u64) -> Result<(), String> {
+    pub fn take(&self, bytes: u64) -> Result<(), StoreError> {
         let cost = bytes.saturating_mul(2).saturating_add(WRITE_OVERHEAD);
         let cost = i64::try_from(cost).unwrap_or(i64::MAX);
         if self.budget.fetch_sub(cost, Ordering::Relaxed) >= cost {
             return Ok(());
         }
-        Err(format!(
+        Err(StoreError::unavailable(format!(
             "the disk is nearly full ({} bytes free): writes that add data are refused until \
              there is room to checkpoint; free some space",
             self.free.load(Ordering::Relaxed)
-        ))
+        )))
     }
 
     /// Whether the last look found too little room for writes that add data.
@@ -254,7 +255,7 @@ mod tests {
             assert!(space.take(M).is_ok());
         }
         let refused = space.take(M).unwrap_err();
-        assert!(refused.contains("nearly full"), "{refused}");
+        assert!(refused.to_string().contains("nearly full"), "{refused}");
         // The next look finds room again (a checkpoint emptied the WAL).
         space.measured(20 * M, 0);
         assert!(space.take(M).is_ok());

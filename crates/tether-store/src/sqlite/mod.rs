@@ -6,6 +6,7 @@ mod control;
 mod coord;
 pub mod disk;
 mod entry;
+mod error;
 mod readahead;
 mod reader;
 mod scan;
@@ -13,6 +14,7 @@ mod schema;
 mod segments;
 mod writer;
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -173,13 +175,13 @@ impl SqliteStore {
                     path: path.to_string(),
                     reply: tx,
                 }) {
-                    return Err(LookupError::Storage("store is shut down".into()));
+                    return Err(LookupError::Storage(StoreError::ShutDown));
                 }
                 match rx.await {
                     Ok(Ok(Some(e))) => e,
                     Ok(Ok(None)) => return Err(LookupError::NotFound),
                     Ok(Err(msg)) => return Err(LookupError::Storage(msg)),
-                    Err(_) => return Err(LookupError::Storage("store is shut down".into())),
+                    Err(_) => return Err(LookupError::Storage(StoreError::ShutDown)),
                 }
             }
         };
@@ -224,7 +226,7 @@ impl SqliteStore {
                 },
                 None => reader::join(read(budget).await),
             }
-            .map_err(|e| LookupError::Storage(e.to_string()))?;
+            .map_err(|e| LookupError::Storage(e.into()))?;
             if let Some(last) = chunks.last().filter(|c| c.end < hi) {
                 let next = last.end;
                 self.read_ahead.start(&stream, next, hi, || {
@@ -244,8 +246,8 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn shut_down<T>() -> Result<T, String> {
-    Err("store is shut down".to_string())
+fn shut_down<T>() -> Result<T, StoreError> {
+    Err(StoreError::ShutDown)
 }
 
 #[async_trait]

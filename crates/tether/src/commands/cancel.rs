@@ -37,5 +37,12 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<Exit> {
 }
 
 fn ended(error: &tether_client::Error) -> bool {
-    matches!(error, tether_client::Error::Api { status: 409, code, .. } if code == "TASK_ALREADY_TERMINAL")
+    matches!(
+        error,
+        tether_client::Error::Api {
+            status: 409,
+            code: tether_types::ErrorCode::TaskAlreadyTerminal,
+            ..
+        }
+    )
 }

@@ -151,7 +151,7 @@ fn report_error(error: &anyhow::Error, hint: Option<&str>, output: Output) {
                     | tether_client::Error::Stream {
                         code, request_id, ..
                     },
-                ) => (code.clone(), request_id.clone()),
+                ) => (code.to_string(), request_id.clone()),
                 Some(tether_client::Error::Network(_) | tether_client::Error::Interrupted(_)) => {
                     ("UNREACHABLE".to_string(), None)
                 }

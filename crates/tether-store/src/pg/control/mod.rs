@@ -20,14 +20,14 @@ mod tasks;
 mod users;
 mod work;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::error::StorageFailure;
+use crate::StoreError;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Transaction};
 use tether_core::TaskOp;
 use tether_types::{Event, TaskId, TaskState};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
@@ -43,101 +43,70 @@ const MAX_ATTEMPTS: usize = 4;
 pub(super) struct Tx<'c> {
     tx: Transaction<'c>,
     writes: StreamWrites,
-    /// A database error so far was worth trying the whole transaction again for.
-    retryable: AtomicBool,
     /// The change may let a waiting claim succeed: announce it on commit.
     work: bool,
 }
 
 impl<'c> Tx<'c> {
-    async fn begin(client: &'c mut Object) -> Result<Tx<'c>, (String, bool)> {
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| (describe(&e), is_retryable(&e)))?;
+    async fn begin(client: &'c mut Object) -> Result<Tx<'c>, StoreError> {
+        let tx = client.transaction().await?;
         Ok(Tx {
             tx,
             writes: StreamWrites::new(),
-            retryable: AtomicBool::new(false),
             work: false,
         })
-    }
-
-    /// A database error as a storage failure, remembering whether a retry of the whole
-    /// transaction may succeed.
-    fn db(&self, e: tokio_postgres::Error) -> String {
-        if is_retryable(&e) {
-            self.retryable.store(true, Ordering::Relaxed);
-        }
-        describe(&e)
     }
 
     // The statements of the transaction; their errors convert into every operation's error.
     // Statements are prepared once per pooled connection and cached there, which saves a
     // round trip on every later use.
 
-    async fn prepare(&self, sql: &str) -> Result<Statement, String> {
-        self.tx.prepare_cached(sql).await.map_err(|e| self.db(e))
+    async fn prepare(&self, sql: &str) -> Result<Statement, StoreError> {
+        Ok(self.tx.prepare_cached(sql).await?)
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, String> {
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let statement = self.prepare(sql).await?;
-        self.tx
-            .execute(&statement, params)
-            .await
-            .map_err(|e| self.db(e))
+        Ok(self.tx.execute(&statement, params).await?)
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, String> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
         let statement = self.prepare(sql).await?;
-        self.tx
-            .query(&statement, params)
-            .await
-            .map_err(|e| self.db(e))
+        Ok(self.tx.query(&statement, params).await?)
     }
 
-    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, String> {
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
         let statement = self.prepare(sql).await?;
-        self.tx
-            .query_one(&statement, params)
-            .await
-            .map_err(|e| self.db(e))
+        Ok(self.tx.query_one(&statement, params).await?)
     }
 
     async fn query_opt(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, String> {
+    ) -> Result<Option<Row>, StoreError> {
         let statement = self.prepare(sql).await?;
-        self.tx
-            .query_opt(&statement, params)
-            .await
-            .map_err(|e| self.db(e))
-    }
-
-    fn retryable(&self) -> bool {
-        self.retryable.load(Ordering::Relaxed) || self.writes.retryable()
+        Ok(self.tx.query_opt(&statement, params).await?)
     }
 
     /// Writes the buffered stream rows, commits, and then tells this node's live readers and
     /// waiting claims, and the other nodes, about the new tails and work.
-    async fn commit(self, store: &PgStore) -> Result<(), (String, bool)> {
+    async fn commit(self, store: &PgStore) -> Result<(), StoreError> {
         let Tx {
             tx,
             mut writes,
-            retryable,
             work,
         } = self;
-        let failed = |e: String, writes: &StreamWrites| {
-            (e, retryable.load(Ordering::Relaxed) || writes.retryable())
-        };
-        if let Err(e) = writes.flush(&tx).await {
-            return Err(failed(e, &writes));
-        }
-        tx.commit()
-            .await
-            .map_err(|e| (describe(&e), is_retryable(&e)))?;
+        writes.flush(&tx).await?;
+        tx.commit().await?;
         if work {
             // The stream store's listener on every node turns this into its work Notify.
             store.shared().announcer.work();
@@ -147,26 +116,11 @@ impl<'c> Tx<'c> {
     }
 }
 
-/// A database error with what the server said: `Display` alone gives only "db error".
-pub(super) fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{e}: {} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
-/// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
-fn is_retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
-}
-
 /// Runs `|t| body` in a transaction `t` ([`Tx`]) on `store`, committing when `body` succeeds
 /// and rolling back when it fails; the whole transaction is tried again (up to
-/// [`MAX_ATTEMPTS`]) after a deadlock or serialisation failure. `body` is an expression whose
-/// future yields `Result<T, E>`, E being an operation's error with a storage case.
+/// [`MAX_ATTEMPTS`]) when it failed with a retryable conflict (a deadlock or serialisation
+/// failure). `body` is an expression whose future yields `Result<T, E>`, E being an
+/// operation's error with a storage case ([`StorageFailure`]).
 ///
 /// A macro rather than a function taking a closure: the body's future borrows the
 /// transaction the runner owns, which a closure's return type cannot say on stable Rust
@@ -184,18 +138,23 @@ macro_rules! transaction {
             };
             let mut $t = match Tx::begin(&mut client).await {
                 Ok(t) => t,
-                Err((_, true)) if again => continue,
-                Err((e, _)) => break Err(e.into()),
+                Err(e) if again && e.is_retryable() => continue,
+                Err(e) => break Err(e.into()),
             };
             let result = $body.await;
             match result {
                 Ok(value) => match $t.commit(store).await {
                     Ok(()) => break Ok(value),
-                    Err((_, true)) if again => continue,
-                    Err((e, _)) => break Err(e.into()),
+                    Err(e) if again && e.is_retryable() => continue,
+                    Err(e) => break Err(e.into()),
                 },
                 // Dropping the transaction rolls it back.
-                Err(_) if again && $t.retryable() => continue,
+                Err(e)
+                    if again
+                        && StorageFailure::storage(&e).is_some_and(StoreError::is_retryable) =>
+                {
+                    continue
+                }
                 Err(e) => break Err(e),
             }
         }
@@ -212,12 +171,12 @@ impl ControlStore for PgStore {
         transaction!(self, |t| tasks::create(&mut t, &task, &created))
     }
 
-    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, String> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let client = self.client().await?;
         rows::task(&**client, id).await
     }
 
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, String> {
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         let client = self.client().await?;
         rows::list(&**client, &filter).await
     }
@@ -239,7 +198,7 @@ impl ControlStore for PgStore {
         transaction!(self, |t| tasks::append_events(&mut t, id, &batch))
     }
 
-    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, String> {
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, StoreError> {
         let client = self.client().await?;
         rows::count_by_state(&**client).await
     }
@@ -248,12 +207,12 @@ impl ControlStore for PgStore {
         transaction!(self, |t| users::create_user(&mut t, name, now))
     }
 
-    async fn user_count(&self) -> Result<u64, String> {
+    async fn user_count(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         users::count(&**client).await
     }
 
-    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String> {
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let client = self.client().await?;
         users::user(&**client, name).await
     }
@@ -270,22 +229,22 @@ impl ControlStore for PgStore {
         transaction!(self, |t| users::revoke_token(&mut t, id, now))
     }
 
-    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String> {
+    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, StoreError> {
         let client = self.client().await?;
         users::principal(&**client, hash).await
     }
 
-    async fn list_users(&self) -> Result<Vec<UserRecord>, String> {
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let client = self.client().await?;
         users::list_users(&**client).await
     }
 
-    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String> {
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
         let client = self.client().await?;
         users::list_tokens(&**client, user).await
     }
 
-    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String> {
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }
@@ -383,7 +342,7 @@ impl WorkStore for PgStore {
         transaction!(self, |t| work::release(&mut t, id, lease, now))
     }
 
-    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String> {
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, StoreError> {
         let candidates = {
             let client = self.client().await?;
             work::expired(&**client, now).await?
@@ -394,7 +353,11 @@ impl WorkStore for PgStore {
         for id in candidates {
             let expired: Result<_, WorkError> =
                 transaction!(self, |t| work::expire(&mut t, &id, now));
-            if let Some(state) = expired.map_err(|e| e.to_string())? {
+            let expired = expired.map_err(|e| match e {
+                WorkError::Storage(e) => e,
+                other => StoreError::corrupt(format!("expiring task {id}: {other}")),
+            })?;
+            if let Some(state) = expired {
                 out.push(Expired { task: id, state });
             }
         }
@@ -423,7 +386,10 @@ impl WorkStore for PgStore {
         transaction!(self, |t| work::ack_nudge(&mut t, id, lease, nudge_id, now))
     }
 
-    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String> {
+    async fn running_by_owner(
+        &self,
+        owner: Option<UserId>,
+    ) -> Result<Vec<(UserId, u64)>, StoreError> {
         let client = self.client().await?;
         work::running_by_owner(&**client, owner).await
     }
@@ -431,7 +397,7 @@ impl WorkStore for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     use tokio::sync::Barrier;

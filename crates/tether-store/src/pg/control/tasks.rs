@@ -10,11 +10,17 @@ use super::rows::{self, col};
 use super::Tx;
 use crate::control::*;
 use crate::execution::{self, applied, prepared, timestamp};
+use crate::model::CreateError;
 use crate::model::ProducerStamp;
+use crate::StoreError;
 
 /// A small count as the database's INTEGER.
-pub(super) fn int<E: From<String>>(n: u32) -> Result<i32, E> {
-    i32::try_from(n).map_err(|_| E::from(format!("{n} does not fit the database")))
+pub(super) fn int<E: From<StoreError>>(n: u32) -> Result<i32, E> {
+    i32::try_from(n).map_err(|_| {
+        E::from(StoreError::corrupt(format!(
+            "{n} does not fit the database"
+        )))
+    })
 }
 
 /// The task created earlier with this owner's `key`, if any: the original task when the
@@ -37,10 +43,10 @@ async fn earlier(
     let id: String = col(&row, 0)?;
     let earlier_hash: Option<Vec<u8>> = col(&row, 1)?;
     execution::replay(earlier_hash.as_deref().unwrap_or_default(), hash)?;
-    let id: TaskId = id.parse().map_err(CreateTaskError::Storage)?;
+    let id: TaskId = id.parse().map_err(StoreError::corrupt)?;
     let original = rows::task(&*t.tx, &id)
         .await?
-        .ok_or_else(|| CreateTaskError::Storage("idempotent task vanished".into()))?;
+        .ok_or_else(|| StoreError::corrupt("idempotent task vanished"))?;
     Ok(Some(CreatedTask {
         task: original,
         replayed: true,
@@ -57,8 +63,8 @@ pub(super) async fn create(
             return Ok(original);
         }
     }
-    let spec =
-        serde_json::to_string(&task.spec).map_err(|e| CreateTaskError::Storage(e.to_string()))?;
+    let spec = serde_json::to_string(&task.spec)
+        .map_err(|e| StoreError::corrupt_by("the task's spec does not encode", e))?;
     let (key, hash) = task.idempotency.clone().unzip();
     let now = task.now.timestamp_millis();
     let max_attempts = int::<CreateTaskError>(execution::max_attempts(task))?;
@@ -84,22 +90,26 @@ pub(super) async fn create(
         )
         .await?;
     if inserted.is_none() {
-        let (key, hash) = task.idempotency.as_ref().ok_or_else(|| {
-            CreateTaskError::Storage("a task without a key conflicted on its key".into())
-        })?;
+        let (key, hash) = task
+            .idempotency
+            .as_ref()
+            .ok_or_else(|| StoreError::corrupt("a task without a key conflicted on its key"))?;
         return earlier(t, task.owner_id, key, hash)
             .await?
-            .ok_or_else(|| CreateTaskError::Storage("the conflicting task vanished".into()));
+            .ok_or_else(|| StoreError::corrupt("the conflicting task vanished").into());
     }
     let request = execution::task_stream(created)?;
     t.writes
         .create(&t.tx, &task.id.stream_path(), request)
         .await
-        .map_err(|e| CreateTaskError::Storage(format!("task stream: {e}")))?;
+        .map_err(|e| match e {
+            CreateError::Storage(e) => e.context("task stream"),
+            other => StoreError::corrupt(format!("task stream: {other}")),
+        })?;
     t.work = true;
     let record = rows::task(&*t.tx, &task.id)
         .await?
-        .ok_or_else(|| CreateTaskError::Storage("new task not found".into()))?;
+        .ok_or_else(|| StoreError::corrupt("new task not found"))?;
     Ok(CreatedTask {
         task: record,
         replayed: false,
@@ -150,9 +160,8 @@ pub(super) async fn append(
     let stream = t
         .writes
         .lock(&t.tx, &id.stream_path())
-        .await
-        .map_err(WorkError::Storage)?
-        .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
+        .await?
+        .ok_or_else(|| StoreError::corrupt(format!("task {id} has no stream")))?;
     let result = t
         .writes
         .append(&t.tx, stream, prepared(events, close, producer))
@@ -192,10 +201,9 @@ pub(super) async fn apply(
         )
         .await?;
     if changed != 1 {
-        return Err(WorkError::Storage(format!(
-            "task {} changed under its row lock",
-            task.id
-        )));
+        return Err(
+            StoreError::corrupt(format!("task {} changed under its row lock", task.id)).into(),
+        );
     }
     if execution::frees_work(task.state, change) {
         t.work = true;

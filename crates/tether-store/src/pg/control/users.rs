@@ -1,17 +1,14 @@
 //! Users and tokens. Only token hashes are stored; the secret is shown once, by the caller.
 
+use crate::StoreError;
 use chrono::{DateTime, Utc};
 use tether_types::Role;
 use tokio_postgres::GenericClient;
 
 use super::rows::{col, unsigned};
-use super::{describe, Tx};
+use super::Tx;
 use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
 use crate::execution::time;
-
-fn text(e: tokio_postgres::Error) -> String {
-    describe(&e)
-}
 
 pub(super) async fn create_user(
     t: &mut Tx<'_>,
@@ -38,22 +35,21 @@ pub(super) async fn create_user(
     })
 }
 
-pub(super) async fn count(c: &impl GenericClient) -> Result<u64, String> {
-    let row = c
-        .query_one("SELECT count(*) FROM users", &[])
-        .await
-        .map_err(text)?;
+pub(super) async fn count(c: &impl GenericClient) -> Result<u64, StoreError> {
+    let row = c.query_one("SELECT count(*) FROM users", &[]).await?;
     unsigned(col(&row, 0)?, "user count")
 }
 
-pub(super) async fn user(c: &impl GenericClient, name: &str) -> Result<Option<UserRecord>, String> {
+pub(super) async fn user(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<UserRecord>, StoreError> {
     let row = c
         .query_opt(
             "SELECT id, name, created_at_ms, max_concurrent FROM users WHERE name = $1",
             &[&name],
         )
-        .await
-        .map_err(text)?;
+        .await?;
     let Some(r) = row else {
         return Ok(None);
     };
@@ -127,15 +123,14 @@ pub(super) async fn revoke_token(
 pub(super) async fn principal(
     c: &impl GenericClient,
     hash: &[u8],
-) -> Result<Option<Principal>, String> {
+) -> Result<Option<Principal>, StoreError> {
     let row = c
         .query_opt(
             "SELECT t.id, t.role, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id
              WHERE t.hash = $1 AND t.revoked_at_ms IS NULL",
             &[&hash],
         )
-        .await
-        .map_err(text)?;
+        .await?;
     let Some(r) = row else {
         return Ok(None);
     };
@@ -152,14 +147,13 @@ pub(super) async fn principal(
     }))
 }
 
-pub(super) async fn list_users(c: &impl GenericClient) -> Result<Vec<UserRecord>, String> {
+pub(super) async fn list_users(c: &impl GenericClient) -> Result<Vec<UserRecord>, StoreError> {
     let rows = c
         .query(
             "SELECT id, name, created_at_ms, max_concurrent FROM users ORDER BY name",
             &[],
         )
-        .await
-        .map_err(text)?;
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(UserRecord {
@@ -175,7 +169,7 @@ pub(super) async fn list_users(c: &impl GenericClient) -> Result<Vec<UserRecord>
 pub(super) async fn list_tokens(
     c: &impl GenericClient,
     user: Option<UserId>,
-) -> Result<Vec<TokenRecord>, String> {
+) -> Result<Vec<TokenRecord>, StoreError> {
     let rows = c
         .query(
             "SELECT t.id, u.name, t.role, t.created_at_ms, t.last_used_ms
@@ -184,8 +178,7 @@ pub(super) async fn list_tokens(
              ORDER BY t.created_at_ms, t.id",
             &[&user],
         )
-        .await
-        .map_err(text)?;
+        .await?;
     let mut tokens = Vec::new();
     for r in &rows {
         let role: String = col(r, 2)?;
@@ -207,7 +200,7 @@ pub(super) async fn list_tokens(
 pub(super) async fn record_token_use(
     c: &impl GenericClient,
     used: &[(String, DateTime<Utc>)],
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
     let times: Vec<i64> = used.iter().map(|(_, at)| at.timestamp_millis()).collect();
     // One statement for the whole batch.
@@ -217,7 +210,6 @@ pub(super) async fn record_token_use(
          WHERE t.id = u.id AND (t.last_used_ms IS NULL OR t.last_used_ms < u.at)",
         &[&ids, &times],
     )
-    .await
-    .map_err(text)?;
+    .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! before it checks anything, so no check can go stale before its write lands, whichever
 //! node the competing request went to (G5, G6, G7).
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio_postgres::GenericClient;
 
 use super::rows::{self, col, unsigned};
 use super::tasks::{append, apply, int};
-use super::{describe, Tx};
+use super::Tx;
 use crate::control::*;
 use crate::execution::{self, encode, Begin, Heartbeat, Leased, StepRow};
 use crate::model::ProducerStamp;
@@ -25,8 +26,9 @@ const ADMISSION_LOCKS: i32 = 0x7465_7401;
 /// Owners a claim passes over, found at their limit, before it gives up for this round.
 const MAX_FULL_OWNERS: usize = 32;
 
-fn storage(e: impl std::fmt::Display) -> WorkError {
-    WorkError::Storage(e.to_string())
+/// A stored value that does not read back.
+fn corrupt(e: impl std::fmt::Display) -> WorkError {
+    WorkError::Storage(StoreError::corrupt(e.to_string()))
 }
 
 /// The task, locked, if `lease` is its live lease now.
@@ -73,7 +75,7 @@ async fn candidate(
     };
     let id: String = col(&row, 0)?;
     let owner: UserId = col(&row, 1)?;
-    Ok(Some((id.parse().map_err(storage)?, owner)))
+    Ok(Some((id.parse().map_err(corrupt)?, owner)))
 }
 
 /// Whether `owner` may start one more task, decided so that two claims for one owner can
@@ -265,7 +267,7 @@ pub(super) async fn begin_step(
 
 /// Remembers where a step's first event is, for a later attempt's rewind.
 async fn note_step_event(t: &Tx<'_>, id: &TaskId, step: &str, pos: u64) -> Result<(), WorkError> {
-    let pos = i64::try_from(pos).map_err(storage)?;
+    let pos = i64::try_from(pos).map_err(corrupt)?;
     t.execute(
         "UPDATE steps SET first_event_pos = $3
          WHERE task_id = $1 AND name = $2 AND first_event_pos IS NULL",
@@ -375,19 +377,18 @@ pub(super) async fn release(
 pub(super) async fn expired(
     c: &impl GenericClient,
     now: DateTime<Utc>,
-) -> Result<Vec<TaskId>, String> {
+) -> Result<Vec<TaskId>, StoreError> {
     let rows = c
         .query(
             "SELECT id FROM tasks WHERE state IN ('RUNNING', 'FINALIZING') AND lease_expires_ms <= $1
              ORDER BY lease_expires_ms LIMIT 1000",
             &[&now.timestamp_millis()],
         )
-        .await
-        .map_err(|e| describe(&e))?;
+        .await?;
     rows.iter()
         .map(|r| {
             let id: String = col(r, 0)?;
-            id.parse::<TaskId>()
+            id.parse::<TaskId>().map_err(StoreError::corrupt)
         })
         .collect()
 }
@@ -483,7 +484,7 @@ pub(super) async fn ack_nudge(
 pub(super) async fn running_by_owner(
     c: &impl GenericClient,
     owner: Option<UserId>,
-) -> Result<Vec<(UserId, u64)>, String> {
+) -> Result<Vec<(UserId, u64)>, StoreError> {
     let rows = c
         .query(
             "SELECT owner_id, count(*) FROM tasks
@@ -491,8 +492,7 @@ pub(super) async fn running_by_owner(
              GROUP BY owner_id ORDER BY owner_id",
             &[&owner],
         )
-        .await
-        .map_err(|e| describe(&e))?;
+        .await?;
     rows.iter()
         .map(|r| {
             let owner: UserId = col(r, 0)?;

@@ -15,6 +15,7 @@
 //! Tails only move forward, so announcing a tail late, twice or merged with a later one is
 //! harmless.
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -86,21 +87,19 @@ async fn run(config: tokio_postgres::Config, mut rx: mpsc::UnboundedReceiver<Not
 async fn session(
     config: &tokio_postgres::Config,
     rx: &mut mpsc::UnboundedReceiver<Notice>,
-) -> Result<(), String> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+) -> Result<(), StoreError> {
+    let (client, connection) = config.connect(NoTls).await?;
     let driver = tokio::spawn(connection);
     let _abort = AbortOnDrop(driver.abort_handle());
     client
         .batch_execute("SET synchronous_commit TO off")
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let statement = client
         .prepare_typed(
             "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
             &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         batch.add(first);
@@ -108,10 +107,7 @@ async fn session(
             batch.add(more);
         }
         let (channels, payloads) = batch.take();
-        client
-            .execute(&statement, &[&channels, &payloads])
-            .await
-            .map_err(|e| e.to_string())?;
+        client.execute(&statement, &[&channels, &payloads]).await?;
     }
     Ok(())
 }

@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::tx::StreamWrites;
-use super::{begin, failure, Failure, Shared};
+use super::Shared;
 use crate::body::{stored_body, PreparedAppend};
 use crate::model::*;
+use crate::StoreError;
 
 /// Upper bounds on one batch, which keep one commit's latency bounded.
 const MAX_BATCH: usize = 1024;
@@ -79,11 +80,11 @@ impl Batcher {
             }
         };
         if !sent {
-            return Err(AppendError::Storage("store is shut down".into()));
+            return Err(AppendError::Storage(StoreError::ShutDown));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(AppendError::Storage("store is shut down".into())))
+            .unwrap_or_else(|_| Err(AppendError::Storage(StoreError::ShutDown)))
     }
 
     /// Takes no new appends, and returns once every queued one is answered.
@@ -126,14 +127,18 @@ async fn run(pool: &Pool, shared: &Shared, jobs: Vec<Job>) {
                 }
                 return;
             }
-            Err((msg, retry)) if retry && attempt < MAX_ATTEMPTS => {
-                tracing::debug!(error = %msg, attempt, "append batch will be retried");
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "append batch will be retried");
                 attempt += 1;
             }
-            Err((msg, _)) => {
-                tracing::error!(error = %msg, appends = jobs.len(), "append batch failed");
+            Err(e) => {
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    appends = jobs.len(),
+                    "append batch failed"
+                );
                 for job in jobs {
-                    let _ = job.reply.send(Err(AppendError::Storage(msg.clone())));
+                    let _ = job.reply.send(Err(AppendError::Storage(e.clone())));
                 }
                 return;
             }
@@ -146,23 +151,18 @@ async fn run(pool: &Pool, shared: &Shared, jobs: Vec<Job>) {
 async fn attempt_batch(
     pool: &Pool,
     jobs: &[Job],
-) -> Result<(Vec<Result<Appended, AppendError>>, StreamWrites), Failure> {
-    let mut client = pool.get().await.map_err(|e| (e.to_string(), false))?;
-    let tx = begin(&mut client).await?;
+) -> Result<(Vec<Result<Appended, AppendError>>, StreamWrites), StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     let mut writes = StreamWrites::new();
     let paths: BTreeSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
     let paths: Vec<&str> = paths.into_iter().collect();
-    let rows = match writes.lock_paths(&tx, &paths).await {
-        Ok(rows) => rows,
-        Err(msg) => return Err((msg, writes.retryable())),
-    };
+    let rows = writes.lock_paths(&tx, &paths).await?;
     // Streams whose time is up go now, in this transaction; their appends are not found.
     let mut expired = HashSet::new();
     for row in rows.values() {
         if !row.soft_deleted && row.expired(writes.now_ms()) {
-            if let Err(msg) = writes.remove(&tx, row).await {
-                return Err((msg, writes.retryable()));
-            }
+            writes.remove(&tx, row).await?;
             expired.insert(row.id);
         } else if !row.soft_deleted {
             writes.adopt(row);
@@ -186,14 +186,12 @@ async fn attempt_batch(
                 writes.append(&tx, row.id, prepared).await
             }
         };
-        if let Err(AppendError::Storage(msg)) = answer {
-            return Err((msg, writes.retryable()));
+        if let Err(AppendError::Storage(e)) = answer {
+            return Err(e);
         }
         answers.push(answer);
     }
-    if let Err(msg) = writes.flush(&tx).await {
-        return Err((msg, writes.retryable()));
-    }
-    tx.commit().await.map_err(failure)?;
+    writes.flush(&tx).await?;
+    tx.commit().await?;
     Ok((answers, writes))
 }

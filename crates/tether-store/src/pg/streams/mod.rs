@@ -18,6 +18,7 @@ mod row;
 mod tails;
 pub(crate) mod tx;
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::error::column;
 use super::{PgOptions, PgStore};
 use crate::chunk::{self, Chunk};
 use crate::model::*;
@@ -50,9 +52,6 @@ const MAX_ATTEMPTS: usize = 4;
 const CHUNKS_PER_QUERY: i64 = 256;
 /// Identities kept before the cache starts over (they are cheap to load again).
 const MAX_IDENTITIES: usize = 16_384;
-
-/// Why a transaction failed, and whether it may succeed if tried again.
-pub(super) type Failure = (String, bool);
 
 /// What the node's background tasks share with it.
 pub(crate) struct Shared {
@@ -123,29 +122,24 @@ async fn fetch_chunks(
     id: StreamId,
     pos: u64,
     hi: u64,
-) -> Result<Vec<Chunk>, String> {
+) -> Result<Vec<Chunk>, StoreError> {
     let statement = client
         .prepare_cached(
             "SELECT pos, end_pos, data FROM chunks
              WHERE stream_id = $1 AND end_pos > $2 AND pos < $3
              ORDER BY end_pos LIMIT $4",
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let rows = client
         .query(
             &statement,
             &[&id, &stored(pos)?, &stored(hi)?, &CHUNKS_PER_QUERY],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut chunks = Vec::with_capacity(rows.len());
     for row in rows {
-        let (pos, end, data): (i64, i64, Vec<u8>) = (
-            row.try_get(0).map_err(|e| e.to_string())?,
-            row.try_get(1).map_err(|e| e.to_string())?,
-            row.try_get(2).map_err(|e| e.to_string())?,
-        );
+        let (pos, end, data): (i64, i64, Vec<u8>) =
+            (column(&row, 0)?, column(&row, 1)?, column(&row, 2)?);
         chunks.push(Chunk {
             pos: position(pos, "chunk position")?,
             end: position(end, "chunk end")?,
@@ -159,33 +153,22 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// A database error as a [`Failure`].
-pub(super) fn failure(e: tokio_postgres::Error) -> Failure {
-    (e.to_string(), tx::is_retryable(&e))
-}
-
-/// Begins a transaction on a pooled connection.
-pub(super) async fn begin(
-    client: &mut Object,
-) -> Result<deadpool_postgres::Transaction<'_>, Failure> {
-    client.transaction().await.map_err(failure)
-}
-
-/// Runs `attempt` until it succeeds, fails for good, or has been tried [`MAX_ATTEMPTS`] times.
-async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, String>
+/// Runs `attempt` until it succeeds, fails for good, or has been tried [`MAX_ATTEMPTS`] times:
+/// a retryable conflict (deadlock, serialisation failure) is tried again from the start.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failure>>,
+    Fut: Future<Output = Result<T, StoreError>>,
 {
     let mut n = 1;
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err((msg, true)) if n < MAX_ATTEMPTS => {
-                tracing::debug!(error = %msg, attempt = n, "stream transaction will be retried");
+            Err(e) if e.is_retryable() && n < MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt = n, "stream transaction will be retried");
                 n += 1;
             }
-            Err((msg, _)) => return Err(msg),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -231,8 +214,8 @@ impl PgStore {
         path: &str,
         touch: bool,
     ) -> Result<(Object, StreamRow), LookupError> {
-        let client = self.client().await.map_err(LookupError::Storage)?;
-        let storage = |e: tokio_postgres::Error| LookupError::Storage(e.to_string());
+        let client = self.client().await?;
+        let storage = |e: tokio_postgres::Error| LookupError::Storage(e.into());
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1");
         let statement = client.prepare_cached(&sql).await.map_err(storage)?;
         let row = client
@@ -242,7 +225,7 @@ impl PgStore {
         let Some(row) = row else {
             return Err(LookupError::NotFound);
         };
-        let row = StreamRow::parse(&row).map_err(LookupError::Storage)?;
+        let row = StreamRow::parse(&row)?;
         if !access.sees(row.owner) {
             return Err(LookupError::NotFound);
         }
@@ -255,9 +238,7 @@ impl PgStore {
             drop(client);
             // Not found either way: expired here, or removed by someone else meanwhile.
             let _removed: Result<(), DeleteError> =
-                retrying(|| self.remove_attempt(Access::All, path, true))
-                    .await
-                    .map_err(LookupError::Storage)?;
+                retrying(|| self.remove_attempt(Access::All, path, true)).await?;
             return Err(LookupError::NotFound);
         }
         // Only streams with a sliding TTL pay for a write per access.
@@ -278,7 +259,11 @@ impl PgStore {
     }
 
     /// The identity of `row`'s stream, from the cache or loaded with its fork chain.
-    async fn identity(&self, client: &Object, row: &StreamRow) -> Result<Arc<Identity>, String> {
+    async fn identity(
+        &self,
+        client: &Object,
+        row: &StreamRow,
+    ) -> Result<Arc<Identity>, StoreError> {
         let cached = |id: StreamId| self.streams.identities.lock().get(&id).cloned();
         if let Some(identity) = cached(row.id) {
             return Ok(identity);
@@ -292,14 +277,13 @@ impl PgStore {
                 break;
             }
             if chain.len() > MAX_IDENTITIES {
-                return Err("a fork chain does not end".into());
+                return Err(StoreError::corrupt("a fork chain does not end"));
             }
             let sql = format!("SELECT {COLUMNS} FROM streams WHERE id = $1");
             let source = client
                 .query_opt(&sql, &[&source_id])
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("a fork's source row is missing")?;
+                .await?
+                .ok_or_else(|| StoreError::corrupt("a fork's source row is missing"))?;
             chain.push(StreamRow::parse(&source)?);
         }
         let mut identities = self.streams.identities.lock();
@@ -310,7 +294,9 @@ impl PgStore {
         for r in chain.into_iter().rev() {
             let fork = match &r.fork {
                 Some(_) => Some(ForkLink {
-                    source: below.take().ok_or("a fork's source is missing")?,
+                    source: below
+                        .take()
+                        .ok_or_else(|| StoreError::corrupt("a fork's source is missing"))?,
                     point: r.start,
                 }),
                 None => None,
@@ -324,7 +310,7 @@ impl PgStore {
             identities.insert(r.id, identity.clone());
             below = Some(identity);
         }
-        below.ok_or_else(|| "no identity built".to_string())
+        below.ok_or_else(|| StoreError::corrupt("no identity built"))
     }
 
     /// One try at a create, committed even when the request is refused (a refusal may have
@@ -333,13 +319,13 @@ impl PgStore {
         &self,
         path: &str,
         request: &CreateStream,
-    ) -> Result<Result<Created, CreateError>, Failure> {
-        let mut client = self.client().await.map_err(|e| (e, false))?;
-        let tx = begin(&mut client).await?;
+    ) -> Result<Result<Created, CreateError>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         let mut writes = StreamWrites::new();
         let outcome = writes.create_stream(&tx, path, request.clone()).await;
-        if let Err(CreateError::Storage(msg)) = outcome {
-            return Err((msg, writes.retryable()));
+        if let Err(CreateError::Storage(e)) = outcome {
+            return Err(e);
         }
         self.commit(tx, writes).await?;
         Ok(outcome)
@@ -352,23 +338,18 @@ impl PgStore {
         access: Access,
         path: &str,
         only_expired: bool,
-    ) -> Result<Result<(), DeleteError>, Failure> {
-        let mut client = self.client().await.map_err(|e| (e, false))?;
-        let tx = begin(&mut client).await?;
+    ) -> Result<Result<(), DeleteError>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         let mut writes = StreamWrites::new();
-        let row = match writes.lock_row(&tx, path).await {
-            Ok(row) => row,
-            Err(msg) => return Err((msg, writes.retryable())),
-        };
+        let row = writes.lock_row(&tx, path).await?;
         let outcome = match row.filter(|r| access.sees(r.owner)) {
             None => Err(DeleteError::NotFound),
             Some(row) if row.soft_deleted => Err(DeleteError::Gone),
             Some(row) => {
                 let expired = row.expired(writes.now_ms());
                 if expired || !only_expired {
-                    if let Err(msg) = writes.remove(&tx, &row).await {
-                        return Err((msg, writes.retryable()));
-                    }
+                    writes.remove(&tx, &row).await?;
                 }
                 if expired {
                     Err(DeleteError::NotFound)
@@ -386,11 +367,9 @@ impl PgStore {
         &self,
         tx: deadpool_postgres::Transaction<'_>,
         mut writes: StreamWrites,
-    ) -> Result<(), Failure> {
-        if let Err(msg) = writes.flush(&tx).await {
-            return Err((msg, writes.retryable()));
-        }
-        tx.commit().await.map_err(failure)?;
+    ) -> Result<(), StoreError> {
+        writes.flush(&tx).await?;
+        tx.commit().await?;
         writes.published(self);
         Ok(())
     }
@@ -401,7 +380,7 @@ impl StreamStore for PgStore {
     async fn create(&self, path: &str, request: CreateStream) -> Result<Created, CreateError> {
         retrying(|| self.create_attempt(path, &request))
             .await
-            .unwrap_or_else(|msg| Err(CreateError::Storage(msg)))
+            .unwrap_or_else(|e| Err(CreateError::Storage(e)))
     }
 
     async fn append(&self, path: &str, request: Append) -> Result<Appended, AppendError> {
@@ -435,7 +414,7 @@ impl StreamStore for PgStore {
                     let mut run = recent.lock();
                     chunks.iter().for_each(|c| run.record(c.clone()));
                 }
-                Ok::<_, String>(chunks)
+                Ok::<_, StoreError>(chunks)
             }
         };
         let read = chunk::read_view(&identity, start, end, max_bytes, fetch).await?;
@@ -466,8 +445,8 @@ impl StreamStore for PgStore {
             Ok(statement) => client.query_opt(&statement, &[&row.id]).await,
             Err(e) => Err(e),
         };
-        let tail = match again.map_err(|e| LookupError::Storage(e.to_string()))? {
-            Some(r) => tails::parse_tail(&r).map_err(LookupError::Storage)?.1,
+        let tail = match again.map_err(StoreError::from)? {
+            Some(r) => tails::parse_tail(&r)?.1,
             None => tails::gone(),
         };
         self.tails().merge(row.id, tail);
@@ -485,7 +464,7 @@ impl StreamStore for PgStore {
     async fn delete_as(&self, access: Access, path: &str) -> Result<(), DeleteError> {
         retrying(|| self.remove_attempt(access, path, false))
             .await
-            .unwrap_or_else(|msg| Err(DeleteError::Storage(msg)))
+            .unwrap_or_else(|e| Err(DeleteError::Storage(e)))
     }
 
     async fn shutdown(&self) {

@@ -1,5 +1,6 @@
 //! A stream's row, and the parts of it that never change once the stream exists.
 
+use crate::StoreError;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
@@ -36,26 +37,26 @@ pub(super) struct StreamRow {
     pub owner: Option<i64>,
 }
 
-pub(super) fn position(value: i64, what: &str) -> Result<u64, String> {
-    u64::try_from(value).map_err(|_| format!("stored {what} is negative: {value}"))
+pub(super) fn position(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::corrupt(format!("stored {what} is negative: {value}")))
 }
 
 /// A position as PostgreSQL stores it (BIGINT).
-pub(super) fn stored(value: u64) -> Result<i64, String> {
-    i64::try_from(value).map_err(|_| format!("position {value} is too large to store"))
+pub(super) fn stored(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::corrupt(format!("position {value} is too large to store")))
 }
 
 impl StreamRow {
-    pub fn parse(row: &Row) -> Result<Self, String> {
-        let get = |e: tokio_postgres::Error| e.to_string();
+    pub fn parse(row: &Row) -> Result<Self, StoreError> {
+        let get = |e| StoreError::corrupt_by("a stream row", e);
         let ttl: Option<i64> = row.try_get(3).map_err(get)?;
         let expires_ms: Option<i64> = row.try_get(4).map_err(get)?;
         let expires_at = match expires_ms {
-            Some(ms) => Some(
-                Utc.timestamp_millis_opt(ms)
-                    .single()
-                    .ok_or_else(|| format!("stored expiry time is invalid: {ms}"))?,
-            ),
+            Some(ms) => Some(Utc.timestamp_millis_opt(ms).single().ok_or_else(|| {
+                StoreError::corrupt(format!("stored expiry time is invalid: {ms}"))
+            })?),
             None => None,
         };
         let closed_by = match row.try_get::<_, Option<String>>(9).map_err(get)? {
@@ -63,7 +64,9 @@ impl StreamRow {
                 let epoch: Option<i64> = row.try_get(10).map_err(get)?;
                 let seq: Option<i64> = row.try_get(11).map_err(get)?;
                 let (Some(epoch), Some(seq)) = (epoch, seq) else {
-                    return Err("stored closer lacks its epoch or sequence".into());
+                    return Err(StoreError::corrupt(
+                        "stored closer lacks its epoch or sequence",
+                    ));
                 };
                 Some(ProducerStamp {
                     id,
@@ -78,7 +81,8 @@ impl StreamRow {
                 let source: Option<String> = row.try_get(14).map_err(get)?;
                 let anchor: Option<i64> = row.try_get(15).map_err(get)?;
                 let sub: Option<i64> = row.try_get(16).map_err(get)?;
-                let source = source.ok_or("stored fork lacks its source path")?;
+                let source = source
+                    .ok_or_else(|| StoreError::corrupt("stored fork lacks its source path"))?;
                 Some((
                     source_id,
                     ForkFrom {

@@ -14,6 +14,7 @@
 //! watched tails every [`RESYNC_EVERY`], which bounds how late a reader hears of such a commit. Watchers register before
 //! reading the tail themselves (see `PgStore::watch`), so no commit falls between the two.
 
+use crate::StoreError;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -185,7 +186,7 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
         return (false, e.to_string());
     }
     if let Err(e) = resync(&client, shared).await {
-        return (true, e);
+        return (true, e.to_string());
     }
     // Work announced while disconnected was lost too: let waiters look again.
     shared.work.notify_waiters();
@@ -204,7 +205,7 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
             },
             _ = resync_timer.tick() => {
                 if let Err(e) = resync(&client, shared).await {
-                    return (true, e);
+                    return (true, e.to_string());
                 }
                 continue;
             }
@@ -226,16 +227,13 @@ async fn session(config: &tokio_postgres::Config, shared: &Shared) -> (bool, Str
 
 /// Re-reads the tails of every watched stream (after a reconnect, and on a timer); a stream
 /// whose row is gone was deleted.
-async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), String> {
+async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), StoreError> {
     let ids = shared.tails.watched();
     if ids.is_empty() {
         return Ok(());
     }
     let sql = format!("SELECT {TAIL_COLUMNS} FROM streams WHERE id = ANY($1)");
-    let rows = client
-        .query(&sql, &[&ids])
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = client.query(&sql, &[&ids]).await?;
     let mut found = std::collections::HashSet::new();
     for row in rows {
         let (id, tail) = parse_tail(&row)?;
@@ -252,8 +250,8 @@ async fn resync(client: &tokio_postgres::Client, shared: &Shared) -> Result<(), 
 pub(super) const TAIL_COLUMNS: &str = "id, tail, closed, soft_deleted";
 
 /// A stream's committed tail, from a row of [`TAIL_COLUMNS`].
-pub(super) fn parse_tail(row: &tokio_postgres::Row) -> Result<(StreamId, Tail), String> {
-    let get = |e: tokio_postgres::Error| e.to_string();
+pub(super) fn parse_tail(row: &tokio_postgres::Row) -> Result<(StreamId, Tail), StoreError> {
+    let get = |e| StoreError::corrupt_by("a stream's tail", e);
     let next: i64 = row.try_get(1).map_err(get)?;
     let tail = Tail {
         next: super::row::position(next, "tail")?,

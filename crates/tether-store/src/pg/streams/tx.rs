@@ -11,21 +11,22 @@
 //! (`query_typed`), which saves the round trip that preparing them would cost: the caller's
 //! transaction comes with no statement cache.
 
+use crate::StoreError;
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::row::{position, stored, StreamRow, COLUMNS};
 use super::tails::gone;
 use super::Shared;
-use crate::body::{stored_body, PreparedAppend};
+use crate::body::PreparedAppend;
 use crate::chunk::Chunk;
-use crate::lifecycle::{self, Shape};
+use crate::create::{CreateTx, NewStream};
 use crate::model::*;
+use crate::pg::error::column;
 use crate::pg::PgStore;
 use crate::rules::{check_append, AppendCheck, Verdict};
 use crate::tail::Tail;
@@ -57,9 +58,6 @@ pub(crate) struct StreamWrites {
     deleted: Vec<StreamId>,
     /// Tails to announce, computed by `flush`.
     notices: Vec<(StreamId, Tail)>,
-    /// A database error so far was a deadlock or serialisation failure: the whole
-    /// transaction may be tried again.
-    retryable: bool,
     now_ms: i64,
 }
 
@@ -77,27 +75,12 @@ impl StreamWrites {
             written: Vec::new(),
             deleted: Vec::new(),
             notices: Vec::new(),
-            retryable: false,
             now_ms: Utc::now().timestamp_millis(),
         }
     }
 
-    /// Whether the transaction failed in a way worth retrying from the start (deadlock,
-    /// serialisation failure).
-    pub(crate) fn retryable(&self) -> bool {
-        self.retryable
-    }
-
     pub(super) fn now_ms(&self) -> i64 {
         self.now_ms
-    }
-
-    /// Records a database error, noting whether it is worth a retry.
-    pub(super) fn db(&mut self, e: tokio_postgres::Error) -> String {
-        if is_retryable(&e) {
-            self.retryable = true;
-        }
-        e.to_string()
     }
 
     /// Locks the live stream at `path` (SELECT ... FOR UPDATE) and loads what appends are
@@ -107,7 +90,7 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
-    ) -> Result<Option<StreamId>, String> {
+    ) -> Result<Option<StreamId>, StoreError> {
         match self.lock_row(tx, path).await? {
             Some(row) if !row.soft_deleted && !row.expired(self.now_ms) => {
                 self.adopt(&row);
@@ -122,12 +105,12 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
-    ) -> Result<Option<StreamRow>, String> {
+    ) -> Result<Option<StreamRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM streams WHERE path = $1 FOR UPDATE");
         match tx.query_typed_opt(&sql, &[(&path, Type::TEXT)]).await {
             Ok(Some(row)) => StreamRow::parse(&row).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(self.db(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -137,12 +120,12 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         paths: &[&str],
-    ) -> Result<HashMap<String, StreamRow>, String> {
+    ) -> Result<HashMap<String, StreamRow>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM streams WHERE path = ANY($1) ORDER BY id FOR UPDATE");
         let rows = match tx.query_typed(&sql, &[(&paths, Type::TEXT_ARRAY)]).await {
             Ok(rows) => rows,
-            Err(e) => return Err(self.db(e)),
+            Err(e) => return Err(e.into()),
         };
         let mut out = HashMap::with_capacity(rows.len());
         for row in &rows {
@@ -189,203 +172,15 @@ impl StreamWrites {
             .map(|c| c.info.id)
     }
 
-    /// Creates a stream or fork, or confirms that an identical one exists (idempotent PUT).
+    /// Creates a stream or fork, or confirms that an identical one exists (idempotent PUT):
+    /// [`crate::create`] over this transaction's steps ([`PgCreate`]).
     pub(super) async fn create_stream(
         &mut self,
         tx: &Transaction<'_>,
         path: &str,
         request: CreateStream,
     ) -> Result<Created, CreateError> {
-        // Two nodes creating the same path at once: the loser's insert finds the winner's
-        // committed row, and the next round compares against it.
-        for _ in 0..3 {
-            if let Some(created) = self.try_create(tx, path, &request).await? {
-                return Ok(created);
-            }
-        }
-        Err(CreateError::Storage(
-            "the stream at this path kept changing while being created".into(),
-        ))
-    }
-
-    async fn try_create(
-        &mut self,
-        tx: &Transaction<'_>,
-        path: &str,
-        request: &CreateStream,
-    ) -> Result<Option<Created>, CreateError> {
-        let mut existing = self
-            .lock_row(tx, path)
-            .await
-            .map_err(CreateError::Storage)?;
-        if let Some(e) = &existing {
-            // A stream the request may not see holds the path, whatever its state.
-            let blocked = if request.access.sees(e.owner) {
-                CreateError::PathBlocked
-            } else {
-                CreateError::PathTaken
-            };
-            if e.soft_deleted {
-                return Err(blocked);
-            }
-            if e.expired(self.now_ms) {
-                self.remove(tx, e).await.map_err(CreateError::Storage)?;
-                if e.refcount > 0 {
-                    // Soft-deleted: forks still read from it, so the path stays taken.
-                    return Err(blocked);
-                }
-                existing = None;
-            } else if !request.access.sees(e.owner) {
-                return Err(CreateError::PathTaken);
-            }
-        }
-
-        // Resolve the fork source first: its content type is the default for the fork.
-        let source = match &request.fork {
-            Some(fork) => {
-                let src = self
-                    .lock_row(tx, &fork.source)
-                    .await
-                    .map_err(CreateError::Storage)?;
-                let Some(src) = src.filter(|s| request.source_access.sees(s.owner)) else {
-                    return Err(CreateError::SourceNotFound);
-                };
-                if src.soft_deleted {
-                    return Err(CreateError::SourceGone);
-                }
-                if src.expired(self.now_ms) {
-                    self.remove(tx, &src).await.map_err(CreateError::Storage)?;
-                    return Err(CreateError::SourceNotFound);
-                }
-                Some(src)
-            }
-            None => None,
-        };
-        let config = lifecycle::stream_config(request, source.as_ref().map(|s| &s.config))?;
-        let fork = match (&request.fork, &source) {
-            (Some(spec), Some(src)) => {
-                let (src_tail, _) = self.current(src);
-                let anchor = lifecycle::fork_anchor(spec, src_tail)?;
-                let boundary = if lifecycle::needs_boundary(spec) {
-                    self.boundary(tx, src, anchor, src_tail)
-                        .await
-                        .map_err(CreateError::Storage)?
-                } else {
-                    None
-                };
-                let (point, spec) = lifecycle::fork_point(spec, anchor, boundary)?;
-                Some((src.id, point, spec))
-            }
-            _ => None,
-        };
-
-        if let Some(existing) = existing {
-            let (tail, closed) = self.current(&existing);
-            let same = lifecycle::same_stream(
-                &Shape {
-                    config: &existing.config,
-                    closed,
-                    fork: existing.fork.as_ref().map(|(_, spec)| spec),
-                },
-                &Shape {
-                    config: &config,
-                    closed: request.closed,
-                    fork: fork.as_ref().map(|(_, _, spec)| spec),
-                },
-            );
-            if !same {
-                return Err(CreateError::ConfigMismatch);
-            }
-            return Ok(Some(Created {
-                created: false,
-                info: StreamInfo {
-                    next: Offset(tail),
-                    closed,
-                    ..existing.info()
-                },
-            }));
-        }
-
-        let json = tether_types::headers::is_json(&config.content_type);
-        let body = stored_body(json, &request.body, true)
-            .map_err(|e| CreateError::InvalidBody(e.to_string()))?;
-        let start = fork.as_ref().map_or(0, |(_, point, _)| *point);
-        let tail = start + body.as_ref().map_or(0, |b| b.units);
-        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
-            Some((id, _, spec)) => (
-                Some(*id),
-                Some(spec.source.clone()),
-                spec.offset.map(|o| stored(o.0)).transpose()?,
-                Some(stored(spec.sub_offset)?),
-            ),
-            None => (None, None, None, None),
-        };
-        let ttl = config.ttl_secs.map(stored).transpose()?;
-        let expires_ms = config.expires_at.map(|t| t.timestamp_millis());
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
-                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
-                    fork_anchor, fork_sub, owner_id)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (path) DO NOTHING
-                 RETURNING id",
-                &[
-                    &path,
-                    &config.content_type,
-                    &ttl,
-                    &expires_ms,
-                    &self.now_ms,
-                    &stored(start)?,
-                    &stored(tail)?,
-                    &request.closed,
-                    &fork_id,
-                    &fork_path,
-                    &fork_anchor,
-                    &fork_sub,
-                    &request.owner,
-                ],
-            )
-            .await;
-        let id: StreamId = match inserted {
-            Ok(Some(row)) => row.try_get(0).map_err(|e| self.db(e))?,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(CreateError::Storage(self.db(e))),
-        };
-        if let Some((source_id, _, _)) = &fork {
-            tx.execute(
-                "UPDATE streams SET refcount = refcount + 1 WHERE id = $1",
-                &[source_id],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        if let Some(body) = body {
-            self.chunks.push((id, start, tail, body.data));
-        }
-        self.streams.insert(
-            id,
-            Locked {
-                content_type: config.content_type.clone(),
-                tail,
-                closed: request.closed,
-                closed_by: None,
-                last_stream_seq: None,
-                producers: HashMap::new(),
-                changed_producers: HashSet::new(),
-                dirty: false,
-            },
-        );
-        Ok(Some(Created {
-            created: true,
-            info: StreamInfo {
-                id,
-                config,
-                start: Offset::START,
-                next: Offset(tail),
-                closed: request.closed,
-            },
-        }))
+        crate::create::create(&mut PgCreate { writes: self, tx }, path, &request).await
     }
 
     /// The end of the append that starts at `pos` in `source`'s view (its own chunks or those
@@ -396,7 +191,7 @@ impl StreamWrites {
         source: &StreamRow,
         pos: u64,
         limit: u64,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut current = source.clone();
         let mut limit = limit;
         loop {
@@ -415,13 +210,12 @@ impl StreamWrites {
                          ORDER BY end_pos LIMIT 1",
                         &[&current.id, &stored(pos)?],
                     )
-                    .await
-                    .map_err(|e| self.db(e))?;
+                    .await?;
                 let Some(found) = found else {
                     return Ok(None);
                 };
-                let start = position(found.try_get(0).map_err(|e| self.db(e))?, "chunk")?;
-                let end = position(found.try_get(1).map_err(|e| self.db(e))?, "chunk")?;
+                let start = position(column(&found, 0)?, "chunk")?;
+                let end = position(column(&found, 1)?, "chunk")?;
                 return Ok((start == pos).then_some(end.min(limit)));
             }
             let Some((source_id, _)) = &current.fork else {
@@ -429,10 +223,7 @@ impl StreamWrites {
             };
             limit = limit.min(current.start);
             let sql = format!("SELECT {COLUMNS} FROM streams WHERE id = $1");
-            let row = tx
-                .query_opt(&sql, &[source_id])
-                .await
-                .map_err(|e| self.db(e))?;
+            let row = tx.query_opt(&sql, &[source_id]).await?;
             let Some(row) = row else {
                 return Ok(None);
             };
@@ -522,12 +313,12 @@ impl StreamWrites {
                 &[(&id, Type::INT8), (&producer, Type::TEXT)],
             )
             .await
-            .map_err(|e| AppendError::Storage(self.db(e)))?;
+            .map_err(StoreError::from)?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let epoch: i64 = row.try_get(0).map_err(|e| self.db(e))?;
-        let seq: i64 = row.try_get(1).map_err(|e| self.db(e))?;
+        let epoch: i64 = column(&row, 0)?;
+        let seq: i64 = column(&row, 1)?;
         Ok(Some((
             position(epoch, "producer epoch")?,
             position(seq, "producer sequence")?,
@@ -540,14 +331,13 @@ impl StreamWrites {
         &mut self,
         tx: &Transaction<'_>,
         row: &StreamRow,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         if row.refcount > 0 {
             tx.execute(
                 "UPDATE streams SET soft_deleted = true WHERE id = $1",
                 &[&row.id],
             )
-            .await
-            .map_err(|e| self.db(e))?;
+            .await?;
             self.streams.remove(&row.id);
             self.deleted.push(row.id);
             return Ok(());
@@ -563,7 +353,7 @@ impl StreamWrites {
                 "DELETE FROM producers WHERE stream_id = $1",
                 "DELETE FROM streams WHERE id = $1",
             ] {
-                tx.execute(sql, &[&id]).await.map_err(|e| self.db(e))?;
+                tx.execute(sql, &[&id]).await?;
             }
             self.streams.remove(&id);
             self.chunks.retain(|(stream, _, _, _)| *stream != id);
@@ -577,12 +367,11 @@ impl StreamWrites {
                      RETURNING refcount, soft_deleted, fork_source_id",
                     &[&source],
                 )
-                .await
-                .map_err(|e| self.db(e))?;
+                .await?;
             if let Some(r) = released {
-                let refcount: i64 = r.try_get(0).map_err(|e| self.db(e))?;
-                let soft_deleted: bool = r.try_get(1).map_err(|e| self.db(e))?;
-                let next: Option<i64> = r.try_get(2).map_err(|e| self.db(e))?;
+                let refcount: i64 = column(&r, 0)?;
+                let soft_deleted: bool = column(&r, 1)?;
+                let next: Option<i64> = column(&r, 2)?;
                 if refcount <= 0 && soft_deleted {
                     current = Some((source, next));
                 }
@@ -596,7 +385,7 @@ impl StreamWrites {
     ///
     /// The (at most three) statements are sent together, pipelined on the connection, so the
     /// flush costs one round trip rather than four.
-    pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+    pub(crate) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let chunks = ChunkRows::of(&self.chunks)?;
         let producers = self.producer_rows()?;
         let streams = self.stream_rows()?;
@@ -667,16 +456,14 @@ impl StreamWrites {
         // In statement order: after the first failure, the others only report that the
         // transaction is aborted.
         for result in [chunks_written, producers_written, streams_written] {
-            if let Err(e) = result {
-                return Err(self.db(e));
-            }
+            result?;
         }
         self.written = std::mem::take(&mut self.chunks);
         Ok(())
     }
 
     /// The producer rows this transaction changed, as statement parameters.
-    fn producer_rows(&mut self) -> Result<ProducerRows, String> {
+    fn producer_rows(&mut self) -> Result<ProducerRows, StoreError> {
         let mut rows = ProducerRows::default();
         for (id, state) in &mut self.streams {
             for producer in state.changed_producers.drain() {
@@ -693,7 +480,7 @@ impl StreamWrites {
 
     /// The stream rows this transaction changed, as statement parameters; also what to
     /// announce of them (and of the streams it deleted).
-    fn stream_rows(&mut self) -> Result<StreamRows, String> {
+    fn stream_rows(&mut self) -> Result<StreamRows, StoreError> {
         let mut rows = StreamRows::default();
         self.notices.clear();
         for (id, state) in &mut self.streams {
@@ -747,6 +534,147 @@ impl StreamWrites {
     }
 }
 
+/// The steps of a create in one PostgreSQL transaction: rows are locked as they are found
+/// (`SELECT ... FOR UPDATE`), and what the transaction changed so far is in `writes`.
+struct PgCreate<'w, 'c, 't> {
+    writes: &'w mut StreamWrites,
+    tx: &'c Transaction<'t>,
+}
+
+impl CreateTx for PgCreate<'_, '_, '_> {
+    type Stream = StreamRow;
+
+    async fn find(&mut self, path: &str) -> Result<Option<StreamRow>, StoreError> {
+        self.writes.lock_row(self.tx, path).await
+    }
+
+    fn owner(&self, stream: &StreamRow) -> Option<i64> {
+        stream.owner
+    }
+
+    fn shape<'s>(&self, stream: &'s StreamRow) -> (&'s StreamConfig, Option<&'s ForkFrom>) {
+        (&stream.config, stream.fork.as_ref().map(|(_, spec)| spec))
+    }
+
+    fn info(&self, stream: &StreamRow) -> StreamInfo {
+        stream.info()
+    }
+
+    fn expired(&self, stream: &StreamRow) -> bool {
+        stream.expired(self.writes.now_ms)
+    }
+
+    async fn is_deleted(&mut self, stream: &StreamRow) -> Result<bool, StoreError> {
+        Ok(stream.soft_deleted)
+    }
+
+    async fn remove_expired(&mut self, stream: &StreamRow) -> Result<bool, StoreError> {
+        self.writes.remove(self.tx, stream).await?;
+        Ok(stream.refcount > 0)
+    }
+
+    async fn current(&mut self, stream: &StreamRow) -> Result<Option<(u64, bool)>, StoreError> {
+        Ok(Some(self.writes.current(stream)))
+    }
+
+    async fn boundary(
+        &mut self,
+        stream: &StreamRow,
+        pos: u64,
+        limit: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.writes.boundary(self.tx, stream, pos, limit).await
+    }
+
+    async fn insert(
+        &mut self,
+        path: &str,
+        new: NewStream<StreamRow>,
+    ) -> Result<Option<StreamInfo>, StoreError> {
+        let NewStream {
+            config,
+            fork,
+            start,
+            body,
+            closed,
+            owner,
+        } = new;
+        let tail = start + body.as_ref().map_or(0, |b| b.units);
+        let (fork_id, fork_path, fork_anchor, fork_sub) = match &fork {
+            Some((source, _, spec)) => (
+                Some(source.id),
+                Some(spec.source.clone()),
+                spec.offset.map(|o| stored(o.0)).transpose()?,
+                Some(stored(spec.sub_offset)?),
+            ),
+            None => (None, None, None, None),
+        };
+        let ttl = config.ttl_secs.map(stored).transpose()?;
+        let expires_ms = config.expires_at.map(|t| t.timestamp_millis());
+        let inserted = self
+            .tx
+            .query_opt(
+                "INSERT INTO streams (path, content_type, ttl_secs, expires_at_ms, created_at_ms,
+                    last_access_ms, start_pos, tail, closed, fork_source_id, fork_source_path,
+                    fork_anchor, fork_sub, owner_id)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (path) DO NOTHING
+                 RETURNING id",
+                &[
+                    &path,
+                    &config.content_type,
+                    &ttl,
+                    &expires_ms,
+                    &self.writes.now_ms,
+                    &stored(start)?,
+                    &stored(tail)?,
+                    &closed,
+                    &fork_id,
+                    &fork_path,
+                    &fork_anchor,
+                    &fork_sub,
+                    &owner,
+                ],
+            )
+            .await?;
+        let Some(row) = inserted else {
+            return Ok(None);
+        };
+        let id: StreamId = column(&row, 0)?;
+        if let Some(source_id) = fork_id {
+            self.tx
+                .execute(
+                    "UPDATE streams SET refcount = refcount + 1 WHERE id = $1",
+                    &[&source_id],
+                )
+                .await?;
+        }
+        if let Some(body) = body {
+            self.writes.chunks.push((id, start, tail, body.data));
+        }
+        self.writes.streams.insert(
+            id,
+            Locked {
+                content_type: config.content_type.clone(),
+                tail,
+                closed,
+                closed_by: None,
+                last_stream_seq: None,
+                producers: HashMap::new(),
+                changed_producers: HashSet::new(),
+                dirty: false,
+            },
+        );
+        Ok(Some(StreamInfo {
+            id,
+            config,
+            start: Offset::START,
+            next: Offset(tail),
+            closed,
+        }))
+    }
+}
+
 /// New chunks as statement parameters (one array per column).
 #[derive(Default)]
 struct ChunkRows {
@@ -757,7 +685,7 @@ struct ChunkRows {
 }
 
 impl ChunkRows {
-    fn of(chunks: &[(StreamId, u64, u64, Bytes)]) -> Result<Self, String> {
+    fn of(chunks: &[(StreamId, u64, u64, Bytes)]) -> Result<Self, StoreError> {
         let mut rows = ChunkRows::default();
         for (id, pos, end, data) in chunks {
             rows.ids.push(*id);
@@ -788,19 +716,12 @@ struct StreamRows {
     stream_seqs: Vec<Option<String>>,
 }
 
-/// Deadlocks and serialisation failures abort a transaction that would succeed if tried again.
-pub(super) fn is_retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::body::stored_body;
     use crate::pg::scratch::ScratchDatabase;
     use crate::tail::Wake;
     use crate::{PgOptions, StreamStore};

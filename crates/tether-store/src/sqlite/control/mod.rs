@@ -6,6 +6,8 @@ mod tasks;
 mod users;
 mod work;
 
+use crate::error::StorageFailure;
+use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tether_core::TaskOp;
@@ -33,18 +35,18 @@ impl SqliteStore {
     {
         let (job, rx) = job(f);
         if self.sender.send(Command::Job(job)).is_err() {
-            return Err(E::from("store is shut down".to_string()));
+            return Err(E::from(StoreError::ShutDown));
         }
         rx.await
-            .unwrap_or_else(|_| Err(E::from("store is shut down".to_string())))
+            .unwrap_or_else(|_| Err(E::from(StoreError::ShutDown)))
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, String>
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.readers.query(f).await.map_err(|e| e.to_string())
+        Ok(self.readers.query(f).await?)
     }
 }
 
@@ -89,12 +91,12 @@ impl ControlStore for SqliteStore {
             .await
     }
 
-    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, String> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let id = id.clone();
         self.read(move |conn| rows::task(conn, &id)).await
     }
 
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, String> {
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         self.read(move |conn| rows::list(conn, &filter)).await
     }
 
@@ -123,7 +125,7 @@ impl ControlStore for SqliteStore {
             .await
     }
 
-    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, String> {
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>, StoreError> {
         self.read(rows::count_by_state).await
     }
 
@@ -133,13 +135,13 @@ impl ControlStore for SqliteStore {
             .await
     }
 
-    async fn user_count(&self) -> Result<u64, String> {
+    async fn user_count(&self) -> Result<u64, StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)))
             .await
             .map(|n| n as u64)
     }
 
-    async fn user(&self, name: &str) -> Result<Option<UserRecord>, String> {
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let name = name.to_string();
         self.read(move |conn| users::user(conn, &name)).await
     }
@@ -160,26 +162,29 @@ impl ControlStore for SqliteStore {
             .await
     }
 
-    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, String> {
+    async fn principal(&self, hash: &[u8]) -> Result<Option<Principal>, StoreError> {
         let hash = hash.to_vec();
         self.read(move |conn| users::principal(conn, &hash)).await
     }
 
-    async fn list_users(&self) -> Result<Vec<UserRecord>, String> {
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.read(users::list_users).await
     }
 
-    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, String> {
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
         self.read(move |conn| users::list_tokens(conn, user)).await
     }
 
-    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), String> {
+    async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }
         self.on_writer(move |w| users::record_token_use(w, &used))
             .await
-            .map_err(|e: UserError| e.to_string())
+            .map_err(|e| match e {
+                UserError::Storage(e) => e,
+                other => StoreError::corrupt(format!("recording token use: {other}")),
+            })
     }
 }
 
@@ -266,10 +271,13 @@ impl WorkStore for SqliteStore {
             .await
     }
 
-    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, String> {
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<Expired>, StoreError> {
         self.on_writer(move |w| work::expire_leases(w, now))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                WorkError::Storage(e) => e,
+                other => StoreError::corrupt(format!("expiring leases: {other}")),
+            })
     }
 
     async fn create_nudge(
@@ -308,7 +316,10 @@ impl WorkStore for SqliteStore {
             .await
     }
 
-    async fn running_by_owner(&self, owner: Option<UserId>) -> Result<Vec<(UserId, u64)>, String> {
+    async fn running_by_owner(
+        &self,
+        owner: Option<UserId>,
+    ) -> Result<Vec<(UserId, u64)>, StoreError> {
         self.read(move |conn| work::running_by_owner(conn, owner))
             .await
     }

@@ -13,8 +13,13 @@ const SELECT_TASK: &str =
         t.spec, t.created_at_ms, t.updated_at_ms, t.lease_id, t.lease_expires_ms, t.max_attempts
     FROM tasks t LEFT JOIN users u ON u.id = t.owner_id";
 
-fn bad(column: usize, msg: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, msg.into())
+/// A value that does not read back as what was written: corrupt data (see `sqlite::error`),
+/// its cause kept.
+fn bad(
+    column: usize,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, cause.into())
 }
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -28,7 +33,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         owner: r.get(3)?,
         state: state.parse::<TaskState>().map_err(|e| bad(4, e))?,
         attempt: r.get(5)?,
-        spec: serde_json::from_str(&spec).map_err(|e| bad(6, e.to_string()))?,
+        spec: serde_json::from_str(&spec).map_err(|e| bad(6, e))?,
         created_at: time(r.get(7)?),
         updated_at: time(r.get(8)?),
     })

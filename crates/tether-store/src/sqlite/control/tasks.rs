@@ -10,11 +10,13 @@ use tether_types::{Event, Offset, TaskId};
 use super::rows;
 use crate::control::*;
 use crate::execution::{self, applied, prepared, timestamp};
+use crate::model::CreateError;
 use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
+use crate::StoreError;
 
-fn storage<E: From<String>>(e: impl std::fmt::Display) -> E {
-    E::from(e.to_string())
+fn storage<E: From<StoreError>>(e: rusqlite::Error) -> E {
+    E::from(e.into())
 }
 
 pub(super) fn create(
@@ -33,10 +35,10 @@ pub(super) fn create(
             .map_err(storage::<CreateTaskError>)?;
         if let Some((id, earlier_hash)) = earlier {
             execution::replay(&earlier_hash, hash)?;
-            let id: TaskId = id.parse().map_err(storage::<CreateTaskError>)?;
+            let id: TaskId = id.parse().map_err(StoreError::corrupt)?;
             let original = rows::task(w.conn(), &id)
                 .map_err(storage::<CreateTaskError>)?
-                .ok_or_else(|| CreateTaskError::Storage("idempotent task vanished".into()))?;
+                .ok_or_else(|| StoreError::corrupt("idempotent task vanished"))?;
             return Ok(CreatedTask {
                 task: original,
                 replayed: true,
@@ -45,14 +47,19 @@ pub(super) fn create(
     }
     let stream = w
         .create_stream(&task.id.stream_path(), execution::task_stream(&created)?)
-        .map_err(|e| CreateTaskError::Storage(format!("task stream: {e}")))?;
+        .map_err(|e| match e {
+            CreateError::Storage(e) => e.context("task stream"),
+            other => StoreError::corrupt(format!("task stream: {other}")),
+        })?;
     if !stream.created {
-        return Err(CreateTaskError::Storage(format!(
+        return Err(StoreError::corrupt(format!(
             "a stream already exists for new task {}",
             task.id
-        )));
+        ))
+        .into());
     }
-    let spec = serde_json::to_string(&task.spec).map_err(storage::<CreateTaskError>)?;
+    let spec = serde_json::to_string(&task.spec)
+        .map_err(|e| StoreError::corrupt_by("the task's spec does not encode", e))?;
     let (key, hash) = task.idempotency.clone().unzip();
     let now = task.now.timestamp_millis();
     w.conn()
@@ -75,7 +82,7 @@ pub(super) fn create(
         .map_err(storage::<CreateTaskError>)?;
     let record = rows::task(w.conn(), &task.id)
         .map_err(storage::<CreateTaskError>)?
-        .ok_or_else(|| CreateTaskError::Storage("new task not found".into()))?;
+        .ok_or_else(|| StoreError::corrupt("new task not found"))?;
     Ok(CreatedTask {
         task: record,
         replayed: false,
@@ -123,7 +130,7 @@ pub(super) fn append(
     let stream = w
         .stream(&id.stream_path())
         .map_err(storage::<WorkError>)?
-        .ok_or_else(|| WorkError::Storage(format!("task {id} has no stream")))?;
+        .ok_or_else(|| StoreError::corrupt(format!("task {id} has no stream")))?;
     execution::appended(w.append_to(&stream, prepared(events, close, producer)))
 }
 
@@ -161,10 +168,9 @@ pub(super) fn apply(
         })
         .map_err(storage::<WorkError>)?;
     if changed != 1 {
-        return Err(WorkError::Storage(format!(
-            "task {} changed under its writer",
-            task.id
-        )));
+        return Err(
+            StoreError::corrupt(format!("task {} changed under its writer", task.id)).into(),
+        );
     }
     let event = execution::encode(&change.event)?;
     let (offset, _) = append(w, &task.id, &[event], change.is_terminal(), None)?;

@@ -9,7 +9,7 @@ use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRe
 use crate::sqlite::writer::Writer;
 
 fn storage(e: rusqlite::Error) -> UserError {
-    UserError::Storage(e.to_string())
+    UserError::Storage(e.into())
 }
 
 pub(super) fn create_user(

@@ -16,9 +16,15 @@ use crate::control::*;
 use crate::execution::{self, encode, Begin, Heartbeat, StepRow};
 use crate::model::ProducerStamp;
 use crate::sqlite::writer::Writer;
+use crate::StoreError;
 
-fn storage(e: impl std::fmt::Display) -> WorkError {
-    WorkError::Storage(e.to_string())
+fn storage(e: rusqlite::Error) -> WorkError {
+    WorkError::Storage(e.into())
+}
+
+/// A stored value that does not read back.
+fn corrupt(e: impl std::fmt::Display) -> WorkError {
+    WorkError::Storage(StoreError::corrupt(e.to_string()))
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -59,7 +65,7 @@ pub(super) fn claim(w: &mut Writer, claim: Claim) -> Result<Option<Claimed>, Wor
     let Some(id) = candidate else {
         return Ok(None);
     };
-    let id: TaskId = id.parse().map_err(storage)?;
+    let id: TaskId = id.parse().map_err(corrupt)?;
     let mut task = rows::task(w.conn(), &id)
         .map_err(storage)?
         .ok_or(WorkError::NotFound)?;
@@ -297,7 +303,7 @@ pub(super) fn expire_leases(w: &mut Writer, now: DateTime<Utc>) -> Result<Vec<Ex
         .map_err(storage)?;
     let mut out = Vec::new();
     for id in ids {
-        let id: TaskId = id.parse().map_err(storage)?;
+        let id: TaskId = id.parse().map_err(corrupt)?;
         let mut row = lease_row(w.conn(), &id)?;
         let Some(change) = execution::expire(&row, now)? else {
             continue;
@@ -316,7 +322,7 @@ pub(super) fn create_nudge(
     now: DateTime<Utc>,
     per_minute: u32,
 ) -> Result<(), NudgeError> {
-    let st = |e: rusqlite::Error| NudgeError::Storage(e.to_string());
+    let st = |e: rusqlite::Error| NudgeError::Storage(e.into());
     let task = rows::task(w.conn(), id)
         .map_err(st)?
         .ok_or(NudgeError::NotFound)?;

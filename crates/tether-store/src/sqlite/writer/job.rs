@@ -14,16 +14,17 @@ use tokio::sync::oneshot;
 use super::{PreparedAppend, Writer};
 use crate::model::*;
 use crate::sqlite::entry::Entry;
+use crate::StoreError;
 
 /// An error a job can end with; storage failures doom the batch.
-pub(crate) trait JobError: From<String> + Send + 'static {
+pub(crate) trait JobError: From<StoreError> + Send + 'static {
     fn is_storage(&self) -> bool;
 }
 
 /// A job's answer, held until the batch's fate is known.
 pub(crate) trait Answer: Send {
     fn send(self: Box<Self>);
-    fn fail(self: Box<Self>, msg: &str);
+    fn fail(self: Box<Self>, e: &StoreError);
     fn storage_failed(&self) -> bool;
 }
 
@@ -31,7 +32,7 @@ pub(crate) trait Answer: Send {
 pub(crate) trait Runnable: Send {
     fn run(self: Box<Self>, writer: &mut Writer) -> Box<dyn Answer>;
     /// Answers with a storage failure without running (the batch could not begin).
-    fn abandon(self: Box<Self>, msg: &str);
+    fn abandon(self: Box<Self>, e: &StoreError);
 }
 
 pub(crate) type Job = Box<dyn Runnable>;
@@ -46,8 +47,8 @@ impl<T: Send + 'static, E: JobError> Answer for Pending<T, E> {
         let _ = self.tx.send(self.result);
     }
 
-    fn fail(self: Box<Self>, msg: &str) {
-        let _ = self.tx.send(Err(E::from(msg.to_string())));
+    fn fail(self: Box<Self>, e: &StoreError) {
+        let _ = self.tx.send(Err(E::from(e.clone())));
     }
 
     fn storage_failed(&self) -> bool {
@@ -74,8 +75,8 @@ where
         })
     }
 
-    fn abandon(self: Box<Self>, msg: &str) {
-        let _ = self.tx.send(Err(E::from(msg.to_string())));
+    fn abandon(self: Box<Self>, e: &StoreError) {
+        let _ = self.tx.send(Err(E::from(e.clone())));
     }
 }
 

@@ -22,6 +22,7 @@ mod sweep;
 pub(crate) use job::{job, Job, JobError};
 pub use sweep::SweepPolicy;
 
+use crate::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -58,7 +59,7 @@ type IdSet = HashSet<StreamId, foldhash::fast::RandomState>;
 pub(crate) enum Command {
     Load {
         path: String,
-        reply: oneshot::Sender<Result<Option<Arc<Entry>>, String>>,
+        reply: oneshot::Sender<Result<Option<Arc<Entry>>, StoreError>>,
     },
     Create {
         path: String,
@@ -107,8 +108,8 @@ enum Effect {
 /// A caller's answer, held until the batch's fate is known.
 enum Reply {
     Load(
-        oneshot::Sender<Result<Option<Arc<Entry>>, String>>,
-        Result<Option<Arc<Entry>>, String>,
+        oneshot::Sender<Result<Option<Arc<Entry>>, StoreError>>,
+        Result<Option<Arc<Entry>>, StoreError>,
     ),
     Create(
         oneshot::Sender<Result<Created, CreateError>>,
@@ -140,13 +141,13 @@ impl Reply {
     }
 
     /// Replaces the answer with a storage failure: the batch did not commit.
-    fn fail(self, msg: &str) {
+    fn fail(self, e: &StoreError) {
         match self {
-            Reply::Load(tx, _) => drop(tx.send(Err(msg.to_string()))),
-            Reply::Create(tx, _) => drop(tx.send(Err(CreateError::Storage(msg.to_string())))),
-            Reply::Append(tx, _) => drop(tx.send(Err(AppendError::Storage(msg.to_string())))),
-            Reply::Delete(tx, _) => drop(tx.send(Err(DeleteError::Storage(msg.to_string())))),
-            Reply::Job(answer) => answer.fail(msg),
+            Reply::Load(tx, _) => drop(tx.send(Err(e.clone()))),
+            Reply::Create(tx, _) => drop(tx.send(Err(CreateError::Storage(e.clone())))),
+            Reply::Append(tx, _) => drop(tx.send(Err(AppendError::Storage(e.clone())))),
+            Reply::Delete(tx, _) => drop(tx.send(Err(DeleteError::Storage(e.clone())))),
+            Reply::Job(answer) => answer.fail(e),
             Reply::Nothing => {}
         }
     }
@@ -195,24 +196,8 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn storage<E: From<String>>(e: rusqlite::Error) -> E {
-    E::from(e.to_string())
-}
-
-impl From<String> for AppendError {
-    fn from(s: String) -> Self {
-        AppendError::Storage(s)
-    }
-}
-impl From<String> for CreateError {
-    fn from(s: String) -> Self {
-        CreateError::Storage(s)
-    }
-}
-impl From<String> for DeleteError {
-    fn from(s: String) -> Self {
-        DeleteError::Storage(s)
-    }
+fn storage<E: From<StoreError>>(e: rusqlite::Error) -> E {
+    E::from(e.into())
 }
 
 impl Writer {
@@ -319,9 +304,9 @@ impl Writer {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
-                let msg = e.to_string();
+                let e = StoreError::from(e);
                 for cmd in batch.drain(..) {
-                    self.apply_nothing(cmd).fail(&msg);
+                    self.apply_nothing(cmd).fail(&e);
                 }
                 return;
             }
@@ -329,11 +314,11 @@ impl Writer {
         let doomed = self.expire_failed || replies.iter().any(Reply::storage_failed);
         let applied = started.elapsed();
         let committed = if doomed {
-            Err("a write in the batch failed".to_string())
+            Err(StoreError::unavailable("a write in the same batch failed"))
         } else {
             self.flush_dirty()
                 .and_then(|_| self.run_cached("COMMIT"))
-                .map_err(|e| e.to_string())
+                .map_err(StoreError::from)
         };
         let took = started.elapsed();
         if took > SLOW_BATCH {
@@ -351,13 +336,22 @@ impl Writer {
                 self.publish();
                 replies.into_iter().for_each(Reply::send);
             }
-            Err(msg) => {
-                tracing::error!(error = %msg, "stream store batch rolled back");
+            Err(e) => {
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "stream store batch rolled back"
+                );
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.rollback_states();
                 self.effects.clear();
                 for reply in replies {
-                    reply.fail(&msg);
+                    // A command that failed keeps its own error; the others were undone
+                    // with it.
+                    if reply.storage_failed() {
+                        reply.send();
+                    } else {
+                        reply.fail(&e);
+                    }
                 }
             }
         }
@@ -371,14 +365,14 @@ impl Writer {
 
     /// A command turned into its reply channel without running it.
     fn apply_nothing(&mut self, cmd: Command) -> Reply {
-        let msg = "not run".to_string();
+        let e = StoreError::unavailable("not run");
         match cmd {
-            Command::Load { reply, .. } => Reply::Load(reply, Err(msg)),
-            Command::Create { reply, .. } => Reply::Create(reply, Err(CreateError::Storage(msg))),
-            Command::Append { reply, .. } => Reply::Append(reply, Err(AppendError::Storage(msg))),
-            Command::Delete { reply, .. } => Reply::Delete(reply, Err(DeleteError::Storage(msg))),
+            Command::Load { reply, .. } => Reply::Load(reply, Err(e)),
+            Command::Create { reply, .. } => Reply::Create(reply, Err(CreateError::Storage(e))),
+            Command::Append { reply, .. } => Reply::Append(reply, Err(AppendError::Storage(e))),
+            Command::Delete { reply, .. } => Reply::Delete(reply, Err(DeleteError::Storage(e))),
             Command::Job(job) => {
-                job.abandon(&msg);
+                job.abandon(&e);
                 Reply::Nothing
             }
             Command::Expire { .. } | Command::Shutdown => Reply::Nothing,
@@ -452,7 +446,7 @@ impl Writer {
     fn apply(&mut self, cmd: Command) -> Reply {
         match cmd {
             Command::Load { path, reply } => {
-                let result = self.find(&path).map_err(|e| e.to_string());
+                let result = self.find(&path).map_err(StoreError::from);
                 Reply::Load(reply, result)
             }
             Command::Create {
