@@ -12,8 +12,8 @@
 # CONNECTIONS (16,256), SUBSCRIBERS (1,100,1000), FANOUT_MESSAGES (200), MESSAGES (1000000),
 # IDLE_SUBSCRIBERS (10000), IDLE_STREAMS (100), LIFECYCLE_WORKERS (32), PEERS
 # (electric,node,redis,nats: the peers to measure beside Tether). TETHER_BIN uses that server
-# binary instead of building one; BENCH overrides the load generator command (default:
-# "$TETHER bench").
+# binary instead of building one; BENCH uses that load generator command instead of building
+# `tether-bench` (the crate crates/tether-bench, a binary of its own).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,8 +31,9 @@ IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 IDLE_STREAMS="${IDLE_STREAMS:-100}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 PEERS="${PEERS:-electric,node,redis,nats}"
-TETHER="${TETHER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tether}"
-read -r -a BENCH <<<"${BENCH:-$TETHER bench}"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+TETHER="${TETHER_BIN:-$RELEASE/tether}"
+read -r -a BENCH <<<"${BENCH:-$RELEASE/tether-bench}"
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # shellcheck source=bench/lib.sh
@@ -67,6 +68,10 @@ if [[ -n "${TETHER_BIN:-}" ]]; then
 else
     say "building tether (release)"
     cargo build --release -p tether
+fi
+if [[ -z "${BENCH:-}" ]]; then
+    say "building tether-bench (release)"
+    cargo build --release -p tether-bench
 fi
 
 CONTEXT=(
