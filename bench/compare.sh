@@ -80,19 +80,6 @@ CONTEXT=(
 LABELS=()
 declare -A PID LOG ARGS
 
-# Release links order functions by crates/tether/hot-symbols.txt (crates/tether/build.rs).
-# Names it gives that the binary lacks mean a stale list, and more of the code resident.
-if command -v nm >/dev/null; then
-    hot="$ROOT/crates/tether/hot-symbols.txt"
-    listed="$(LC_ALL=C sort -u "$hot" | wc -l)"
-    stale="$(LC_ALL=C comm -23 <(LC_ALL=C sort -u "$hot") \
-        <(nm "$TETHER" | awk '{ print $NF }' | LC_ALL=C sort -u) | wc -l)"
-    if ((stale * 20 > listed)); then
-        say "$stale of the $listed names in $hot are not in $TETHER: run scripts/hot-symbols.sh"
-        CONTEXT+=("Tether: $stale of $listed hot-function names were stale, so more of its code was resident")
-    fi
-fi
-
 skip() {
     say "SKIPPING $1: $2"
     CONTEXT+=("$1: not measured, $2")
