@@ -12,8 +12,8 @@
 # CONNECTIONS (16,256), SUBSCRIBERS (1,100,1000), FANOUT_MESSAGES (200), MESSAGES (1000000),
 # IDLE_SUBSCRIBERS (10000), IDLE_STREAMS (100), LIFECYCLE_WORKERS (32), PEERS
 # (electric,node,redis,nats: the peers to measure beside Tether). TETHER_BIN uses that server
-# binary instead of building one; BENCH overrides the load generator command (default:
-# "$TETHER bench").
+# binary instead of building one; BENCH uses that load generator command instead of building
+# `tether-bench` (the crate crates/tether-bench, a binary of its own).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,8 +31,9 @@ IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 IDLE_STREAMS="${IDLE_STREAMS:-100}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 PEERS="${PEERS:-electric,node,redis,nats}"
-TETHER="${TETHER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tether}"
-read -r -a BENCH <<<"${BENCH:-$TETHER bench}"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+TETHER="${TETHER_BIN:-$RELEASE/tether}"
+read -r -a BENCH <<<"${BENCH:-$RELEASE/tether-bench}"
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # shellcheck source=bench/lib.sh
@@ -68,25 +69,16 @@ else
     say "building tether (release)"
     cargo build --release -p tether
 fi
+if [[ -z "${BENCH:-}" ]]; then
+    say "building tether-bench (release)"
+    cargo build --release -p tether-bench
+fi
 
 CONTEXT=(
     "load: appends of 256-byte messages to ${STREAMS} streams from ${CONNECTIONS} connections (every pair), ${DURATION} each after ${WARMUP} warm-up; ${SUBSCRIBERS} live subscribers on one stream x ${FANOUT_MESSAGES} appends; catch-up of ${MESSAGES} messages from the start; ${IDLE_SUBSCRIBERS} idle live subscribers over ${IDLE_STREAMS} streams; task lifecycle with ${LIFECYCLE_WORKERS} workers (submit, claim, 20 events in 4 batches, finish); bench client on the same machine"
 )
 LABELS=()
 declare -A PID LOG ARGS
-
-# Release links order functions by crates/tether/hot-symbols.txt (crates/tether/build.rs).
-# Names it gives that the binary lacks mean a stale list, and more of the code resident.
-if command -v nm >/dev/null; then
-    hot="$ROOT/crates/tether/hot-symbols.txt"
-    listed="$(LC_ALL=C sort -u "$hot" | wc -l)"
-    stale="$(LC_ALL=C comm -23 <(LC_ALL=C sort -u "$hot") \
-        <(nm "$TETHER" | awk '{ print $NF }' | LC_ALL=C sort -u) | wc -l)"
-    if ((stale * 20 > listed)); then
-        say "$stale of the $listed names in $hot are not in $TETHER: run scripts/hot-symbols.sh"
-        CONTEXT+=("Tether: $stale of $listed hot-function names were stale, so more of its code was resident")
-    fi
-fi
 
 skip() {
     say "SKIPPING $1: $2"

@@ -10,7 +10,8 @@
 # STREAMS (100), SUBSCRIBERS (100), FANOUT_MESSAGES (200), MESSAGES (200000),
 # LIFECYCLE_WORKERS (32), IDLE_SUBSCRIBERS (10000), DATABASE_URL
 # (postgres://postgres@127.0.0.1:5432/postgres: the server to create the scratch databases on).
-# TETHER_BIN uses that binary instead of building.
+# TETHER_BIN uses that server binary instead of building one; BENCH uses that load generator
+# command instead of building `tether-bench`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +28,9 @@ MESSAGES="${MESSAGES:-200000}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-TETHER="${TETHER_BIN:-$ROOT/target/release/tether}"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+TETHER="${TETHER_BIN:-$RELEASE/tether}"
+read -r -a BENCH <<<"${BENCH:-$RELEASE/tether-bench}"
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
@@ -51,6 +54,10 @@ trap cleanup EXIT
 if [[ -z "${TETHER_BIN:-}" ]]; then
     say "building tether (release)"
     cargo build --release -p tether
+fi
+if [[ -z "${BENCH:-}" ]]; then
+    say "building tether-bench (release)"
+    cargo build --release -p tether-bench
 fi
 
 # scratch_database NAME: creates it on DATABASE_URL's server; sets SCRATCH_URL to its URL.
@@ -90,7 +97,7 @@ for round in $(seq "$ROUNDS"); do
     for label in "${LABELS[@]}"; do
         say "round $round of $ROUNDS: $label"
         mkdir -p "$WORK/$label"
-        if ! "$TETHER" bench --url "${URLS[$label]}" --label "$label" --server-pid "${PIDS[$label]}" \
+        if ! "${BENCH[@]}" --url "${URLS[$label]}" --label "$label" --server-pid "${PIDS[$label]}" \
             --workload all --with-lifecycle --workers "$LIFECYCLE_WORKERS" \
             --streams "$STREAMS" --connections "$CONNECTIONS" \
             --duration "$DURATION" --warmup "$WARMUP" --subscribers "$SUBSCRIBERS" \
@@ -109,6 +116,6 @@ done
 for line in "${CONTEXT[@]}"; do
     SUMMARY+=(--context "$line")
 done
-"$TETHER" bench "${SUMMARY[@]}" --out "$ROOT/bench/results/nodes.md" >/dev/null
+"${BENCH[@]}" "${SUMMARY[@]}" --out "$ROOT/bench/results/nodes.md" >/dev/null
 say "wrote bench/results/nodes.md"
 cat "$ROOT/bench/results/nodes.md"

@@ -1,4 +1,4 @@
-//! The benchmark behind `tether bench`.
+//! The load generator behind the `tether-bench` binary (`src/main.rs`), kept out of `tether`.
 //!
 //! It speaks nothing but the public Durable Streams HTTP protocol, so the same load can be
 //! pointed at Tether or at any other Durable Streams server by URL, and the figures compared.

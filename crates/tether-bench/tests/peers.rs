@@ -134,7 +134,7 @@ fn url(system: &str, server: &Server) -> String {
     format!("{system}://127.0.0.1:{}", server.port)
 }
 
-/// Runs `tether bench` with `args` and returns its JSON report.
+/// Runs `tether-bench` with `args` and returns its JSON report.
 async fn bench(args: &[&str]) -> anyhow::Result<Value> {
     let out = tempfile::NamedTempFile::new()?;
     let json = out.path().to_str().expect("UTF-8 temp path").to_string();

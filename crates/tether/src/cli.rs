@@ -37,8 +37,6 @@ enum Command {
     Config(ConfigCommand),
     /// Run the server with a built-in demo worker: the quickest way to see Tether work.
     Up(UpArgs),
-    /// Measure a Durable Streams server (Tether or any other) over HTTP.
-    Bench(Box<tether_bench::BenchArgs>),
     #[command(flatten)]
     Client(crate::commands::ClientCommand),
 }
@@ -67,10 +65,8 @@ pub(crate) struct UpArgs {
 
 impl Cli {
     pub fn run(self) -> ExitCode {
-        // The NATS client logs every connect and close at info; `tether bench --system nats`
-        // opens thousands.
         let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         // Colour codes only for a terminal: in a file or a pipe they are noise.
         let logs = tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -102,7 +98,6 @@ impl Cli {
                     raise_fd_limit(&config);
                     crate::up::run(config, args.speed, usize::from(args.concurrency)).await
                 }
-                Command::Bench(args) => tether_bench::run(*args).await,
                 Command::Client(command) => crate::commands::run(command).await,
             }
         });

@@ -72,7 +72,7 @@ pub(crate) async fn run<P: Peer>(
 /// The run's first line: what is measured, under which label.
 pub(crate) fn heading<P: Peer>(peer: &P, args: &BenchArgs, run_id: &str) {
     println!(
-        "tether bench: {}{} (run {run_id})",
+        "tether-bench: {}{} (run {run_id})",
         peer.describe(),
         args.label
             .as_deref()
