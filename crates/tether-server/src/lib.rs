@@ -20,6 +20,7 @@ mod streams;
 pub(crate) mod tasks;
 mod timed_body;
 mod token_use;
+mod ui;
 mod users;
 mod workers;
 
@@ -126,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         ));
     streams::routes(&state)
         .merge(api)
+        .merge(ui::routes())
         .route("/metrics", axum::routing::get(metrics::scrape))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
