@@ -12,7 +12,10 @@ export async function adminPage(main) {
   }
   const users = h('tbody');
   const tokens = h('tbody');
+  // Each form's errors next to it; `note` for loading.
   const note = h('div', { role: 'status' });
+  const userNote = h('div', { role: 'status' });
+  const tokenNote = h('div', { role: 'status' });
   const secret = h('div', { class: 'secret', hidden: true });
   const userSelect = h('select', { id: 'token-user' });
 
@@ -34,7 +37,7 @@ export async function adminPage(main) {
             await api(`/v1/tokens/${encodeURIComponent(x.id)}`, { method: 'DELETE' });
             await load();
           } catch (error) {
-            fill(note, errorBox(error));
+            fill(tokenNote, errorBox(error));
           }
         });
         return h('tr', { 'data-token-id': x.id },
@@ -55,10 +58,10 @@ export async function adminPage(main) {
     try {
       await api('/v1/users', { method: 'POST', body: { name: userName.value.trim() } });
       userName.value = '';
-      clear(note);
+      clear(userNote);
       await load();
     } catch (error) {
-      fill(note, errorBox(error));
+      fill(userNote, errorBox(error));
     }
   });
 
@@ -69,16 +72,22 @@ export async function adminPage(main) {
   tokenForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     try {
-      const created = await api('/v1/tokens', { method: 'POST', body: { user: userSelect.value, role: role.value } });
+      const created = await api('/v1/tokens', {
+        method: 'POST', body: { user: userSelect.value, role: role.value }, login: false,
+      });
       secret.hidden = false;
       fill(secret,
         h('p', {}, h('strong', {}, `Token for ${created.user} (${created.role}). `),
           'Copy it now: it is shown this once, and only its hash is stored.'),
         h('pre', { class: 'token', tabindex: '0' }, created.token));
-      clear(note);
+      clear(tokenNote);
       await load();
     } catch (error) {
-      fill(note, errorBox(error));
+      // With auth off the page has no token, and minting one takes a real admin token.
+      const hint = error.status === 401
+        ? 'Minting a token takes the admin token (tether token create on the server\'s machine).'
+        : '';
+      fill(tokenNote, errorBox(error), hint ? h('p', { class: 'small' }, hint) : null);
     }
   });
 
@@ -86,11 +95,11 @@ export async function adminPage(main) {
     h('h1', {}, 'Admin'),
     note,
     h('section', { 'aria-labelledby': 'users-h' },
-      h('h2', { id: 'users-h' }, 'Users'), userForm,
+      h('h2', { id: 'users-h' }, 'Users'), userForm, userNote,
       h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Created'))), users))),
     h('section', { 'aria-labelledby': 'tokens-h' },
-      h('h2', { id: 'tokens-h' }, 'Tokens'), tokenForm, secret,
+      h('h2', { id: 'tokens-h' }, 'Tokens'), tokenForm, tokenNote, secret,
       h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['Id', 'User', 'Role', 'Created', 'Last used', ''].map((t) => h('th', { scope: 'col' }, t)))),
         tokens))),

@@ -17,7 +17,9 @@ export function toLogin() {
   location.assign('/login?next=' + encodeURIComponent(next));
 }
 
-export async function api(path, { method = 'GET', body, signal } = {}) {
+// `login: false` keeps the page where it is on a 401 (a call that needs more than the page's
+// own credentials, such as minting a token, which takes a real admin token).
+export async function api(path, { method = 'GET', body, signal, login = true } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, signal };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
@@ -30,7 +32,7 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'UNREACHABLE', 'the server cannot be reached');
   }
-  if (response.status === 401) {
+  if (response.status === 401 && login) {
     toLogin();
     throw new ApiError(401, 'UNAUTHORIZED', 'sign in first');
   }

@@ -498,6 +498,33 @@ async fn a_retried_step_shows_as_one_story_with_the_superseded_attempt_on_demand
     browser.screenshot(&dir.join("list-dark.png")).await;
     browser.color_scheme("light").await;
     browser.screenshot(&dir.join("list-light.png")).await;
+
+    // Searched on the server (the metadata matches), then filtered by state.
+    let rows = "return [...document.querySelectorAll('[data-task-id]')].map(r => r.dataset.taskId).join(' ');";
+    browser.type_into("#filter-q", "ops-7").await;
+    browser
+        .wait_for(
+            "only the matching task",
+            &format!("const r = (() => {{ {rows} }})(); return r === arguments[0] ? r : null;"),
+            json!([id]),
+        )
+        .await;
+    browser
+        .eval(
+            "const s = document.querySelector('#filter-q'); s.value = ''; \
+             s.dispatchEvent(new Event('input')); \
+             const f = document.querySelector('#filter-state'); f.value = 'FAILED'; \
+             f.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "only the failed task",
+            &format!("const r = (() => {{ {rows} }})(); return r === arguments[0] ? r : null;"),
+            json!([second]),
+        )
+        .await;
     browser.window(390, 844).await;
     browser.goto(&format!("{base}/tasks/{id}")).await;
     browser.wait_live_state("ended").await;
@@ -659,4 +686,114 @@ async fn a_task_with_100000_events_opens_with_its_newest_events_quickly() {
         metric("Nodes")
     );
     browser.assert_no_console_errors(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_users_and_revoke_tokens_from_the_admin_page() {
+    let test = "admins_create_users_and_revoke_tokens_from_the_admin_page";
+    let Some(browser) = Browser::start(test, 1280, 900).await else {
+        return;
+    };
+    let mut home = ServerHome::new();
+    let server = home.start().await;
+    let base = server.base_url().to_string();
+    let api = Api::new(&base);
+    api.ok(Method::POST, "/v1/users", Some(json!({"name": "ann"})))
+        .await;
+    // Minting a token takes the admin token even with auth off.
+    let admin = loop {
+        match std::fs::read_to_string(home.data_dir().join("admin.token")) {
+            Ok(text) if text.ends_with('\n') => break text.trim().to_string(),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let minted = api
+        .http
+        .send(
+            Method::POST,
+            &format!("{base}/v1/tokens"),
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &format!("Bearer {admin}")),
+            ],
+            json!({"user": "ann", "role": "user"}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body_text());
+    let token: Value = serde_json::from_slice(&minted.body).unwrap();
+    let token_id = token["id"].as_str().unwrap().to_string();
+
+    browser.goto(&format!("{base}/admin")).await;
+    browser
+        .wait_for(
+            "ann and her token",
+            "return (!!document.querySelector('[data-user=ann]') \
+              && !!document.querySelector(`[data-token-id=\"${arguments[0]}\"]`)) || null;",
+            json!([token_id]),
+        )
+        .await;
+    browser.type_into("#user-name", "bob").await;
+    browser.click("#user-name + button").await;
+    browser
+        .wait_for(
+            "bob in the list",
+            "return !!document.querySelector('[data-user=bob]') || null;",
+            json!([]),
+        )
+        .await;
+    let users = api.ok(Method::GET, "/v1/users", None).await;
+    assert!(users.to_string().contains("\"bob\""), "{users}");
+
+    // Revoking asks twice.
+    let revoke = format!("[data-token-id=\"{token_id}\"] button");
+    browser.click(&revoke).await;
+    browser.click(&revoke).await;
+    browser
+        .wait_for(
+            "the token gone from the page",
+            "return !document.querySelector(`[data-token-id=\"${arguments[0]}\"]`) || null;",
+            json!([token_id]),
+        )
+        .await;
+    let tokens = api.ok(Method::GET, "/v1/tokens", None).await;
+    assert!(!tokens.to_string().contains(&token_id), "{tokens}");
+
+    // Without a token the page cannot mint one: it says why and stays.
+    browser.click("#token-role + button").await;
+    browser
+        .wait_for(
+            "the reason",
+            "return document.querySelector('main').textContent.includes('Minting a token takes the admin token') || null;",
+            json!([]),
+        )
+        .await;
+    browser
+        .screenshot(&screenshot_dir().join("admin-light.png"))
+        .await;
+    let path = browser.eval("return location.pathname;", json!([])).await;
+    assert_eq!(path, "/admin");
+    browser.assert_no_console_errors(&["401"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_refused_by_the_api_goes_to_the_login_page() {
+    let test = "a_page_refused_by_the_api_goes_to_the_login_page";
+    let Some(browser) = Browser::start(test, 1280, 900).await else {
+        return;
+    };
+    let mut home = ServerHome::new();
+    let server = home.start_at("127.0.0.1:0", Auth::Token).await;
+    let base = server.base_url().to_string();
+    browser.goto(&format!("{base}/tasks/tsk_somewhere")).await;
+    let landed = browser
+        .wait_for(
+            "the login page",
+            "return (location.pathname === '/login' \
+              && document.querySelector('h1')?.textContent === 'Sign in') ? location.search : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(landed, "?next=%2Ftasks%2Ftsk_somewhere");
+    browser.assert_no_console_errors(&["401"]).await;
 }
