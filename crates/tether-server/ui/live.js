@@ -7,7 +7,7 @@
 // the `Last-Event-ID` header it adds. After a drop the feed waits (with a growing pause) until
 // the server answers again, then reconnects. It ends after the task's terminal event.
 
-const TERMINAL_TYPES = new Set(['task_completed', 'task_failed', 'task_timed_out', 'task_cancelled']);
+export const TERMINAL_TYPES = new Set(['task_completed', 'task_failed', 'task_timed_out', 'task_cancelled']);
 const MAX_PAUSE_MS = 2000;
 
 export class LiveFeed {

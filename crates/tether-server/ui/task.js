@@ -7,7 +7,7 @@
 import { api } from './api.js';
 import { h, fill, time, duration, money, count, stateBadge, errorBox, TERMINAL } from './dom.js';
 import { Timeline } from './timeline.js';
-import { LiveFeed } from './live.js';
+import { LiveFeed, TERMINAL_TYPES } from './live.js';
 
 const PAGE = 200;
 const FLUSH_MS = 40;
@@ -95,7 +95,8 @@ class TaskView {
     observer.observe(this.olderButton);
     this.observer = observer;
 
-    if (first.closed) {
+    // The task's last event is its terminal one: nothing more will come.
+    if (first.closed || TERMINAL_TYPES.has(first.data[0]?.type)) {
       this.setLive('ended');
       return;
     }
@@ -128,9 +129,17 @@ class TaskView {
     const follow = this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - 40;
     if (this.timeline.add(batch) > 0) {
       if (follow) this.scroller.scrollTop = this.scroller.scrollHeight;
-      this.renderSteps();
+      this.scheduleSteps();
       this.scheduleRefresh();
     }
+  }
+
+  // The steps are folded from every event shown: at most a few times a second.
+  scheduleSteps() {
+    this.stepsTimer ??= setTimeout(() => {
+      this.stepsTimer = null;
+      this.renderSteps();
+    }, 250);
   }
 
   async loadOlder() {
