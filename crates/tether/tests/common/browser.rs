@@ -248,6 +248,17 @@ impl Browser {
         .await;
     }
 
+    /// Presses Enter on the element `css` finds (WebDriver focuses it first).
+    pub async fn press_enter(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": "\u{E007}"})),
+        )
+        .await;
+    }
+
     /// Runs a Chrome DevTools Protocol command.
     pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
         self.call(
