@@ -50,6 +50,7 @@ export function time(ts, { date = false } = {}) {
 
 export function duration(ms) {
   if (!(ms >= 0)) return '—';
+  if (ms < 10000) return `${(ms / 1000).toFixed(1)}s`;
   const s = Math.round(ms / 1000);
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
