@@ -220,7 +220,8 @@ class TaskView {
   renderHead() {
     const t = this.task;
     const s = t.status ?? {};
-    const start = s.started_at ?? s.created_at ?? t.created_at;
+    // From submission: the time a person waited, retries and queueing included.
+    const start = t.created_at;
     const end = s.finished_at ?? (this.ended() ? t.updated_at : null);
     const took = start ? (end ? new Date(end) : new Date()) - new Date(start) : NaN;
     const url = s.last_milestone ? this.milestoneUrl(s.last_milestone) : null;
@@ -236,7 +237,7 @@ class TaskView {
       ['Cost', money(s.cost_usd)],
       ['Tokens', `${count(s.input_tokens)} in / ${count(s.output_tokens)} out`],
       ['Created', time(t.created_at, { date: true })],
-      [end ? 'Took' : 'Running for', duration(took)],
+      [end ? 'Took' : 'Open for', duration(took)],
       ['Owner', t.owner],
       ['Repository', t.repository ?? '—'],
     ];
