@@ -48,6 +48,7 @@ mod takeover;
 pub(crate) mod tasks;
 mod timed_body;
 mod token_use;
+mod ui;
 mod users;
 mod workers;
 

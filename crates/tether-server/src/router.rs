@@ -7,7 +7,7 @@ use axum::Router;
 
 use crate::connection::{Direct, DirectAnswer};
 use crate::timed_body::TimedBody;
-use crate::{health, metrics, middleware, openapi, streams, tasks, users, workers, AppState};
+use crate::{health, metrics, middleware, openapi, streams, tasks, ui, users, workers, AppState};
 
 /// The whole HTTP surface, but for one path that bypasses it: see [`DirectAppend`].
 ///
@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         ));
     streams::routes(&state)
         .merge(api)
+        .merge(ui::routes())
         .route("/metrics", axum::routing::get(metrics::scrape))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(

@@ -929,7 +929,17 @@ async fn the_task_list_is_newest_first_filters_by_state_and_pages_with_a_cursor(
     let cancelled = s.get("/v1/tasks?status=cancelled", &ann).await.json();
     assert_eq!(cancelled["data"].as_array().unwrap().len(), 1);
     assert_eq!(cancelled["data"][0]["id"], ids[0].as_str());
+    // `q` searches (ignoring case) within the caller's own tasks; blank is no search.
+    let bob = s.user("bob", "user").await;
+    s.submit(&bob, "task 3 of bob").await;
+    let found = s.get("/v1/tasks?q=TASK%203", &ann).await.json();
+    assert_eq!(found["data"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["data"][0]["id"], ids[3].as_str());
+    let blank = s.get("/v1/tasks?q=%20", &ann).await.json();
+    assert_eq!(blank["data"].as_array().unwrap().len(), 5);
+    let long = format!("q={}", "x".repeat(201));
     for bad in [
+        long.as_str(),
         "status=DONE",
         "limit=0",
         "limit=101",

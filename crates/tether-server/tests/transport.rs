@@ -106,8 +106,10 @@ async fn a_body_over_the_limit_is_refused_with_the_json_error() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_the_json_error() {
     let server = start(|_| {}).await;
-    let root = server.get("/", &server.admin).await;
+    let root = server.get("/nothing", &server.admin).await;
     assert_api_error(&root, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let asset = server.get("/ui/nothing.js", &server.admin).await;
+    assert_api_error(&asset, StatusCode::NOT_FOUND, "NOT_FOUND");
     let unknown = server.get("/v1/nothing/here", &server.admin).await;
     assert_api_error(&unknown, StatusCode::NOT_FOUND, "NOT_FOUND");
     let wrong = server
@@ -701,4 +703,49 @@ async fn taken_over_sse_responses_leave_the_connection_cap_and_hyper_served_ones
         }
         s.stop().await;
     }
+}
+
+#[tokio::test]
+async fn the_web_ui_pages_need_no_token_and_forbid_foreign_scripts() {
+    let server = start(|_| {}).await;
+    for path in ["/", "/tasks/tsk_anything", "/admin", "/login"] {
+        let page = server.call("GET", path, None, &[], Bytes::new()).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {page:?}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let policy = page.header("content-security-policy").unwrap_or_default();
+        assert!(policy.contains("script-src 'self'"), "{path}: {policy}");
+        assert!(String::from_utf8_lossy(&page.body).contains("/ui/app.js"));
+    }
+    let script = server
+        .call("GET", "/ui/app.js", None, &[], Bytes::new())
+        .await;
+    assert_eq!(script.status, StatusCode::OK, "{script:?}");
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let etag = script.header("etag").expect("an etag").to_string();
+    let again = server
+        .call(
+            "GET",
+            "/ui/app.js",
+            None,
+            &[("if-none-match", etag.as_str())],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{again:?}");
+    assert!(again.body.is_empty());
+    for outside in [
+        "/ui/%2e%2e/Cargo.toml",
+        "/ui/../src/lib.rs",
+        "/ui/index.html",
+    ] {
+        let r = server.call("GET", outside, None, &[], Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{outside}: {r:?}");
+    }
+    server.stop().await;
 }

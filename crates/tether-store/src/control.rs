@@ -128,6 +128,9 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Only tasks created before this `seq` (the previous page's last).
     pub before_seq: Option<i64>,
+    /// Only tasks whose description, repository or metadata (as JSON text) contains this,
+    /// ignoring case.
+    pub search: Option<String>,
     pub limit: usize,
 }
 

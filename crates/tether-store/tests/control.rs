@@ -175,6 +175,7 @@ async fn tasks_list_newest_first_by_owner_and_state_with_a_cursor<B: Backend>(ba
         owner_id: Some(ann.id),
         state,
         before_seq,
+        search: None,
         limit: 3,
     };
     let first = store.list_tasks(page(None, None)).await.unwrap();
@@ -234,6 +235,62 @@ async fn tokens_resolve_to_their_user_until_revoked<B: Backend>(backend: &B) {
         UserError::TokenNotFound
     );
     assert_eq!(store.user_count().await.unwrap(), 1);
+}
+
+async fn tasks_are_searched_by_description_repository_and_metadata<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let mut ids = Vec::new();
+    for (description, repository, ticket) in [
+        ("Fix the flaky LOGIN test", None, "OPS-1"),
+        ("bump tokio", Some("acme/login-service"), "OPS-2"),
+        ("write release notes", Some("acme/docs"), "LOGIN-7"),
+        ("tidy the readme", Some("acme/docs"), "OPS-3"),
+    ] {
+        let spec = TaskSpec {
+            description: description.into(),
+            repository: repository.map(str::to_string),
+            metadata: serde_json::Map::from_iter([("ticket".to_string(), ticket.into())]),
+            ..TaskSpec::default()
+        };
+        let created = store
+            .create_task(
+                NewTask {
+                    id: TaskId::from_random(rand_id()),
+                    owner_id: ann.id,
+                    spec: spec.clone(),
+                    idempotency: None,
+                    now: Utc::now(),
+                },
+                created_event(&spec, &ann.name, "2026-11-21T10:00:00.000Z".into()),
+            )
+            .await
+            .unwrap();
+        ids.push(created.task.id);
+    }
+    let search = |text: &str, before_seq| TaskFilter {
+        owner_id: Some(ann.id),
+        search: Some(text.to_string()),
+        before_seq,
+        limit: 2,
+        ..TaskFilter::default()
+    };
+    // Description (any case), repository and metadata all match; newest first, paged.
+    let first = store.list_tasks(search("login", None)).await.unwrap();
+    let got: Vec<_> = first.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(got, [ids[2].clone(), ids[1].clone()]);
+    let rest = store
+        .list_tasks(search("login", Some(first[1].seq)))
+        .await
+        .unwrap();
+    let got: Vec<_> = rest.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(got, [ids[0].clone()]);
+    // The spec's other fields and its JSON keys are not searched; `%` is no wildcard.
+    for text in ["description", "repository", "%", "nothing like this"] {
+        let none = store.list_tasks(search(text, None)).await.unwrap();
+        assert!(none.is_empty(), "{text:?} matched {none:?}");
+    }
 }
 
 async fn users_and_live_tokens_are_listed_with_when_each_token_was_last_used<B: Backend>(
@@ -400,6 +457,7 @@ macro_rules! control_suite {
             a_task_starts_with_its_created_event_and_ends_with_one_terminal_event,
             an_idempotency_key_returns_the_original_task_and_refuses_another_request,
             tasks_list_newest_first_by_owner_and_state_with_a_cursor,
+            tasks_are_searched_by_description_repository_and_metadata,
             tokens_resolve_to_their_user_until_revoked,
             users_and_live_tokens_are_listed_with_when_each_token_was_last_used,
         );

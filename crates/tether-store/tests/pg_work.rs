@@ -112,6 +112,7 @@ async fn running_rows(store: &PgStore, owner: UserId) -> usize {
                 owner_id: Some(owner),
                 state: Some(state),
                 before_seq: None,
+                search: None,
                 limit: 10_000,
             })
             .await
@@ -209,6 +210,7 @@ async fn concurrent_claims_on_different_nodes_never_take_an_owner_past_the_limit
             owner_id: Some(ann.id),
             state: Some(TaskState::Running),
             before_seq: None,
+            search: None,
             limit: 1,
         })
         .await

@@ -47,6 +47,11 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
         "{}",
         guide(&url, &config.data_dir.display().to_string(), speed)
     );
+    match config.auth {
+        AuthMode::Off => println!("web UI: {url}/"),
+        // Until the pages can sign in, they need a server that needs no token.
+        AuthMode::Token => println!("web UI: {url}/ (start with --auth off to use it for now)"),
+    }
 
     // The worker stops first, then its token is revoked, then the server (and its store).
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -225,6 +225,8 @@ pub async fn get_task(
         ("status" = Option<tether_types::TaskState>, Query, description = "Only tasks in this state"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size; default 20"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("q" = Option<String>, Query, max_length = 200,
+            description = "Only tasks whose description, repository or metadata contains this text, ignoring case"),
     ),
     responses(
         (status = 200, description = "A page of tasks", body = tether_types::task::TaskList),
@@ -241,12 +243,13 @@ pub async fn list(
 ) -> Result<Json<TaskList>, ApiError> {
     if let Some(unknown) = q
         .keys()
-        .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
+        .find(|k| !["status", "limit", "cursor", "q"].contains(&k.as_str()))
     {
         return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; use status, limit or cursor"
+            "unknown query parameter {unknown:?}; use status, limit, cursor or q"
         )));
     }
+    let search = search_param(&q)?;
     let state_filter = q
         .get("status")
         .map(|s| s.parse::<TaskState>())
@@ -264,6 +267,7 @@ pub async fn list(
             owner_id: caller.owner_filter(),
             state: state_filter,
             before_seq,
+            search,
             limit,
         })
         .await?;
@@ -346,4 +350,21 @@ pub struct StatusRebuild {
     pub status: tether_types::TaskStatus,
     /// True when the recomputed snapshot equals the one the server held.
     pub unchanged: bool,
+}
+
+/// Longest search text `q` takes.
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// `q`, trimmed; blank is no search.
+fn search_param(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = q.get("q").map(|t| t.trim()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "q may be at most {MAX_SEARCH_CHARS} characters"
+        )));
+    }
+    tether_types::text::check_text("q", text).map_err(ApiError::bad_request)?;
+    Ok(Some(text.to_string()))
 }

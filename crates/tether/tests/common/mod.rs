@@ -7,6 +7,7 @@
 // Each test binary compiles this module and uses a different subset of the helpers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli;
 pub mod http;
 pub mod server;

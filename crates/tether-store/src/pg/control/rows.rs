@@ -91,6 +91,9 @@ pub(super) async fn list(
     let sql = format!(
         "{SELECT_TASK} WHERE ($1::BIGINT IS NULL OR t.owner_id = $1)
            AND ($2::TEXT IS NULL OR t.state = $2) AND ($3::BIGINT IS NULL OR t.seq < $3)
+           AND ($5::TEXT IS NULL OR strpos(lower(coalesce(t.spec::jsonb->>'description', '')
+                  || ' ' || coalesce(t.spec::jsonb->>'repository', '')
+                  || ' ' || coalesce(t.spec::jsonb->>'metadata', '')), lower($5)) > 0)
          ORDER BY t.seq DESC LIMIT $4"
     );
     let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
@@ -102,6 +105,7 @@ pub(super) async fn list(
                 &f.state.map(TaskState::as_str),
                 &f.before_seq,
                 &limit,
+                &f.search,
             ],
         )
         .await?;

@@ -60,7 +60,11 @@ pub(super) fn leased(conn: &Connection, id: &TaskId) -> rusqlite::Result<Option<
 pub(super) fn list(conn: &Connection, f: &TaskFilter) -> rusqlite::Result<Vec<TaskRecord>> {
     let sql = format!(
         "{SELECT_TASK} WHERE (?1 IS NULL OR t.owner_id = ?1) AND (?2 IS NULL OR t.state = ?2)
-           AND (?3 IS NULL OR t.seq < ?3) ORDER BY t.seq DESC LIMIT ?4"
+           AND (?3 IS NULL OR t.seq < ?3)
+           AND (?5 IS NULL OR instr(lower(coalesce(json_extract(t.spec, '$.description'), '')
+                  || ' ' || coalesce(json_extract(t.spec, '$.repository'), '')
+                  || ' ' || coalesce(json_extract(t.spec, '$.metadata'), '')), lower(?5)) > 0)
+         ORDER BY t.seq DESC LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
@@ -68,7 +72,8 @@ pub(super) fn list(conn: &Connection, f: &TaskFilter) -> rusqlite::Result<Vec<Ta
             f.owner_id,
             f.state.map(TaskState::as_str),
             f.before_seq,
-            f.limit as i64
+            f.limit as i64,
+            f.search
         ],
         task_row,
     )?;

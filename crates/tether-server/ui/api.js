@@ -1,0 +1,59 @@
+// Every call to the JSON API goes through here. Requests carry the browser's own credentials
+// (`same-origin`: a session cookie once logins exist, nothing while the server runs with
+// `--auth off`), so the pages need no change when sessions arrive. A 401 sends the browser to
+// the login page; other errors become an ApiError with the API's stable code.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function toLogin() {
+  if (location.pathname === '/login') return;
+  const next = location.pathname + location.search;
+  location.assign('/login?next=' + encodeURIComponent(next));
+}
+
+// `login: false` keeps the page where it is on a 401 (a call that needs more than the page's
+// own credentials, such as minting a token, which takes a real admin token).
+export async function api(path, { method = 'GET', body, signal, login = true } = {}) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, signal };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'UNREACHABLE', 'the server cannot be reached');
+  }
+  if (response.status === 401 && login) {
+    toLogin();
+    throw new ApiError(401, 'UNAUTHORIZED', 'sign in first');
+  }
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!response.ok) {
+    const error = json && json.error;
+    throw new ApiError(response.status, error?.code ?? `HTTP_${response.status}`,
+      error?.message ?? response.statusText);
+  }
+  return json;
+}
+
+// Who is looking, asked once per page: the owner column and the admin pages are for admins.
+let whoami = null;
+export function me() {
+  whoami ??= api('/v1/whoami');
+  return whoami;
+}
