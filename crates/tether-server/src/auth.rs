@@ -21,7 +21,9 @@ use axum::http::{header, HeaderMap, Method};
 use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use tether_store::{Access, ControlStore, NewToken, Principal, TaskRecord, UserError, UserRecord};
+use tether_store::{
+    Access, ControlStore, NewSecret, NewToken, Principal, TaskRecord, UserError, UserRecord,
+};
 use tether_types::Role;
 
 use crate::config::AuthMode;
@@ -36,7 +38,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// `len` random characters of lowercase base 32 (ids of tokens, leases, nudges).
-pub(crate) fn random_text(len: usize) -> String {
+pub fn random_text(len: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..len)
         .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
@@ -67,6 +69,27 @@ pub const SESSION_COOKIE: &str = "tether_session";
 pub const SESSION_TTL: chrono::Duration = chrono::Duration::hours(12);
 /// How long a one-time login code may wait to be used.
 pub const LOGIN_CODE_TTL: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Mints a one-time login code for a token: the code to show (once) and when it expires.
+/// Only its hash is stored.
+pub async fn mint_login_code(
+    control: &dyn ControlStore,
+    token_id: &str,
+) -> Result<(String, chrono::DateTime<Utc>), UserError> {
+    // 32 characters of 32 = 160 random bits.
+    let code = random_text(32);
+    let now = Utc::now();
+    let expires_at = now + LOGIN_CODE_TTL;
+    control
+        .create_login_code(NewSecret {
+            hash: hash(&code),
+            token_id: token_id.to_string(),
+            now,
+            expires_at,
+        })
+        .await?;
+    Ok((code, expires_at))
+}
 
 /// The calling principal, resolved from `Authorization: Bearer` or the session cookie.
 #[derive(Clone, Debug)]

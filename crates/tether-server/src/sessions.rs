@@ -48,19 +48,8 @@ async fn create_code(
     Proven(caller): Proven,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // 32 characters of 32 = 160 random bits; stored only as a hash.
-    let code = random_text(32);
-    let now = Utc::now();
-    let expires_at = now + auth::LOGIN_CODE_TTL;
-    state
-        .control
-        .create_login_code(NewSecret {
-            hash: hash(&code),
-            token_id: caller.0.token_id.clone(),
-            now,
-            expires_at,
-        })
-        .await?;
+    let (code, expires_at) =
+        auth::mint_login_code(state.control.as_ref(), &caller.0.token_id).await?;
     let url = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
