@@ -784,12 +784,12 @@ async fn admins_create_users_and_revoke_tokens_from_the_admin_page() {
     let tokens = api.ok(Method::GET, "/v1/tokens", None).await;
     assert!(!tokens.to_string().contains(&token_id), "{tokens}");
 
-    // Without a token the page cannot mint one: it says why and stays.
+    // With auth off and no session the page cannot mint one: it says why and stays.
     browser.click("#token-role + button").await;
     browser
         .wait_for(
             "the reason",
-            "return document.querySelector('main').textContent.includes('Minting a token takes the admin token') || null;",
+            "return document.querySelector('main').textContent.includes('Minting a token takes signing in with an admin token') || null;",
             json!([]),
         )
         .await;
