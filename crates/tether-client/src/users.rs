@@ -1,7 +1,9 @@
 //! Users and tokens (admin), and who the caller is.
 
 use reqwest::Method;
-use tether_types::api::{IssuedToken, NewToken, NewUser, TokenList, User, UserList, WhoAmI};
+use tether_types::api::{
+    IssuedToken, LoginCode, NewToken, NewUser, TokenList, User, UserList, WhoAmI,
+};
 use tether_types::Role;
 
 use crate::client::encode_segment;
@@ -48,5 +50,12 @@ impl Client {
 
     pub async fn whoami(&self) -> Result<WhoAmI, Error> {
         self.call(self.request(Method::GET, "/v1/whoami")).await
+    }
+
+    /// A one-time login code (and link) that signs a browser in as this client's token.
+    pub async fn login_code(&self) -> Result<LoginCode, Error> {
+        let body = serde_json::json!({});
+        self.call(self.request(Method::POST, "/v1/login-codes").json(&body))
+            .await
     }
 }

@@ -14,7 +14,8 @@
 //!    `jobs`, `token_use`, and the transport, `connection`;
 //! 3. `extract` (request parts, each failure an `ApiError`), `auth`, `guard`;
 //! 4. `shared` (what several resources need of tasks and producers), `middleware`;
-//! 5. resources: `streams`, `tasks`, `workers`, `users`; none calls another's internals;
+//! 5. resources: `streams`, `tasks`, `workers`, `users`, `sessions`; none calls another's
+//!    internals;
 //! 6. `openapi`, then `router` (routes, layers, and the direct append path it registers with
 //!    the transport); [`serve`] wires the router to the transport.
 //!
@@ -40,6 +41,7 @@ mod openapi;
 mod query;
 mod request_id;
 mod router;
+mod sessions;
 mod shared;
 mod shutdown;
 mod stamp;

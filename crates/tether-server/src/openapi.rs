@@ -48,6 +48,9 @@ use crate::AppState;
         crate::users::list_tokens,
         crate::users::revoke_token,
         crate::users::whoami,
+        crate::sessions::create_code,
+        crate::sessions::create_session,
+        crate::sessions::logout,
         crate::workers::claim,
         crate::workers::heartbeat,
         crate::workers::begin_step,
@@ -63,6 +66,9 @@ use crate::AppState;
         (name = "tasks", description = "Submit, read, list, cancel and nudge tasks."),
         (name = "events", description = "Each task's event stream: pages, long-poll, SSE, appends."),
         (name = "users", description = "Users and tokens (admin), and `whoami`."),
+        (name = "sessions", description = "Browser sign-in: one-time login codes and session \
+            cookies. A change made with the cookie must carry the server's own `Origin` (else \
+            403 `SESSION_ORIGIN_REFUSED`)."),
         (name = "workers", description = "The worker protocol (worker or admin tokens): claim a \
             task, hold its lease with heartbeats, run steps, append events, finish. A call with a \
             lease that expired or a task that moved on is 409 `LEASE_LOST`; a write under the \

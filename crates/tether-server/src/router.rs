@@ -7,7 +7,9 @@ use axum::Router;
 
 use crate::connection::{Direct, DirectAnswer};
 use crate::timed_body::TimedBody;
-use crate::{health, metrics, middleware, openapi, streams, tasks, ui, users, workers, AppState};
+use crate::{
+    health, metrics, middleware, openapi, sessions, streams, tasks, ui, users, workers, AppState,
+};
 
 /// The whole HTTP surface, but for one path that bypasses it: see [`DirectAppend`].
 ///
@@ -33,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     let api = tasks::routes()
         .layer(limit)
         .merge(users::routes())
+        .merge(sessions::routes())
         .merge(workers::routes())
         .merge(openapi::routes())
         .route("/healthz", axum::routing::get(health::healthz))

@@ -13,7 +13,7 @@ use tether_types::api::{
 };
 use tether_types::Role;
 
-use crate::auth::{hash, mint, Bearer, Caller};
+use crate::auth::{hash, mint, Caller, Proven};
 use crate::error::ApiError;
 use crate::extract::{parse_json, text_field};
 use crate::AppState;
@@ -125,7 +125,7 @@ async fn update_user(
 )]
 async fn create_token(
     State(state): State<AppState>,
-    Bearer(caller): Bearer,
+    Proven(caller): Proven,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;

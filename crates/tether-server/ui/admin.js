@@ -83,9 +83,10 @@ export async function adminPage(main) {
       clear(tokenNote);
       await load();
     } catch (error) {
-      // With auth off the page has no token, and minting one takes a real admin token.
+      // With auth off the page acts as the admin without a credential, and minting a token
+      // takes a real one: a session made from an admin token.
       const hint = error.status === 401
-        ? 'Minting a token takes the admin token (tether token create on the server\'s machine).'
+        ? 'Minting a token takes signing in with an admin token (see /login), even with --auth off.'
         : '';
       fill(tokenNote, errorBox(error), hint ? h('p', { class: 'small' }, hint) : null);
     }

@@ -1,7 +1,8 @@
 // Every call to the JSON API goes through here. Requests carry the browser's own credentials
-// (`same-origin`: a session cookie once logins exist, nothing while the server runs with
-// `--auth off`), so the pages need no change when sessions arrive. A 401 sends the browser to
-// the login page; other errors become an ApiError with the API's stable code.
+// (`same-origin`: the session cookie, or nothing while the server runs with `--auth off`);
+// the browser adds the page's `Origin` to changes, which the server requires of them. A 401
+// sends the browser to the login page; other errors become an ApiError with the API's
+// stable code.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -17,8 +18,8 @@ export function toLogin() {
   location.assign('/login?next=' + encodeURIComponent(next));
 }
 
-// `login: false` keeps the page where it is on a 401 (a call that needs more than the page's
-// own credentials, such as minting a token, which takes a real admin token).
+// `login: false` keeps the page where it is on a 401 (signing in itself, or minting a token,
+// which with `--auth off` still takes a real admin credential).
 export async function api(path, { method = 'GET', body, signal, login = true } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, signal };
   if (body !== undefined) {

@@ -1,6 +1,6 @@
 // The one script the shell loads: it picks the page from the path.
 
-import { me } from './api.js';
+import { api, me } from './api.js';
 import { h, fill, errorBox } from './dom.js';
 import { listPage } from './list.js';
 import { taskPage } from './task.js';
@@ -24,6 +24,16 @@ async function header() {
     const who = await me();
     document.getElementById('who').textContent = `${who.user} (${who.role})`;
     if (who.role === 'admin') for (const el of document.querySelectorAll('[data-admin-only]')) el.hidden = false;
+    const signOut = document.getElementById('sign-out');
+    signOut.hidden = false;
+    signOut.addEventListener('click', async () => {
+      try {
+        await api('/v1/sessions/logout', { method: 'POST', login: false });
+        location.assign('/login');
+      } catch (error) {
+        fill(main, errorBox(error));
+      }
+    });
   } catch {
     // The page itself says what went wrong.
   }

@@ -175,6 +175,16 @@ pub struct NewToken {
     pub now: DateTime<Utc>,
 }
 
+/// A one-time login code or a browser session to store: only its hash, bound to the token
+/// whose principal it acts as, so revoking the token ends it at once.
+#[derive(Clone, Debug)]
+pub struct NewSecret {
+    pub hash: Vec<u8>,
+    pub token_id: String,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait ControlStore: Send + Sync + 'static {
     /// Creates a task and its stream, whose first event is `created` (or, for a repeated
@@ -235,6 +245,33 @@ pub trait ControlStore: Send + Sync + 'static {
     /// stored one changes nothing. The server calls this about once a minute with what it
     /// noted in memory, never per request.
     async fn record_token_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError>;
+
+    /// Stores a login code for an unrevoked token (`TokenNotFound` otherwise), and drops
+    /// codes that have expired.
+    async fn create_login_code(&self, code: NewSecret) -> Result<(), UserError>;
+
+    /// Deletes the code with this hash and returns its token's id if it had not expired at
+    /// `now`: a code works once, on any node.
+    async fn take_login_code(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Stores a session for an unrevoked token (`TokenNotFound` otherwise), and drops
+    /// sessions that have expired.
+    async fn create_session(&self, session: NewSecret) -> Result<(), UserError>;
+
+    /// The principal of the session with this hash, while it has not expired and its token
+    /// is not revoked.
+    async fn session(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Principal>, StoreError>;
+
+    /// Ends a session; ending one that is gone is not an error.
+    async fn delete_session(&self, hash: &[u8]) -> Result<(), StoreError>;
 }
 
 // ---- execution ---------------------------------------------------------------------------

@@ -237,6 +237,117 @@ async fn tokens_resolve_to_their_user_until_revoked<B: Backend>(backend: &B) {
     assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
+/// A user with one live token, `t1`, whose hash is `h1`.
+async fn ann_with_a_token(store: &impl ControlStore) {
+    user(store, "ann").await;
+    store
+        .create_token(NewToken {
+            id: "t1".into(),
+            user: "ann".into(),
+            role: Role::User,
+            hash: b"h1".to_vec(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+fn secret(hash: &[u8], token: &str, ttl_secs: i64) -> NewSecret {
+    let now = Utc::now();
+    NewSecret {
+        hash: hash.to_vec(),
+        token_id: token.into(),
+        now,
+        expires_at: now + chrono::Duration::seconds(ttl_secs),
+    }
+}
+
+async fn a_login_code_is_taken_once_and_not_after_it_expires<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let store = &*store;
+    ann_with_a_token(store).await;
+    store
+        .create_login_code(secret(b"c1", "t1", 600))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    assert_eq!(
+        store.take_login_code(b"c1", now).await.unwrap().as_deref(),
+        Some("t1")
+    );
+    assert_eq!(
+        store.take_login_code(b"c1", now).await.unwrap(),
+        None,
+        "a code works once"
+    );
+    assert_eq!(store.take_login_code(b"unknown", now).await.unwrap(), None);
+
+    store
+        .create_login_code(secret(b"c2", "t1", 600))
+        .await
+        .unwrap();
+    let later = now + chrono::Duration::seconds(601);
+    assert_eq!(
+        store.take_login_code(b"c2", later).await.unwrap(),
+        None,
+        "an expired code is refused"
+    );
+
+    assert_eq!(
+        store
+            .create_login_code(secret(b"c3", "nope", 600))
+            .await
+            .unwrap_err(),
+        UserError::TokenNotFound,
+        "a code needs a live token"
+    );
+}
+
+async fn a_session_acts_as_its_token_until_revoked_expired_or_deleted<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let store = &*store;
+    ann_with_a_token(store).await;
+    store
+        .create_session(secret(b"s1", "t1", 600))
+        .await
+        .unwrap();
+    store
+        .create_session(secret(b"s2", "t1", 600))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let who = store.session(b"s1", now).await.unwrap().unwrap();
+    assert_eq!(
+        (who.user.as_str(), who.role, who.token_id.as_str()),
+        ("ann", Role::User, "t1")
+    );
+    assert_eq!(store.session(b"other", now).await.unwrap(), None);
+    let later = now + chrono::Duration::seconds(601);
+    assert_eq!(
+        store.session(b"s1", later).await.unwrap(),
+        None,
+        "an expired session is refused"
+    );
+
+    store.delete_session(b"s2").await.unwrap();
+    assert_eq!(store.session(b"s2", now).await.unwrap(), None);
+    store.delete_session(b"s2").await.unwrap();
+
+    store.revoke_token("t1", Utc::now()).await.unwrap();
+    assert_eq!(
+        store.session(b"s1", now).await.unwrap(),
+        None,
+        "a revoked token's session is refused"
+    );
+    assert_eq!(
+        store
+            .create_session(secret(b"s3", "t1", 600))
+            .await
+            .unwrap_err(),
+        UserError::TokenNotFound
+    );
+}
+
 async fn tasks_are_searched_by_description_repository_and_metadata<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let store = &*store;
@@ -460,6 +571,8 @@ macro_rules! control_suite {
             tasks_are_searched_by_description_repository_and_metadata,
             tokens_resolve_to_their_user_until_revoked,
             users_and_live_tokens_are_listed_with_when_each_token_was_last_used,
+            a_login_code_is_taken_once_and_not_after_it_expires,
+            a_session_acts_as_its_token_until_revoked_expired_or_deleted,
         );
 
         proptest::proptest! {

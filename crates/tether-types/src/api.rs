@@ -143,6 +143,29 @@ pub struct WhoAmI {
     pub role: Role,
 }
 
+/// `POST /v1/login-codes` answer: a one-time code that signs a browser in as the caller's
+/// token. Wire format: stable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginCode {
+    pub code: String,
+    /// The login page with the code, on the address the request came to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/sessions` body: exactly one of a login code or an API token. Wire format: stable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
 /// A user name: 1 to 64 of `[A-Za-z0-9_.-]`.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -117,6 +117,10 @@ error_codes! {
     UserNotFound = "USER_NOT_FOUND", 404;
     /// No such token.
     TokenNotFound = "TOKEN_NOT_FOUND", 404;
+    /// A login code that is unknown, used already or expired.
+    LoginCodeInvalid = "LOGIN_CODE_INVALID", 401;
+    /// A change made with a session cookie whose `Origin` is missing or not the server's own.
+    SessionOriginRefused = "SESSION_ORIGIN_REFUSED", 403;
 
     // Streams (the Durable Streams protocol's statuses).
     /// No such stream, or one the caller may not see.

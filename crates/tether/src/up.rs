@@ -49,8 +49,20 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
     );
     match config.auth {
         AuthMode::Off => println!("web UI: {url}/"),
-        // Until the pages can sign in, they need a server that needs no token.
-        AuthMode::Token => println!("web UI: {url}/ (start with --auth off to use it for now)"),
+        AuthMode::Token => match login_link(control.as_ref(), &config.data_dir, &url).await {
+            Ok(Some(link)) => println!(
+                "web UI: {link}\n  (a one-time login link, valid for {} minutes; `tether ui` \
+                 prints a new one)",
+                auth::LOGIN_CODE_TTL.num_minutes()
+            ),
+            Ok(None) => {
+                println!("web UI: {url}/ (sign in with a token; `tether ui` prints a login link)")
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not make a login link");
+                println!("web UI: {url}/ (`tether ui` prints a login link)")
+            }
+        },
     }
 
     // The worker stops first, then its token is revoked, then the server (and its store).
@@ -150,6 +162,23 @@ async fn worker_token(
     std::fs::write(&id_file, format!("{}\n", minted.id))
         .with_context(|| format!("cannot write {}", id_file.display()))?;
     Ok((minted.id, minted.secret))
+}
+
+/// A one-time login link for the first admin's token (from `<data-dir>/admin.token`); `None`
+/// when this data dir has no such token (another node made the first admin).
+async fn login_link(
+    control: &dyn ControlStore,
+    data_dir: &Path,
+    url: &str,
+) -> anyhow::Result<Option<String>> {
+    let Ok(secret) = std::fs::read_to_string(data_dir.join(auth::ADMIN_TOKEN_FILE)) else {
+        return Ok(None);
+    };
+    let Some(admin) = control.principal(&auth::hash(secret.trim())).await? else {
+        return Ok(None);
+    };
+    let (code, _) = auth::mint_login_code(control, &admin.token_id).await?;
+    Ok(Some(format!("{url}/login?code={code}")))
 }
 
 /// What to do next, with the settings the CLI needs when they are not its defaults.

@@ -16,10 +16,12 @@ use common::browser::{screenshot_dir, Browser, DEADLINE};
 use common::http::HttpClient;
 use common::server::{free_loopback_addr, Auth, ServerHome};
 
-/// The JSON API as the tests' worker and checker use it (the server runs with `--auth off`).
+/// The JSON API as the tests' worker and checker use it: without a token against a server
+/// with `--auth off`, or with a bearer token.
 struct Api {
     http: HttpClient,
     base: String,
+    bearer: Option<String>,
 }
 
 impl Api {
@@ -27,20 +29,30 @@ impl Api {
         Api {
             http: HttpClient::new(),
             base: base.to_string(),
+            bearer: None,
+        }
+    }
+
+    fn with_token(base: &str, token: &str) -> Api {
+        Api {
+            bearer: Some(format!("Bearer {token}")),
+            ..Api::new(base)
         }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let headers: &[(&str, &str)] = if body.is_some() {
-            &[("Content-Type", "application/json")]
-        } else {
-            &[]
-        };
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        if let Some(bearer) = &self.bearer {
+            headers.push(("Authorization", bearer));
+        }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let url = format!("{}{path}", self.base);
         let response = self
             .http
-            .send(method, &url, headers, body)
+            .send(method, &url, &headers, body)
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         let value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
@@ -772,12 +784,12 @@ async fn admins_create_users_and_revoke_tokens_from_the_admin_page() {
     let tokens = api.ok(Method::GET, "/v1/tokens", None).await;
     assert!(!tokens.to_string().contains(&token_id), "{tokens}");
 
-    // Without a token the page cannot mint one: it says why and stays.
+    // With auth off and no session the page cannot mint one: it says why and stays.
     browser.click("#token-role + button").await;
     browser
         .wait_for(
             "the reason",
-            "return document.querySelector('main').textContent.includes('Minting a token takes the admin token') || null;",
+            "return document.querySelector('main').textContent.includes('Minting a token takes signing in with an admin token') || null;",
             json!([]),
         )
         .await;
@@ -809,4 +821,192 @@ async fn a_page_refused_by_the_api_goes_to_the_login_page() {
         .await;
     assert_eq!(landed, "?next=%2Ftasks%2Ftsk_somewhere");
     browser.assert_no_console_errors(&["401"]).await;
+}
+
+/// Waits until the page's path is `path`.
+async fn wait_path(browser: &Browser, path: &str) {
+    browser
+        .wait_for(
+            &format!("the page at {path}"),
+            "return location.pathname === arguments[0];",
+            json!([path]),
+        )
+        .await;
+}
+
+/// The signed-in user the header shows.
+async fn wait_signed_in_as(browser: &Browser, who: &str) {
+    browser
+        .wait_for(
+            &format!("the header to show {who}"),
+            "return document.getElementById('who').textContent === arguments[0] \
+             && !document.getElementById('sign-out').hidden;",
+            json!([who]),
+        )
+        .await;
+}
+
+/// A 401 from the API is logged by Chromium as a failed resource: expected where a test
+/// signs out or uses a spent code.
+const UNAUTHORIZED_LOAD: &str = "status of 401";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_link_signs_in_once_and_the_admin_page_works_with_the_session() {
+    let test = "a_login_link_signs_in_once_and_the_admin_page_works_with_the_session";
+    let Some(browser) = Browser::start(test, 1280, 900).await else {
+        return;
+    };
+    let mut home = ServerHome::new();
+    let server = home.start_at("127.0.0.1:0", Auth::Token).await;
+    let base = server.base_url().to_string();
+    let admin = Api::with_token(&base, &home.admin_token());
+    let code = admin.ok(Method::POST, "/v1/login-codes", None).await;
+    let link = code["url"].as_str().expect("a login link").to_string();
+    assert_eq!(
+        link,
+        format!("{base}/login?code={}", code["code"].as_str().unwrap())
+    );
+
+    browser.goto(&link).await;
+    wait_path(&browser, "/").await;
+    wait_signed_in_as(&browser, "admin (admin)").await;
+
+    // The admin page, with the session alone: a token is minted (its secret shown once),
+    // then revoked.
+    admin
+        .ok(Method::POST, "/v1/users", Some(json!({"name": "carol"})))
+        .await;
+    browser.goto(&format!("{base}/admin")).await;
+    browser
+        .wait_for(
+            "carol in the token form",
+            "return !!document.querySelector('#token-user option[value=\"carol\"]');",
+            json!([]),
+        )
+        .await;
+    browser
+        .eval(
+            "const s = document.getElementById('token-user'); s.value = 'carol'; \
+             s.dispatchEvent(new Event('change')); return true;",
+            json!([]),
+        )
+        .await;
+    browser.click("#token-user ~ button[type=submit]").await;
+    let secret = browser
+        .wait_for(
+            "the new token's secret",
+            "return document.querySelector('.secret:not([hidden]) pre.token')?.textContent ?? null;",
+            json!([]),
+        )
+        .await;
+    let secret = secret.as_str().unwrap().to_string();
+    assert!(secret.starts_with("tether_"), "{secret}");
+    let id = secret.split('_').nth(1).unwrap().to_string();
+    let row = format!("tr[data-token-id=\"{id}\"] button");
+    browser.click(&row).await;
+    browser.click(&row).await;
+    browser
+        .wait_for(
+            "the revoked token's row to go",
+            "return !document.querySelector(`tr[data-token-id=\"${arguments[0]}\"]`);",
+            json!([id]),
+        )
+        .await;
+    let carol = Api::with_token(&base, &secret);
+    let (status, _) = carol.call(Method::GET, "/v1/whoami", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked from the page");
+
+    // Sign out; the same link again is refused and the browser stays signed out.
+    browser.click("#sign-out").await;
+    wait_path(&browser, "/login").await;
+    browser.goto(&link).await;
+    let error = browser
+        .wait_for(
+            "the login page's error",
+            "return document.querySelector('#login-note .error')?.textContent ?? null;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("LOGIN_CODE_INVALID"),
+        "{error}"
+    );
+    wait_path(&browser, "/login").await;
+    browser.goto(&format!("{base}/")).await;
+    wait_path(&browser, "/login").await;
+    browser.assert_no_console_errors(&[UNAUTHORIZED_LOAD]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_token_signs_in_and_a_user_sees_only_their_own_tasks() {
+    let test = "a_pasted_token_signs_in_and_a_user_sees_only_their_own_tasks";
+    let Some(browser) = Browser::start(test, 1280, 900).await else {
+        return;
+    };
+    let mut home = ServerHome::new();
+    let server = home.start_at("127.0.0.1:0", Auth::Token).await;
+    let base = server.base_url().to_string();
+    let admin = Api::with_token(&base, &home.admin_token());
+    let mut tokens = Vec::new();
+    for name in ["ann", "bob"] {
+        admin
+            .ok(Method::POST, "/v1/users", Some(json!({"name": name})))
+            .await;
+        let issued = admin
+            .ok(
+                Method::POST,
+                "/v1/tokens",
+                Some(json!({"user": name, "role": "user"})),
+            )
+            .await;
+        tokens.push(issued["token"].as_str().unwrap().to_string());
+    }
+    let ann = Api::with_token(&base, &tokens[0]);
+    let bob = Api::with_token(&base, &tokens[1]);
+    let anns = ann
+        .create_task(json!({"description": "ann's own task"}))
+        .await;
+    let bobs = bob
+        .create_task(json!({"description": "bob's private task"}))
+        .await;
+
+    // Another user's task page sends a stranger to sign in, then says it is not there.
+    browser.goto(&format!("{base}/tasks/{bobs}")).await;
+    wait_path(&browser, "/login").await;
+    browser.type_into("#login-token", &tokens[0]).await;
+    browser.press_enter("#login-token").await;
+    wait_path(&browser, &format!("/tasks/{bobs}")).await;
+    wait_signed_in_as(&browser, "ann (user)").await;
+    let shown = browser
+        .wait_for(
+            "the not-found message",
+            "return document.querySelector('main .error')?.textContent ?? null;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        shown.as_str().unwrap().contains("TASK_NOT_FOUND"),
+        "{shown}"
+    );
+    assert!(!browser
+        .eval("return document.body.textContent;", json!([]))
+        .await
+        .as_str()
+        .unwrap()
+        .contains("bob's private task"));
+
+    browser.goto(&format!("{base}/")).await;
+    browser
+        .wait_for("ann's task in the list", TASK_ROW, json!([anns]))
+        .await;
+    let rows = browser
+        .eval(
+            "return [...document.querySelectorAll('[data-task-id]')].map(e => e.dataset.taskId);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!([anns]), "only ann's own task is listed");
+    browser
+        .assert_no_console_errors(&[UNAUTHORIZED_LOAD, "status of 404"])
+        .await;
 }

@@ -410,6 +410,90 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
     assert!(status.success(), "up exited with {status}: {stderr:?}");
 }
 
+/// Exchanges a login link's code for a session over HTTP, as the login page does: the
+/// status and the session cookie (`name=value`), if one was set.
+async fn exchange_login_link(link: &str) -> (hyper::StatusCode, Option<String>) {
+    let (base, code) = link.split_once("/login?code=").expect("a login link");
+    let http = common::http::HttpClient::new();
+    let page = http
+        .send(hyper::Method::GET, link, &[], "")
+        .await
+        .expect("the login page");
+    assert_eq!(
+        page.status,
+        hyper::StatusCode::OK,
+        "opening the link is only the page"
+    );
+    let body = serde_json::json!({ "code": code }).to_string();
+    let made = http
+        .send(
+            hyper::Method::POST,
+            &format!("{base}/v1/sessions"),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+        .expect("the sign-in");
+    let cookie = made
+        .header("set-cookie")
+        .map(|c| c.split(';').next().unwrap().to_string());
+    (made.status, cookie)
+}
+
+#[tokio::test]
+async fn tether_up_prints_a_login_link_that_works_once_and_tether_ui_prints_another() {
+    let data = tempfile::Builder::new()
+        .prefix("tether-up-")
+        .tempdir()
+        .expect("a data dir");
+    let launcher = CliEnv::new("http://127.0.0.1:9", data.path());
+    let (mut up, url) = start_up(&launcher).await;
+    let mut n = 2;
+    let link = loop {
+        up.wait_for_stdout_lines(n, TASK_TIMEOUT).await;
+        let lines = up.stdout_lines();
+        if let Some(link) = lines.iter().find_map(|l| l.strip_prefix("web UI: ")) {
+            break link.to_string();
+        }
+        n += 1;
+    };
+    assert!(link.starts_with(&format!("{url}/login?code=")), "{link}");
+
+    let (status, cookie) = exchange_login_link(&link).await;
+    assert_eq!(status, hyper::StatusCode::CREATED);
+    let cookie = cookie.expect("a session cookie");
+    let who = common::http::HttpClient::new()
+        .send(
+            hyper::Method::GET,
+            &format!("{url}/v1/whoami"),
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(who.body_text(), r#"{"user":"admin","role":"admin"}"#);
+    let (again, cookie) = exchange_login_link(&link).await;
+    assert_eq!(
+        again,
+        hyper::StatusCode::UNAUTHORIZED,
+        "the link works once"
+    );
+    assert_eq!(cookie, None);
+
+    let cli = CliEnv::new(&url, data.path());
+    let ui = cli.run(&["ui"]).await;
+    ui.expect_code(0);
+    let fresh = ui.stdout.trim();
+    assert!(fresh.starts_with(&format!("{url}/login?code=")), "{fresh}");
+    assert_ne!(fresh, link);
+    let (status, _) = exchange_login_link(fresh).await;
+    assert_eq!(status, hyper::StatusCode::CREATED);
+
+    up.interrupt().await;
+    let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
+    assert!(status.success(), "up exited with {status}: {stderr:?}");
+}
+
 /// Starts `tether up` on a free port with `launcher`'s home and data dir; returns it and its URL.
 /// A fixed port: a server on port 0 records nothing for the CLI.
 async fn start_up(launcher: &CliEnv) -> (Running, String) {

@@ -58,7 +58,7 @@ pub(crate) async fn admit(
 ) -> Result<Admitted, ApiError> {
     // A plain call at the top of each handler rather than a middleware layer: this is the
     // append path, and a layer costs a boxed clone of the route on every request.
-    let caller = auth::authenticate(state, headers).await?;
+    let caller = auth::authenticate(state, method, headers).await?;
     // One memchr over the path: a NUL (`%00`) cannot be stored as a path by PostgreSQL.
     text_field("the stream path", path)?;
     if let Some(task_id) = path.strip_prefix(TASK_STREAM_PREFIX) {

@@ -254,7 +254,7 @@ async fn long_poll(
         _ = watch.wait_past(after.0, state.config.long_poll_timeout) => {}
         _ = stopped(&mut shutdown) => {}
     }
-    crate::auth::authenticate(state, headers).await?;
+    crate::auth::authenticate(state, &axum::http::Method::GET, headers).await?;
     page(state, id, q).await
 }
 

@@ -121,6 +121,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE streams ADD COLUMN owner_id BIGINT;
     "#,
+    // 4: one-time login codes and browser sessions, each stored as a hash and bound to the
+    // token it acts as.
+    r#"
+    CREATE TABLE login_codes (
+        hash          BYTEA PRIMARY KEY,
+        token_id      TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE sessions (
+        hash          BYTEA PRIMARY KEY,
+        token_id      TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at_ms);
+    "#,
 ];
 
 /// Applies the migrations the database has not seen yet, all in one transaction taken under

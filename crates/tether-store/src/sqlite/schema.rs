@@ -139,6 +139,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE streams ADD COLUMN owner_id INTEGER;
     "#,
+    // 6: one-time login codes and browser sessions, each stored as a hash and bound to the
+    // token it acts as.
+    r#"
+    CREATE TABLE login_codes (
+        hash          BLOB PRIMARY KEY,
+        token_id      TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        hash          BLOB PRIMARY KEY,
+        token_id      TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at_ms);
+    "#,
 ];
 
 /// Applies the migrations this file has not yet seen, each in its own transaction.

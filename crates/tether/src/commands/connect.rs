@@ -42,4 +42,14 @@ impl ConnectArgs {
         )?;
         Ok(Client::new(&resolved.url, resolved.token.as_deref())?)
     }
+
+    /// The server URL the client uses.
+    pub fn resolved_url(&self) -> anyhow::Result<String> {
+        let resolved = config::resolve(
+            self.server.clone(),
+            self.token.clone(),
+            &config::process_env,
+        )?;
+        Ok(resolved.url)
+    }
 }

@@ -15,6 +15,7 @@ mod render;
 mod status;
 mod submit;
 mod summary;
+mod ui;
 mod users;
 mod watch;
 
@@ -60,6 +61,8 @@ pub enum ClientCommand {
     Token(users::TokenCommand),
     /// Show which user and role the token acts as.
     Whoami(users::WhoamiArgs),
+    /// Print a one-time login link to the web UI (and open it with --open).
+    Ui(ui::UiArgs),
 }
 
 /// Runs a client command and ends the process with its exit code (DESIGN of the CLI: 0 done,
@@ -107,6 +110,7 @@ async fn execute(command: ClientCommand) -> anyhow::Result<Exit> {
         ClientCommand::User(command) => users::user(command).await,
         ClientCommand::Token(command) => users::token(command).await,
         ClientCommand::Whoami(args) => users::whoami(args).await,
+        ClientCommand::Ui(args) => ui::run(args).await,
     }
 }
 
@@ -126,6 +130,7 @@ impl ClientCommand {
             ClientCommand::User(c) => c.connect(),
             ClientCommand::Token(c) => c.connect(),
             ClientCommand::Whoami(a) => &a.connect,
+            ClientCommand::Ui(a) => &a.connect,
         })
     }
 }

@@ -251,6 +251,37 @@ impl ControlStore for PgStore {
         let client = self.client().await?;
         users::record_token_use(&**client, &used).await
     }
+
+    async fn create_login_code(&self, code: NewSecret) -> Result<(), UserError> {
+        transaction!(self, |t| users::create_secret(&mut t, "login_codes", &code))
+    }
+
+    async fn take_login_code(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        users::take_login_code(&**client, hash, now).await
+    }
+
+    async fn create_session(&self, session: NewSecret) -> Result<(), UserError> {
+        transaction!(self, |t| users::create_secret(&mut t, "sessions", &session))
+    }
+
+    async fn session(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Principal>, StoreError> {
+        let client = self.client().await?;
+        users::session(&**client, hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &[u8]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        users::delete_session(&**client, hash).await
+    }
 }
 
 #[async_trait]

@@ -7,7 +7,7 @@ use tokio_postgres::GenericClient;
 
 use super::rows::{col, unsigned};
 use super::Tx;
-use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
+use crate::control::{NewSecret, NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
 use crate::execution::time;
 
 pub(super) async fn create_user(
@@ -211,5 +211,99 @@ pub(super) async fn record_token_use(
         &[&ids, &times],
     )
     .await?;
+    Ok(())
+}
+
+/// Stores a login code or a session (`table` is one of the two, never input) for a live
+/// token, dropping the table's expired rows first. The token's row is locked (`FOR SHARE`)
+/// so a revocation on another node waits for this insert, then ends what it made.
+pub(super) async fn create_secret(
+    t: &mut Tx<'_>,
+    table: &'static str,
+    secret: &NewSecret,
+) -> Result<(), UserError> {
+    let live = t
+        .query_opt(
+            "SELECT 1 FROM tokens WHERE id = $1 AND revoked_at_ms IS NULL FOR SHARE",
+            &[&secret.token_id],
+        )
+        .await?;
+    if live.is_none() {
+        return Err(UserError::TokenNotFound);
+    }
+    let now = secret.now.timestamp_millis();
+    t.execute(
+        &format!("DELETE FROM {table} WHERE expires_at_ms <= $1"),
+        &[&now],
+    )
+    .await?;
+    t.execute(
+        &format!(
+            "INSERT INTO {table} (hash, token_id, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4)"
+        ),
+        &[
+            &secret.hash,
+            &secret.token_id,
+            &now,
+            &secret.expires_at.timestamp_millis(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn take_login_code(
+    c: &impl GenericClient,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    // One statement: of two nodes taking the same code at once, one deletes the row.
+    let row = c
+        .query_opt(
+            "DELETE FROM login_codes WHERE hash = $1 RETURNING token_id, expires_at_ms",
+            &[&hash],
+        )
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let expires: i64 = col(&r, 1)?;
+    (expires > now.timestamp_millis())
+        .then(|| col(&r, 0))
+        .transpose()
+}
+
+pub(super) async fn session(
+    c: &impl GenericClient,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<Principal>, StoreError> {
+    let row = c
+        .query_opt(
+            "SELECT t.id, t.role, u.id, u.name
+             FROM sessions s JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = t.user_id
+             WHERE s.hash = $1 AND s.expires_at_ms > $2 AND t.revoked_at_ms IS NULL",
+            &[&hash, &now.timestamp_millis()],
+        )
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let role: String = col(&r, 1)?;
+    let Ok(role) = role.parse::<Role>() else {
+        return Ok(None);
+    };
+    Ok(Some(Principal {
+        token_id: col(&r, 0)?,
+        role,
+        user_id: col(&r, 2)?,
+        user: col(&r, 3)?,
+    }))
+}
+
+pub(super) async fn delete_session(c: &impl GenericClient, hash: &[u8]) -> Result<(), StoreError> {
+    c.execute("DELETE FROM sessions WHERE hash = $1", &[&hash])
+        .await?;
     Ok(())
 }

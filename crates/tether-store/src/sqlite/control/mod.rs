@@ -186,6 +186,52 @@ impl ControlStore for SqliteStore {
                 other => StoreError::corrupt(format!("recording token use: {other}")),
             })
     }
+
+    async fn create_login_code(&self, code: NewSecret) -> Result<(), UserError> {
+        self.on_writer(move |w| users::create_secret(w, "login_codes", code))
+            .await
+    }
+
+    async fn take_login_code(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = hash.to_vec();
+        self.on_writer(move |w| users::take_login_code(w, &hash, now))
+            .await
+            .map_err(only_storage)
+    }
+
+    async fn create_session(&self, session: NewSecret) -> Result<(), UserError> {
+        self.on_writer(move |w| users::create_secret(w, "sessions", session))
+            .await
+    }
+
+    async fn session(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Principal>, StoreError> {
+        let hash = hash.to_vec();
+        self.read(move |conn| users::session(conn, &hash, now))
+            .await
+    }
+
+    async fn delete_session(&self, hash: &[u8]) -> Result<(), StoreError> {
+        let hash = hash.to_vec();
+        self.on_writer(move |w| users::delete_session(w, &hash))
+            .await
+            .map_err(only_storage)
+    }
+}
+
+/// The storage failure of a job that can fail no other way.
+fn only_storage(e: UserError) -> StoreError {
+    match e {
+        UserError::Storage(e) => e,
+        other => StoreError::corrupt(other.to_string()),
+    }
 }
 
 #[async_trait]

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tether_types::Role;
 
 use super::rows::time;
-use crate::control::{NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
+use crate::control::{NewSecret, NewToken, Principal, TokenRecord, UserError, UserId, UserRecord};
 use crate::sqlite::writer::Writer;
 
 fn storage(e: rusqlite::Error) -> UserError {
@@ -200,5 +200,98 @@ pub(super) fn record_token_use(
             .execute(params![id, at.timestamp_millis()])
             .map_err(storage)?;
     }
+    Ok(())
+}
+
+/// Whether the token with this id exists and is not revoked.
+fn token_live(conn: &Connection, token_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM tokens WHERE id = ?1 AND revoked_at_ms IS NULL")?
+        .exists([token_id])
+}
+
+/// Stores a login code or a session (`table` is one of the two, never input) for a live
+/// token, dropping the table's expired rows first.
+pub(super) fn create_secret(
+    w: &mut Writer,
+    table: &'static str,
+    secret: NewSecret,
+) -> Result<(), UserError> {
+    let conn = w.conn();
+    if !token_live(conn, &secret.token_id).map_err(storage)? {
+        return Err(UserError::TokenNotFound);
+    }
+    let now = secret.now.timestamp_millis();
+    conn.prepare_cached(&format!("DELETE FROM {table} WHERE expires_at_ms <= ?1"))
+        .and_then(|mut s| s.execute([now]))
+        .map_err(storage)?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (hash, token_id, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            secret.hash,
+            secret.token_id,
+            now,
+            secret.expires_at.timestamp_millis()
+        ])
+    })
+    .map_err(storage)?;
+    Ok(())
+}
+
+pub(super) fn take_login_code(
+    w: &mut Writer,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<String>, UserError> {
+    w.conn()
+        .prepare_cached("DELETE FROM login_codes WHERE hash = ?1 RETURNING token_id, expires_at_ms")
+        .and_then(|mut s| {
+            s.query_row([hash], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()
+        })
+        .map(|row| {
+            row.and_then(|(token, expires)| (expires > now.timestamp_millis()).then_some(token))
+        })
+        .map_err(storage)
+}
+
+pub(super) fn session(
+    conn: &Connection,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<Principal>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT t.id, t.role, u.id, u.name
+             FROM sessions s JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = t.user_id
+             WHERE s.hash = ?1 AND s.expires_at_ms > ?2 AND t.revoked_at_ms IS NULL",
+        )?
+        .query_row(params![hash, now.timestamp_millis()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(token_id, role, user_id, user)| {
+        Some(Principal {
+            role: role.parse::<Role>().ok()?,
+            user_id,
+            user,
+            token_id,
+        })
+    }))
+}
+
+pub(super) fn delete_session(w: &mut Writer, hash: &[u8]) -> Result<(), UserError> {
+    w.conn()
+        .prepare_cached("DELETE FROM sessions WHERE hash = ?1")
+        .and_then(|mut s| s.execute([hash]))
+        .map_err(storage)?;
     Ok(())
 }
