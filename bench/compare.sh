@@ -31,7 +31,7 @@ IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 IDLE_STREAMS="${IDLE_STREAMS:-100}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 PEERS="${PEERS:-electric,node,redis,nats}"
-RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/dist"
 TETHER="${TETHER_BIN:-$RELEASE/tether}"
 read -r -a BENCH <<<"${BENCH:-$RELEASE/tether-bench}"
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -66,12 +66,12 @@ STARTED_AT=$SECONDS
 if [[ -n "${TETHER_BIN:-}" ]]; then
     say "using $TETHER as given by TETHER_BIN (not building)"
 else
-    say "building tether (release)"
-    cargo build --release -p tether
+    say "building tether (profile dist: fat LTO)"
+    cargo build --profile dist -p tether
 fi
 if [[ -z "${BENCH:-}" ]]; then
-    say "building tether-bench (release)"
-    cargo build --release -p tether-bench
+    say "building tether-bench (profile dist)"
+    cargo build --profile dist -p tether-bench
 fi
 
 CONTEXT=(

@@ -28,7 +28,7 @@ MESSAGES="${MESSAGES:-200000}"
 LIFECYCLE_WORKERS="${LIFECYCLE_WORKERS:-32}"
 IDLE_SUBSCRIBERS="${IDLE_SUBSCRIBERS:-10000}"
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/dist"
 TETHER="${TETHER_BIN:-$RELEASE/tether}"
 read -r -a BENCH <<<"${BENCH:-$RELEASE/tether-bench}"
 
@@ -52,12 +52,12 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ -z "${TETHER_BIN:-}" ]]; then
-    say "building tether (release)"
-    cargo build --release -p tether
+    say "building tether (profile dist: fat LTO)"
+    cargo build --profile dist -p tether
 fi
 if [[ -z "${BENCH:-}" ]]; then
-    say "building tether-bench (release)"
-    cargo build --release -p tether-bench
+    say "building tether-bench (profile dist)"
+    cargo build --profile dist -p tether-bench
 fi
 
 # scratch_database NAME: creates it on DATABASE_URL's server; sets SCRATCH_URL to its URL.
