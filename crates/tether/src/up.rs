@@ -16,8 +16,8 @@ use tether_client::Client;
 use tether_server::auth::{self, ADMIN_USER};
 use tether_server::config::DEFAULT_DATA_DIR as CLI_DEFAULT_DATA_DIR;
 use tether_server::{AuthMode, ServerConfig};
-use tether_store::{ControlStore, NewToken, UserError};
-use tether_types::Role;
+use tether_store::{ControlStore, NewToken, TaskFilter, UserError};
+use tether_types::{Role, TaskSpec};
 use tokio::sync::watch;
 
 use crate::worker::demo::DemoRunner;
@@ -41,6 +41,7 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
         AuthMode::Off => None,
     };
     let url = format!("http://{addr}");
+    let first_start = holds_no_task(control.as_ref()).await;
     // Scripts and tests wait for this line; keep its shape (the same as `tether serve`).
     println!("tether listening on {url}");
     println!(
@@ -69,12 +70,21 @@ pub async fn run(config: ServerConfig, speed: f64, concurrency: usize) -> anyhow
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let data_dir = config.data_dir.clone();
+    let config_auth = config.auth;
     let mut server = tokio::spawn(tether_server::serve(
         config,
         listener,
         stores,
         stopped(stop_server_rx),
     ));
+    if first_start {
+        let admin = match config_auth {
+            AuthMode::Token => admin_secret(&data_dir),
+            AuthMode::Off => None,
+        };
+        let client = Client::new(&url, admin.as_deref())?;
+        tokio::spawn(submit_demo_task(client, url.clone()));
+    }
     let client = Client::new(&url, token.as_ref().map(|t| t.1.as_str()))?;
     let worker_config = WorkerConfig {
         name: "up-demo".into(),
@@ -171,14 +181,52 @@ async fn login_link(
     data_dir: &Path,
     url: &str,
 ) -> anyhow::Result<Option<String>> {
-    let Ok(secret) = std::fs::read_to_string(data_dir.join(auth::ADMIN_TOKEN_FILE)) else {
+    let Some(secret) = admin_secret(data_dir) else {
         return Ok(None);
     };
-    let Some(admin) = control.principal(&auth::hash(secret.trim())).await? else {
+    let Some(admin) = control.principal(&auth::hash(&secret)).await? else {
         return Ok(None);
     };
     let (code, _) = auth::mint_login_code(control, &admin.token_id).await?;
     Ok(Some(format!("{url}/login?code={code}")))
+}
+
+/// The first admin's token secret, from `<data-dir>/admin.token` (absent when another node
+/// made the first admin).
+fn admin_secret(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(auth::ADMIN_TOKEN_FILE)).ok()?;
+    Some(text.trim().to_string())
+}
+
+/// Whether the store holds no task at all: a first start, which gets a demo task so that
+/// the page the login link opens has something running. A store that cannot say is taken as
+/// not empty: nothing is submitted behind a user's back on a database in trouble.
+async fn holds_no_task(control: &dyn ControlStore) -> bool {
+    let filter = TaskFilter {
+        owner_id: None,
+        state: None,
+        before_seq: None,
+        search: None,
+        limit: 1,
+    };
+    matches!(control.list_tasks(filter).await, Ok(tasks) if tasks.is_empty())
+}
+
+/// Submits the first start's demo task as the first admin, for the demo worker to run.
+async fn submit_demo_task(client: Client, url: String) {
+    let spec = TaskSpec {
+        description: "demo: fix the flaky login test".into(),
+        repository: Some("acme/app".into()),
+        ..TaskSpec::default()
+    };
+    // The key makes a repeated submit (none is made today) give back the same task.
+    match client
+        .submit(&spec, Some("tether-up-first-start-demo"))
+        .await
+    {
+        Ok((task, _)) => println!("demo task running: {url}/tasks/{}", task.id),
+        Err(error) => tracing::warn!(%error, "could not submit the demo task"),
+    }
 }
 
 /// What to do next, with the settings the CLI needs when they are not its defaults.

@@ -405,6 +405,27 @@ async fn tether_up_serves_and_runs_tasks_with_its_own_worker_and_stops_on_ctrl_c
     assert!(run.stdout.contains("✔ task completed"), "{}", run.stdout);
     assert!(run.stdout.contains("= completed in "), "{}", run.stdout);
 
+    // A first start submits a demo task, so the page the login link opens shows one running;
+    // the demo worker runs it to the end.
+    let mut up = up;
+    let prefix = format!("demo task running: {url}/tasks/");
+    let mut n = 1;
+    let demo = loop {
+        up.wait_for_stdout_lines(n, TASK_TIMEOUT).await;
+        let lines = up.stdout_lines();
+        if let Some(id) = lines.iter().find_map(|l| l.strip_prefix(prefix.as_str())) {
+            break id.to_string();
+        }
+        n += 1;
+    };
+    let watched = cli.run(&["watch", &demo]).await;
+    watched.expect_code(0);
+    assert!(
+        watched.stdout.contains("✔ task completed"),
+        "{}",
+        watched.stdout
+    );
+
     up.interrupt().await;
     let (status, _, stderr) = up.finish(TASK_TIMEOUT).await;
     assert!(status.success(), "up exited with {status}: {stderr:?}");
