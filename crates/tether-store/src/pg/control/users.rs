@@ -131,19 +131,21 @@ pub(super) async fn principal(
             &[&hash],
         )
         .await?;
-    let Some(r) = row else {
-        return Ok(None);
-    };
-    let role: String = col(&r, 1)?;
-    // A role this version does not know grants nothing.
+    row.map_or(Ok(None), |r| principal_of(&r))
+}
+
+/// A principal from a row of `t.id, t.role, u.id, u.name`. A role this version does not know
+/// grants nothing.
+fn principal_of(r: &tokio_postgres::Row) -> Result<Option<Principal>, StoreError> {
+    let role: String = col(r, 1)?;
     let Ok(role) = role.parse::<Role>() else {
         return Ok(None);
     };
     Ok(Some(Principal {
-        token_id: col(&r, 0)?,
+        token_id: col(r, 0)?,
         role,
-        user_id: col(&r, 2)?,
-        user: col(&r, 3)?,
+        user_id: col(r, 2)?,
+        user: col(r, 3)?,
     }))
 }
 
@@ -287,19 +289,7 @@ pub(super) async fn session(
             &[&hash, &now.timestamp_millis()],
         )
         .await?;
-    let Some(r) = row else {
-        return Ok(None);
-    };
-    let role: String = col(&r, 1)?;
-    let Ok(role) = role.parse::<Role>() else {
-        return Ok(None);
-    };
-    Ok(Some(Principal {
-        token_id: col(&r, 0)?,
-        role,
-        user_id: col(&r, 2)?,
-        user: col(&r, 3)?,
-    }))
+    row.map_or(Ok(None), |r| principal_of(&r))
 }
 
 pub(super) async fn delete_session(c: &impl GenericClient, hash: &[u8]) -> Result<(), StoreError> {

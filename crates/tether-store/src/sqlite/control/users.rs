@@ -112,24 +112,26 @@ pub(super) fn principal(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Opti
             "SELECT t.id, t.role, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id
              WHERE t.hash = ?1 AND t.revoked_at_ms IS NULL",
         )?
-        .query_row([hash], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
+        .query_row([hash], principal_row)
         .optional()?;
-    // A role this version does not know grants nothing.
-    Ok(row.and_then(|(token_id, role, user_id, user)| {
-        Some(Principal {
-            role: role.parse::<Role>().ok()?,
-            user_id,
-            user,
-            token_id,
-        })
-    }))
+    Ok(row.and_then(principal_of))
+}
+
+/// A row of `t.id, t.role, u.id, u.name`.
+type PrincipalRow = (String, String, i64, String);
+
+fn principal_row(r: &rusqlite::Row) -> rusqlite::Result<PrincipalRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// A role this version does not know grants nothing.
+fn principal_of((token_id, role, user_id, user): PrincipalRow) -> Option<Principal> {
+    Some(Principal {
+        role: role.parse::<Role>().ok()?,
+        user_id,
+        user,
+        token_id,
+    })
 }
 
 pub(super) fn list_users(conn: &Connection) -> rusqlite::Result<Vec<UserRecord>> {
@@ -269,23 +271,9 @@ pub(super) fn session(
              FROM sessions s JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = t.user_id
              WHERE s.hash = ?1 AND s.expires_at_ms > ?2 AND t.revoked_at_ms IS NULL",
         )?
-        .query_row(params![hash, now.timestamp_millis()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
+        .query_row(params![hash, now.timestamp_millis()], principal_row)
         .optional()?;
-    Ok(row.and_then(|(token_id, role, user_id, user)| {
-        Some(Principal {
-            role: role.parse::<Role>().ok()?,
-            user_id,
-            user,
-            token_id,
-        })
-    }))
+    Ok(row.and_then(principal_of))
 }
 
 pub(super) fn delete_session(w: &mut Writer, hash: &[u8]) -> Result<(), UserError> {
